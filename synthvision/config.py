@@ -1,0 +1,237 @@
+"""The typed run config: one YAML file, overridable from the CLI, validated before any work starts.
+
+Every stage's outputs are tagged with that stage's hash (`RunConfig.stage_hash`), computed only from
+the fields that change those outputs. Changing the training learning rate therefore reuses every
+generated shard and every CLIP score, while changing the generator's guidance scale regenerates the
+shards and everything downstream. Fields that only change *how* work runs (device, batch sizes,
+retries, workers) are in no hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthvision.errors import ConfigError
+from synthvision.hashing import stable_hash
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo such as `guidence_scale` must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_template(template: str | None) -> str | None:
+    if template is not None and template.count("{}") != 1:
+        raise ValueError(f"template {template!r} must contain exactly one '{{}}' placeholder")
+    return template
+
+
+class SentenceModelConfig(_Section):
+    """The word-to-sentence seq2seq model of the LE strategy (the paper: T5-base fine-tuned on CommonGen)."""
+
+    model: str = Field("tiny", description="hub id, local folder, or 'tiny' (built from config, offline)")
+    input_template: str = Field("{}", description="how a class name is put to the model")
+    max_new_tokens: int = Field(32, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    batch_size: int = Field(50, gt=0)
+    device: str = "auto"
+
+    _template = field_validator("input_template")(_check_template)
+
+
+class PromptsConfig(_Section):
+    """Prompt expansion: strategy B (`basic`) or LE (`language_enhancement`)."""
+
+    strategy: Literal["basic", "language_enhancement"] = "basic"
+    template: str | None = Field(None, description="default per label space, e.g. 'a photo of a {}'")
+    sentences_per_class: int = Field(200, gt=0, description="LE: sentences sampled per class")
+    sentence_model: SentenceModelConfig = SentenceModelConfig()
+
+    _template = field_validator("template")(_check_template)
+
+
+class GeneratorConfig(_Section):
+    """The text-to-image model."""
+
+    backend: Literal["diffusers", "tiny"] = "tiny"
+    model: str | None = Field(None, description="diffusers: hub id or local folder of a DiffusionPipeline")
+    guidance_scale: float = Field(3.0, ge=0, description="classifier-free guidance scale (paper: 3)")
+    steps: int = Field(50, gt=0)
+    resolution: int = Field(256, gt=0, multiple_of=8)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    device: str = "auto"
+    batch_size: int = Field(8, gt=0)
+    image_format: Literal["png", "jpg"] = "png"
+
+    @model_validator(mode="after")
+    def _model_for_diffusers(self) -> GeneratorConfig:
+        if self.backend == "diffusers" and not self.model:
+            raise ValueError("generator.model is required when generator.backend is 'diffusers'")
+        return self
+
+
+class ShardsConfig(_Section):
+    images_per_class: int = Field(2000, gt=0, description="paper: 2000 for B and LE")
+    shard_size: int = Field(1000, gt=0, description="images per WebDataset tar")
+
+
+class ClipConfig(_Section):
+    """The CLIP model used to score, filter and (frozen) to encode images for training."""
+
+    model: str = Field("tiny", description="open_clip name (e.g. RN50), 'local-dir:PATH', or 'tiny'")
+    pretrained: str | None = Field(None, description="open_clip pretrained tag or checkpoint file")
+    templates: list[str] | None = Field(None, description="zero-shot templates; default: the label space's")
+    batch_size: int = Field(256, gt=0)
+    device: str = "auto"
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("clip.templates must not be empty (omit it for the default)")
+            for template in value:
+                _check_template(template)
+        return value
+
+
+class FilterConfig(_Section):
+    """CF: keep synthetic images whose CLIP confidence for their own class is at least `threshold`."""
+
+    clip_filter: bool = True
+    threshold: float | None = Field(None, ge=0, le=1, description="default 1/N for N classes (paper)")
+
+
+class TrainingConfig(_Section):
+    """Classifier tuning (CT) on the frozen CLIP image encoder; defaults are the paper's (A.7.1)."""
+
+    loss: Literal["ce", "sce"] = "sce"
+    temperature: float = Field(2.0, gt=0, description="SCE: temperature on the CLIP logits")
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(512, gt=0)
+    device: str = "auto"
+
+
+class DemoTestSetConfig(_Section):
+    """A rendered test set (one colour per class) so the demo evaluates on real files offline."""
+
+    per_class: int = Field(10, gt=0)
+    size: int = Field(32, gt=0)
+
+
+class EvaluationConfig(_Section):
+    test_set: str | None = Field(None, description="image folder (CLASS/*.png) or WebDataset tar(s)")
+    format: Literal["auto", "imagefolder", "webdataset"] = "auto"
+    demo_test_set: DemoTestSetConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluationConfig:
+        if self.test_set and self.demo_test_set:
+            raise ValueError("set evaluation.test_set or evaluation.demo_test_set, not both")
+        return self
+
+
+class OrchestrationConfig(_Section):
+    """How Prefect runs the shard tasks; changes nothing in the outputs."""
+
+    retries: int = Field(3, ge=0)
+    retry_delay_s: float = Field(10.0, ge=0, description="first retry delay; doubles each retry")
+    retry_jitter: float = Field(0.5, ge=0, description="random extra delay, as a fraction of the delay")
+    max_workers: int = Field(2, gt=0, description="shard tasks running at once in one flow run")
+
+
+class RunConfig(_Section):
+    run_name: str = Field("synthvision", min_length=1)
+    output: str = Field("./runs/synthvision", min_length=1, description="any fsspec URL")
+    seed: int = Field(0, ge=0)
+    label_space: str = Field("cifar10", description="built-in name (cifar10, cifar100, eurosat) or a file")
+    prompts: PromptsConfig = PromptsConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    shards: ShardsConfig = ShardsConfig()
+    clip: ClipConfig = ClipConfig()
+    filter: FilterConfig = FilterConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    def stage_hash(self, stage: Literal["prompts", "generate", "score", "train"]) -> str:
+        """Hash of everything that changes `stage`'s outputs, its upstream stages included."""
+        runtime = {"device", "batch_size"}
+        parts: dict[str, Any] = {
+            "label_space": self.label_space,
+            "seed": self.seed,
+            "prompts": self.prompts.model_dump(exclude={"sentence_model": {"device", "batch_size"}}),
+        }
+        if stage in ("generate", "score", "train"):
+            parts["generator"] = self.generator.model_dump(exclude=runtime)
+            parts["shards"] = self.shards.model_dump()
+        if stage in ("score", "train"):
+            parts["clip"] = self.clip.model_dump(exclude=runtime)
+            parts["filter"] = self.filter.model_dump()
+        if stage == "train":
+            parts["training"] = self.training.model_dump(exclude={"device"})
+            parts["evaluation"] = self.evaluation.model_dump()
+        return stable_hash({"stage": stage, **parts})
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling against the config reference in README.md)"
+        problems.append(f"{field}: {message}")
+    return f"invalid config {source}: " + "; ".join(problems)
+
+
+def _parse_override(override: str) -> tuple[list[str], Any]:
+    if "=" not in override:
+        raise ConfigError(f"invalid override {override!r}: expected KEY=VALUE, e.g. training.epochs=5")
+    key, raw = override.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"invalid override {override!r}: empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides (values parsed as YAML scalars) to a nested config dict."""
+    for override in overrides:
+        path, value = _parse_override(override)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"invalid override {override!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply CLI overrides, validate; a problem raises one-line `ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of fields, not {type(data).__name__}")
+    return parse_config(apply_overrides(data, overrides or []), source=str(path))
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None

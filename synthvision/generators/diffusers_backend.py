@@ -1,0 +1,65 @@
+"""The diffusers backend: any text-to-image `DiffusionPipeline`, from a hub id or a local folder.
+
+We wrap the pipeline, never fork it: one call per batch with classifier-free guidance, steps,
+resolution and one `torch.Generator` per image.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from synthvision.config import GeneratorConfig
+from synthvision.devices import resolve_device, resolve_dtype
+from synthvision.errors import ModelLoadError
+from synthvision.weights import resolve_model_source
+
+
+def load_pipeline(model: str, dtype: torch.dtype) -> DiffusionPipeline:
+    """`DiffusionPipeline.from_pretrained` with errors that say what to do when offline."""
+    source = resolve_model_source(model, "generator.model")
+    try:
+        return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype)
+    except OSError as error:
+        raise ModelLoadError(
+            f"generator.model: could not load diffusers pipeline {model!r} ({str(error).splitlines()[0]}). "
+            "Without internet access, download it elsewhere (`huggingface-cli download ID --local-dir DIR`) "
+            "and set generator.model to that folder."
+        ) from None
+
+
+class DiffusersGenerator:
+    def __init__(self, pipeline: DiffusionPipeline, config: GeneratorConfig, name: str):
+        """`pipeline` must already be in the configured dtype (diffusers keeps some modules in
+        float32 when loading with `torch_dtype`, which a later cast would undo)."""
+        self.device = resolve_device(config.device)
+        self.pipeline = pipeline.to(self.device)
+        self.pipeline.set_progress_bar_config(disable=True)
+        self.config = config
+        self.name = name
+        self.batch_size = config.batch_size
+
+    @classmethod
+    def from_config(cls, config: GeneratorConfig) -> DiffusersGenerator:
+        dtype = resolve_dtype(config.dtype, resolve_device(config.device))
+        if config.backend == "tiny":
+            from synthvision.generators.tiny import build_tiny_pipeline
+
+            return cls(build_tiny_pipeline().to(dtype=dtype), config, name="tiny")
+        return cls(load_pipeline(config.model, dtype), config, name=f"diffusers:{config.model}")
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        # CPU generators are portable: the same seed gives the same initial noise on any device.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        output = self.pipeline(
+            prompt=prompts,
+            num_inference_steps=self.config.steps,
+            guidance_scale=self.config.guidance_scale,
+            height=self.config.resolution,
+            width=self.config.resolution,
+            generator=generators,
+            output_type="pil",
+        )
+        return output.images

@@ -1,0 +1,237 @@
+"""A run: one config bound to its output storage, with one method per unit of work.
+
+Prefect tasks are thin wrappers over these methods (one call per shard); the CLI's `status` uses them
+too. Everything here is resumable: each method first asks storage whether its output is committed.
+Models are loaded lazily, once per process, and only when some shard actually needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from safetensors.torch import save as save_safetensors
+
+from synthvision.config import RunConfig
+from synthvision.errors import DataError
+from synthvision.generation import SHARDS_DIR, generate_shard
+from synthvision.label_spaces import LabelSpace, load_label_space
+from synthvision.manifest import Manifest
+from synthvision.planning import ShardPlan, plan_from_prompts
+from synthvision.prompt_table import PROMPTS_FILE, expand_prompts, read_prompts, write_prompts
+from synthvision.prompts import Prompt
+from synthvision.scoring import SCORES_DIR, ZeroShotHead, read_scores, score_shard
+from synthvision.storage import Storage
+
+TRAIN_DIR = "train"
+RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    stage: str
+    planned: int
+    committed: int
+
+    @property
+    def missing(self) -> int:
+        return self.planned - self.committed
+
+
+class Run:
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.label_space: LabelSpace = load_label_space(config.label_space)
+        self.storage = Storage(config.output)
+        self.hashes = {stage: config.stage_hash(stage) for stage in ("prompts", "generate", "score", "train")}
+        self._lock = threading.Lock()
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        images = self.label_space.num_classes * self.config.shards.images_per_class
+        if self.config.shards.shard_size > images:
+            raise DataError(
+                f"shards.shard_size ({self.config.shards.shard_size}) is larger than the run "
+                f"({images} images = {self.label_space.num_classes} classes x {self.config.shards.images_per_class})"
+            )
+
+    # -- prompts --------------------------------------------------------------------------------
+    def ensure_prompts(self, progress=None) -> tuple[list[Prompt], bool]:
+        """The prompt table, expanding and committing it first if needed; (prompts, expanded now)."""
+        existing = read_prompts(self.storage, self.hashes["prompts"])
+        if existing is not None:
+            return existing, False
+        prompts = expand_prompts(self.config, self.label_space, progress)
+        write_prompts(self.storage, prompts, self.hashes["prompts"])
+        return prompts, True
+
+    @cached_property
+    def prompts(self) -> list[Prompt]:
+        prompts = read_prompts(self.storage, self.hashes["prompts"])
+        if prompts is None:
+            raise DataError(f"{self.storage.url_of(PROMPTS_FILE)} is missing or from another config: run the prompts stage first")
+        return prompts
+
+    @cached_property
+    def plan(self) -> ShardPlan:
+        return plan_from_prompts(
+            [prompt.class_id for prompt in self.prompts],
+            self.label_space.num_classes,
+            self.config.shards.images_per_class,
+            self.config.shards.shard_size,
+            self.config.seed,
+        )
+
+    # -- generation -----------------------------------------------------------------------------
+    def generate(self, shard_index: int) -> tuple[Manifest, bool]:
+        from synthvision.generators import load_generator
+
+        return generate_shard(
+            self.plan.shard(shard_index),
+            self.prompts,
+            lambda: load_generator(self.config.generator),
+            self.storage,
+            self.hashes["generate"],
+            self.config.generator.image_format,
+        )
+
+    def committed_shard(self, shard_index: int) -> Manifest | None:
+        spec = self.plan.shard(shard_index)
+        return self.storage.committed(SHARDS_DIR, spec.name, self.hashes["generate"], spec.spec_hash)
+
+    # -- scoring --------------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        from synthvision.filtering import filter_threshold
+
+        return filter_threshold(self.label_space.num_classes, self.config.filter.threshold)
+
+    @property
+    def templates(self) -> list[str]:
+        return self.config.clip.templates or [self.config.prompts.template or self.label_space.default_template]
+
+    def clip_and_head(self):
+        """The CLIP model and its zero-shot head for this label space, built once per process."""
+        from synthvision.clip_model import load_clip
+
+        with self._lock:
+            if not hasattr(self, "_clip_and_head"):
+                clip = load_clip(self.config.clip)
+                head = ZeroShotHead(clip.text_classifier(self.label_space.classes, self.templates), clip.logit_scale)
+                self._clip_and_head = (clip, head)
+            return self._clip_and_head
+
+    def score(self, shard_index: int) -> tuple[Manifest, bool]:
+        source = self.committed_shard(shard_index)
+        if source is None:
+            raise DataError(f"shard {self.plan.shard(shard_index).name} is not committed: run the generate stage first")
+        return score_shard(source, self.clip_and_head, self.storage, self.hashes["score"], self.threshold, self.config.clip.batch_size)
+
+    def committed_scores(self, shard_index: int) -> Manifest | None:
+        source = self.committed_shard(shard_index)
+        if source is None:
+            return None
+        return self.storage.committed(SCORES_DIR, source.shard, self.hashes["score"], source.sha256)
+
+    # -- training and evaluation ----------------------------------------------------------------
+    def test_set_url(self) -> str | None:
+        evaluation = self.config.evaluation
+        if evaluation.demo_test_set is not None:
+            from synthvision.demo_data import write_colour_test_set
+
+            demo = evaluation.demo_test_set
+            return write_colour_test_set(self.storage, "demo_test_set", self.label_space, demo.per_class, demo.size, self.config.seed)
+        return evaluation.test_set
+
+    def train_and_evaluate(self) -> dict[str, Any]:
+        """CT on the committed scores, then top-1 on the test set against zero-shot CLIP; writes the report."""
+        from synthvision.evaluation import encode_test_set
+        from synthvision.reporting import write_report
+        from synthvision.training import predict, top1, tune_classifier, zero_shot_head
+
+        manifests = [self.committed_scores(index) for index in range(self.plan.num_shards)]
+        missing = [self.plan.shard(i).name for i, m in enumerate(manifests) if m is None]
+        if missing:
+            raise DataError(f"{len(missing)} shard(s) have no committed scores (first: {missing[0]}): run the score stage first")
+        table = read_scores(self.storage, manifests)
+        use = np.asarray(table["passed"]) if self.config.filter.clip_filter else np.ones(table.num_rows, bool)
+        if not use.any():
+            raise DataError("the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)")
+        features = np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32)
+        teacher = np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32)
+        labels = np.asarray(table["label"])[use]
+
+        clip, zero_shot = self.clip_and_head()
+        result = tune_classifier(
+            features, labels, teacher, zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale), self.config.training, self.config.seed
+        )
+        head_state = {"weight": result.head.weight.detach().contiguous(), "bias": result.head.bias.detach().contiguous()}
+        self.storage.write_bytes(f"{TRAIN_DIR}/head.safetensors", save_safetensors(head_state, metadata={"config_hash": self.hashes["train"]}))
+
+        evaluation: dict[str, Any] = {"test_set": None}
+        url = self.test_set_url()
+        if url is not None:
+            test_features, test_labels = encode_test_set(clip, url, self.config.evaluation.format, self.label_space, self.config.clip.batch_size)
+            evaluation = {
+                "test_set": url,
+                "test_images": int(len(test_labels)),
+                "zero_shot_top1": top1(zero_shot.logits(test_features).argmax(axis=1), test_labels),
+                "tuned_top1": top1(predict(result.head, test_features), test_labels),
+            }
+            evaluation["gain"] = evaluation["tuned_top1"] - evaluation["zero_shot_top1"]
+        report = {
+            "run_name": self.config.run_name,
+            "output": self.storage.url,
+            "config_hashes": self.hashes,
+            "label_space": {"name": self.label_space.name, "classes": self.label_space.num_classes},
+            "strategies": {
+                "prompts": self.config.prompts.strategy,
+                "clip_filter": self.config.filter.clip_filter,
+                "loss": self.config.training.loss,
+            },
+            "data": {
+                "synthetic_images": int(table.num_rows),
+                "passed_filter": int(np.asarray(table["passed"]).sum()),
+                "trained_on": int(use.sum()),
+                "filter_threshold": self.threshold,
+            },
+            "training": {**self.config.training.model_dump(), "steps": result.steps, "epoch_losses": result.epoch_losses},
+            "evaluation": evaluation,
+        }
+        write_report(self.storage, TRAIN_DIR, report)
+        return report
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def write_record(self) -> None:
+        record = {"config": self.config.model_dump(mode="json"), "config_hashes": self.hashes, "classes": list(self.label_space.classes)}
+        self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
+
+    def status(self) -> list[StageStatus]:
+        """Planned and committed counts per stage, read from storage alone."""
+        prompts = read_prompts(self.storage, self.hashes["prompts"])
+        rows = [StageStatus("prompts", 1, int(prompts is not None))]
+        if prompts is None:
+            return rows
+        generated = scored = 0
+        for index in range(self.plan.num_shards):
+            if self.committed_shard(index) is not None:
+                generated += 1
+                scored += self.committed_scores(index) is not None
+        rows += [StageStatus("generate", self.plan.num_shards, generated), StageStatus("score", self.plan.num_shards, scored)]
+        rows.append(StageStatus("train", 1, int(self.storage.exists(f"{TRAIN_DIR}/report.json"))))
+        return rows
+
+
+@functools.lru_cache(maxsize=8)
+def _open_run(config_json: str) -> Run:
+    return Run(RunConfig.model_validate_json(config_json))
+
+
+def open_run(config: RunConfig) -> Run:
+    """The process-wide `Run` for `config`: shard tasks share its prompt table and loaded models."""
+    return _open_run(config.model_dump_json())

@@ -1,0 +1,142 @@
+"""A run's output tree on any fsspec filesystem (local path, `s3://`, `memory://`).
+
+Layout under the run root:
+    run.json                          config snapshot and stage hashes of the latest run
+    prompts.parquet                   prompt table (schema metadata holds its config hash)
+    shards/shard-00000.tar            WebDataset shard ...
+    shards/shard-00000.manifest.json  ... and its commit record, written last
+    scores/shard-00000.parquet        CLIP scores and embeddings ...
+    scores/shard-00000.manifest.json  ... and their commit record
+    train/head.safetensors, train/report.json, train/report.md
+
+Writes are atomic per file: on a local filesystem a file is written under a temporary name and
+renamed into place; object stores (S3) make an upload visible only once it completes, so there the
+final name is written directly. Either way no reader ever sees half a file under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from synthvision.errors import DataError
+from synthvision.manifest import Manifest, manifest_path
+
+
+class HashingWriter:
+    """A write-only file wrapper that counts bytes and computes sha256 while data streams through."""
+
+    def __init__(self, raw: IO[bytes]):
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self._sha.update(data)
+        self.bytes += len(data)
+        return self._raw.write(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+class Storage:
+    """One run's output root. Paths passed in are relative to the root, with '/' separators."""
+
+    def __init__(self, url: str, **storage_options):
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
+        self._local = isinstance(self.fs, LocalFileSystem)
+
+    def path(self, relpath: str) -> str:
+        return posixpath.join(self.root, relpath)
+
+    def url_of(self, relpath: str) -> str:
+        """`relpath` as a URL other fsspec code can open (a plain path for local runs)."""
+        return f"{self.url.rstrip('/')}/{relpath}"
+
+    def exists(self, relpath: str) -> bool:
+        return self.fs.exists(self.path(relpath))
+
+    def size(self, relpath: str) -> int:
+        return self.fs.size(self.path(relpath))
+
+    def read_bytes(self, relpath: str) -> bytes:
+        return self.fs.cat_file(self.path(relpath))
+
+    def open(self, relpath: str, mode: str = "rb"):
+        return self.fs.open(self.path(relpath), mode)
+
+    def list(self, reldir: str, suffix: str = "") -> list[str]:
+        """Names (not paths) of the files directly under `reldir` ending in `suffix`; [] if absent."""
+        try:
+            entries = self.fs.ls(self.path(reldir), detail=False)
+        except FileNotFoundError:
+            return []
+        names = (posixpath.basename(entry.rstrip("/")) for entry in entries)
+        return sorted(name for name in names if name.endswith(suffix))
+
+    @contextmanager
+    def atomic_writer(self, relpath: str) -> Iterator[HashingWriter]:
+        """Open `relpath` for writing; it appears under its final name only if the block succeeds."""
+        final = self.path(relpath)
+        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        target = f"{final}.tmp-{uuid.uuid4().hex}" if self._local else final
+        try:
+            with self.fs.open(target, "wb") as raw:
+                writer = HashingWriter(raw)
+                yield writer
+            if self._local:
+                self.fs.mv(target, final)
+        except BaseException:
+            if self.fs.exists(target):
+                self.fs.rm(target)
+            raise
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        with self.atomic_writer(relpath) as writer:
+            writer.write(data)
+
+    def remove_temporaries(self, reldir: str) -> int:
+        """Delete leftovers of writes killed mid-way (`*.tmp-*`); returns how many there were."""
+        leftovers = [name for name in self.list(reldir) if ".tmp-" in name]
+        for name in leftovers:
+            self.fs.rm(self.path(f"{reldir}/{name}"))
+        return len(leftovers)
+
+    def read_manifest(self, stage_dir: str, shard: str) -> Manifest | None:
+        relpath = manifest_path(stage_dir, shard)
+        try:
+            text = self.read_bytes(relpath).decode("utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            return Manifest.from_json(text)
+        except (ValueError, TypeError) as error:
+            raise DataError(f"manifest {self.path(relpath)} is corrupt ({error}); delete it to redo {shard}") from None
+
+    def write_manifest(self, stage_dir: str, manifest: Manifest) -> None:
+        self.write_bytes(manifest_path(stage_dir, manifest.shard), manifest.to_json().encode("utf-8"))
+
+    def committed(self, stage_dir: str, shard: str, config_hash: str, spec_hash: str) -> Manifest | None:
+        """The shard's manifest if it matches this config and spec and its data file is whole."""
+        manifest = self.read_manifest(stage_dir, shard)
+        if manifest is None or not manifest.matches(config_hash, spec_hash):
+            return None
+        try:
+            if self.size(manifest.data_file) != manifest.bytes:
+                return None
+        except FileNotFoundError:
+            return None
+        return manifest
