@@ -206,25 +206,36 @@ class Run:
         write_report(self.storage, TRAIN_DIR, report)
         return report
 
+    def report(self) -> dict[str, Any] | None:
+        """The committed report of this exact config, if any."""
+        try:
+            report = json.loads(self.storage.read_bytes(f"{TRAIN_DIR}/report.json"))
+        except FileNotFoundError:
+            return None
+        return report if report["config_hashes"]["train"] == self.hashes["train"] else None
+
     # -- bookkeeping ----------------------------------------------------------------------------
     def write_record(self) -> None:
         record = {"config": self.config.model_dump(mode="json"), "config_hashes": self.hashes, "classes": list(self.label_space.classes)}
         self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
 
     def status(self) -> list[StageStatus]:
-        """Planned and committed counts per stage, read from storage alone."""
+        """Planned and committed counts per stage, read from storage alone (no model, no Prefect)."""
+        images = self.label_space.num_classes * self.config.shards.images_per_class
+        num_shards = -(-images // self.config.shards.shard_size)
         prompts = read_prompts(self.storage, self.hashes["prompts"])
-        rows = [StageStatus("prompts", 1, int(prompts is not None))]
-        if prompts is None:
-            return rows
         generated = scored = 0
-        for index in range(self.plan.num_shards):
-            if self.committed_shard(index) is not None:
-                generated += 1
-                scored += self.committed_scores(index) is not None
-        rows += [StageStatus("generate", self.plan.num_shards, generated), StageStatus("score", self.plan.num_shards, scored)]
-        rows.append(StageStatus("train", 1, int(self.storage.exists(f"{TRAIN_DIR}/report.json"))))
-        return rows
+        if prompts is not None:
+            for index in range(num_shards):
+                if self.committed_shard(index) is not None:
+                    generated += 1
+                    scored += self.committed_scores(index) is not None
+        return [
+            StageStatus("prompts", 1, int(prompts is not None)),
+            StageStatus("generate", num_shards, generated),
+            StageStatus("score", num_shards, scored),
+            StageStatus("train", 1, int(self.report() is not None)),
+        ]
 
 
 @functools.lru_cache(maxsize=8)

@@ -108,13 +108,6 @@ class Storage:
         with self.atomic_writer(relpath) as writer:
             writer.write(data)
 
-    def remove_temporaries(self, reldir: str) -> int:
-        """Delete leftovers of writes killed mid-way (`*.tmp-*`); returns how many there were."""
-        leftovers = [name for name in self.list(reldir) if ".tmp-" in name]
-        for name in leftovers:
-            self.fs.rm(self.path(f"{reldir}/{name}"))
-        return len(leftovers)
-
     def read_manifest(self, stage_dir: str, shard: str) -> Manifest | None:
         relpath = manifest_path(stage_dir, shard)
         try:

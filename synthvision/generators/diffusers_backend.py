@@ -46,7 +46,8 @@ class DiffusersGenerator:
         if config.backend == "tiny":
             from synthvision.generators.tiny import build_tiny_pipeline
 
-            return cls(build_tiny_pipeline().to(dtype=dtype), config, name="tiny")
+            pipeline = build_tiny_pipeline()
+            return cls(pipeline if dtype == torch.float32 else pipeline.to(dtype=dtype), config, name="tiny")
         return cls(load_pipeline(config.model, dtype), config, name=f"diffusers:{config.model}")
 
     @torch.inference_mode()

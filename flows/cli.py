@@ -1,0 +1,105 @@
+"""The `synthvision` command: `run CONFIG` end to end, one command per stage, and `status CONFIG`.
+
+Every command takes `--set key.path=value` overrides (YAML values), e.g.
+`synthvision run configs/demo.yaml --set training.epochs=5 --set output=/tmp/demo`.
+A user error (config, input file, missing weights) prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import tasks.settings  # noqa: F401  (must run before prefect is imported)
+import typer
+
+from synthvision.config import RunConfig, load_config
+from synthvision.errors import SynthvisionError
+from synthvision.run import TRAIN_DIR, open_run
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+
+ConfigPath = Annotated[Path, typer.Argument(help="run config (YAML)")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a field: --set training.epochs=5")]
+
+
+def _config(path: Path, overrides: list[str] | None) -> RunConfig:
+    """Load and validate everything that can be checked before work starts."""
+    config = load_config(path, overrides)
+    open_run(config)
+    return config
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    typer.echo(", ".join(f"{key}: {value}" for key, value in summary.items()))
+
+
+@app.command()
+def run(config: ConfigPath, set_: Overrides = None) -> None:
+    """Run the whole pipeline: prompts, generate, score, train and evaluate."""
+    from flows.synthesize import synthesize
+
+    cfg = _config(config, set_)
+    result = synthesize(cfg)
+    for summary in result["stages"].values():
+        _print_summary(summary)
+    evaluation = result["report"]["evaluation"]
+    if evaluation.get("test_set"):
+        typer.echo(f"top-1: zero-shot {evaluation['zero_shot_top1']:.2f}%, tuned {evaluation['tuned_top1']:.2f}% ({evaluation['gain']:+.2f})")
+    typer.echo(f"report: {open_run(cfg).storage.url_of(f'{TRAIN_DIR}/report.md')}")
+
+
+@app.command()
+def prompts(config: ConfigPath, set_: Overrides = None) -> None:
+    """Expand class names into prompts (strategy B or LE) and write prompts.parquet."""
+    from flows.stages import prompts_flow
+
+    _print_summary(prompts_flow(_config(config, set_)))
+
+
+@app.command()
+def generate(config: ConfigPath, set_: Overrides = None) -> None:
+    """Generate every missing shard (needs the prompts stage)."""
+    from flows.fanout import task_runner
+    from flows.stages import generate_flow
+
+    cfg = _config(config, set_)
+    _print_summary(generate_flow.with_options(task_runner=task_runner(cfg))(cfg))
+
+
+@app.command()
+def score(config: ConfigPath, set_: Overrides = None) -> None:
+    """CLIP-score every generated shard that has no scores yet."""
+    from flows.fanout import task_runner
+    from flows.stages import score_flow
+
+    cfg = _config(config, set_)
+    _print_summary(score_flow.with_options(task_runner=task_runner(cfg))(cfg))
+
+
+@app.command()
+def train(config: ConfigPath, set_: Overrides = None) -> None:
+    """Tune the classifier on the scored shards and evaluate it."""
+    from flows.stages import train_flow
+
+    cfg = _config(config, set_)
+    train_flow(cfg)
+    typer.echo(f"report: {open_run(cfg).storage.url_of(f'{TRAIN_DIR}/report.md')}")
+
+
+@app.command()
+def status(config: ConfigPath, set_: Overrides = None) -> None:
+    """Shards planned, committed and missing per stage, read from storage alone."""
+    cfg = _config(config, set_)
+    typer.echo(f"{'stage':<10}{'planned':>10}{'committed':>11}{'missing':>9}")
+    for row in open_run(cfg).status():
+        typer.echo(f"{row.stage:<10}{row.planned:>10}{row.committed:>11}{row.missing:>9}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SynthvisionError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)

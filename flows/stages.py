@@ -1,0 +1,47 @@
+"""One flow per stage. Each is resumable: rerunning it redoes only what storage lacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from synthvision.config import RunConfig
+from synthvision.reporting import render_markdown
+from tasks import expand_prompts_task, generate_shard_task, score_shard_task, train_task
+from flows.fanout import artifact_key, run_shard_tasks
+
+
+@flow(name="prompts", flow_run_name="{config.run_name}-prompts")
+def prompts_flow(config: RunConfig) -> dict[str, Any]:
+    summary = expand_prompts_task(config)
+    create_table_artifact(
+        [{"source": source, "prompts": count} for source, count in sorted(summary["by_source"].items())],
+        key=artifact_key(config, "prompts"),
+        description=f"{config.run_name}: prompts by source ({config.prompts.strategy})",
+    )
+    return summary
+
+
+@flow(name="generate", flow_run_name="{config.run_name}-generate")
+def generate_flow(config: RunConfig) -> dict[str, Any]:
+    return run_shard_tasks(generate_shard_task, config, "generate")
+
+
+@flow(name="score", flow_run_name="{config.run_name}-score")
+def score_flow(config: RunConfig) -> dict[str, Any]:
+    return run_shard_tasks(score_shard_task, config, "score")
+
+
+@flow(name="train", flow_run_name="{config.run_name}-train")
+def train_flow(config: RunConfig) -> dict[str, Any]:
+    report = train_task(config)
+    create_markdown_artifact(render_markdown(report), key=artifact_key(config, "report"), description="synthvision report")
+    evaluation = report["evaluation"]
+    create_table_artifact(
+        [{"model": "CLIP zero-shot", "top1": evaluation.get("zero_shot_top1")}, {"model": "CLIP + synthetic (CT)", "top1": evaluation.get("tuned_top1")}],
+        key=artifact_key(config, "train"),
+        description=f"{config.run_name}: top-1 on {evaluation.get('test_set')}",
+    )
+    return report
