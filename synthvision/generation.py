@@ -45,8 +45,7 @@ def generate_shard(
     generator = get_generator()
     model_seconds = 0.0
     data_file = shard_tar_path(spec.name)
-    with storage.atomic_writer(data_file) as stream:
-        writer = ShardWriter(stream, image_format)
+    with storage.atomic_writer(data_file) as stream, ShardWriter(stream, image_format) as writer:
         for start in range(0, len(spec.samples), generator.batch_size):
             batch = spec.samples[start : start + generator.batch_size]
             texts = [prompts[sample.prompt_id].text for sample in batch]
@@ -66,7 +65,6 @@ def generate_shard(
                     "shard": spec.name,
                 }
                 writer.write(sample.key, image, meta, sample.class_id)
-        writer.close()
     manifest = Manifest(
         shard=spec.name,
         stage="generate",

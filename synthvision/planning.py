@@ -24,6 +24,17 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
+def check_shard_size(num_classes: int, images_per_class: int, shard_size: int) -> int:
+    """Validate the shard size against the run; returns the number of shards."""
+    num_images = num_classes * images_per_class
+    if shard_size > num_images:
+        raise ConfigError(
+            f"shards.shard_size ({shard_size}) is larger than the run "
+            f"({num_images} images = {num_classes} classes x {images_per_class} per class)"
+        )
+    return -(-num_images // shard_size)
+
+
 @dataclass(frozen=True)
 class SampleSpec:
     key: str
@@ -57,11 +68,7 @@ class ShardPlan:
         for class_id, prompt_ids in enumerate(self.prompt_ids_by_class):
             if not prompt_ids:
                 raise ConfigError(f"class {class_id} has no prompts; prompt expansion must give each class one")
-        if self.shard_size > self.num_images:
-            raise ConfigError(
-                f"shards.shard_size ({self.shard_size}) is larger than the run "
-                f"({self.num_images} images = {self.num_classes} classes x {self.images_per_class} per class)"
-            )
+        check_shard_size(self.num_classes, self.images_per_class, self.shard_size)
 
     @property
     def num_classes(self) -> int:

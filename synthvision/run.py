@@ -22,7 +22,7 @@ from synthvision.errors import DataError
 from synthvision.generation import SHARDS_DIR, generate_shard
 from synthvision.label_spaces import LabelSpace, load_label_space
 from synthvision.manifest import Manifest
-from synthvision.planning import ShardPlan, plan_from_prompts
+from synthvision.planning import ShardPlan, check_shard_size, plan_from_prompts
 from synthvision.prompt_table import PROMPTS_FILE, expand_prompts, read_prompts, write_prompts
 from synthvision.prompts import Prompt
 from synthvision.scoring import SCORES_DIR, ZeroShotHead, read_scores, score_shard
@@ -50,15 +50,8 @@ class Run:
         self.storage = Storage(config.output)
         self.hashes = {stage: config.stage_hash(stage) for stage in ("prompts", "generate", "score", "train")}
         self._lock = threading.Lock()
-        self._check_sizes()
-
-    def _check_sizes(self) -> None:
-        images = self.label_space.num_classes * self.config.shards.images_per_class
-        if self.config.shards.shard_size > images:
-            raise DataError(
-                f"shards.shard_size ({self.config.shards.shard_size}) is larger than the run "
-                f"({images} images = {self.label_space.num_classes} classes x {self.config.shards.images_per_class})"
-            )
+        shards = config.shards
+        self.num_shards = check_shard_size(self.label_space.num_classes, shards.images_per_class, shards.shard_size)
 
     # -- prompts --------------------------------------------------------------------------------
     def ensure_prompts(self, progress=None) -> tuple[list[Prompt], bool]:
@@ -221,8 +214,7 @@ class Run:
 
     def status(self) -> list[StageStatus]:
         """Planned and committed counts per stage, read from storage alone (no model, no Prefect)."""
-        images = self.label_space.num_classes * self.config.shards.images_per_class
-        num_shards = -(-images // self.config.shards.shard_size)
+        num_shards = self.num_shards
         prompts = read_prompts(self.storage, self.hashes["prompts"])
         generated = scored = 0
         if prompts is not None:

@@ -47,7 +47,11 @@ class ShardWriter:
         )
         self.count += 1
 
-    def close(self) -> None:
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Closed on failure too: an unclosed tar would write its trailer later, into a closed file.
         self._tar.close()
 
 

@@ -20,7 +20,7 @@ def load_pipeline(model: str, dtype: torch.dtype) -> DiffusionPipeline:
     """`DiffusionPipeline.from_pretrained` with errors that say what to do when offline."""
     source = resolve_model_source(model, "generator.model")
     try:
-        return DiffusionPipeline.from_pretrained(source, torch_dtype=dtype)
+        return DiffusionPipeline.from_pretrained(source, dtype=dtype)
     except OSError as error:
         raise ModelLoadError(
             f"generator.model: could not load diffusers pipeline {model!r} ({str(error).splitlines()[0]}). "
@@ -32,7 +32,7 @@ def load_pipeline(model: str, dtype: torch.dtype) -> DiffusionPipeline:
 class DiffusersGenerator:
     def __init__(self, pipeline: DiffusionPipeline, config: GeneratorConfig, name: str):
         """`pipeline` must already be in the configured dtype (diffusers keeps some modules in
-        float32 when loading with `torch_dtype`, which a later cast would undo)."""
+        float32 when loading with `dtype`, which a later cast would undo)."""
         self.device = resolve_device(config.device)
         self.pipeline = pipeline.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)

@@ -1,0 +1,68 @@
+"""Shared fixtures. The environment is set before Prefect or Hugging Face libraries are imported:
+tests never touch the network, the user's Prefect home, or the user's Hugging Face cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="synthvision-tests-"))
+os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = str(_HOME / "hf")
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
+from synthvision.config import RunConfig, parse_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server for the whole session (it takes ~10 s to start); yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def colours_file(tmp_path: Path) -> Path:
+    path = tmp_path / "colours.txt"
+    path.write_text("red\ngreen\nblue\n")
+    return path
+
+
+def tiny_config(output: Path, label_space: Path, **sections) -> RunConfig:
+    """A fast config on tiny models: 3 classes x 4 images, shards of 4, 2 denoising steps at 32 px."""
+    data = {
+        "run_name": "test",
+        "output": str(output),
+        "label_space": str(label_space),
+        "generator": {"backend": "tiny", "steps": 2, "resolution": 32, "batch_size": 4},
+        "shards": {"images_per_class": 4, "shard_size": 4},
+        "clip": {"model": "tiny", "batch_size": 16},
+        "training": {"epochs": 3, "batch_size": 8},
+        "evaluation": {"demo_test_set": {"per_class": 3, "size": 32}},
+        "orchestration": {"retries": 2, "retry_delay_s": 0, "retry_jitter": 0, "max_workers": 2},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return parse_config(data)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, colours_file: Path):
+    def make(**sections) -> RunConfig:
+        return tiny_config(tmp_path / "run", colours_file, **sections)
+
+    return make

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from synthvision.config import apply_overrides, load_config, parse_config
+from synthvision.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_config_loads_and_overrides_apply():
+    config = load_config("configs/demo.yaml", ["training.epochs=5", "output=/tmp/x", "filter.threshold=0.5"])
+    assert config.training.epochs == 5
+    assert config.output == "/tmp/x"
+    assert config.filter.threshold == 0.5
+
+
+def test_paper_defaults():
+    config = parse_config({})
+    assert (config.training.lr, config.training.weight_decay, config.training.epochs, config.training.batch_size) == (2e-3, 0.1, 30, 512)
+    assert config.training.temperature == 2.0
+    assert config.generator.guidance_scale == 3.0
+    assert config.shards.images_per_class == 2000
+    assert config.prompts.sentences_per_class == 200
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("generator:\n  steps: 0\n", "generator.steps: Input should be greater than 0"),
+        ("generator:\n  guidence_scale: 2\n", "generator.guidence_scale: unknown field"),
+        ("prompts:\n  template: 'a photo'\n", "prompts.template: template 'a photo' must contain exactly one '{}'"),
+        ("prompts:\n  strategy: fancy\n", "prompts.strategy: Input should be 'basic' or 'language_enhancement'"),
+        ("generator:\n  backend: diffusers\n", "generator.model is required"),
+        ("shards:\n  shard_size: -3\n", "shards.shard_size: Input should be greater than 0"),
+        ("clip:\n  templates: []\n", "clip.templates: clip.templates must not be empty"),
+        ("- a\n- b\n", "must hold a mapping of fields, not list"),
+        ("generator: [\n", "is not valid YAML"),
+    ],
+)
+def test_invalid_configs_fail_with_one_line_naming_the_field(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
+        load_config("nope.yaml")
+
+
+def test_bad_override():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["training.epochs"])
+    with pytest.raises(ConfigError, match="seed is not a section"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_stage_hashes_change_only_downstream_of_the_edit():
+    base = parse_config({})
+    lr = parse_config({"training": {"lr": 1e-3}})
+    guidance = parse_config({"generator": {"guidance_scale": 2.0}})
+    runtime = parse_config({"generator": {"device": "cpu", "batch_size": 64}, "orchestration": {"retries": 9}})
+
+    assert [base.stage_hash(s) == lr.stage_hash(s) for s in ("prompts", "generate", "score", "train")] == [True, True, True, False]
+    assert [base.stage_hash(s) == guidance.stage_hash(s) for s in ("prompts", "generate", "score", "train")] == [True, False, False, False]
+    assert all(base.stage_hash(s) == runtime.stage_hash(s) for s in ("prompts", "generate", "score", "train"))

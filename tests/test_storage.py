@@ -1,0 +1,45 @@
+import pytest
+
+from synthvision.manifest import Manifest
+from synthvision.storage import Storage
+
+
+def manifest(**changes) -> Manifest:
+    fields = dict(shard="shard-00000", stage="generate", config_hash="c", spec_hash="s", data_file="shards/shard-00000.tar", count=1, bytes=3, sha256="x")
+    return Manifest(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("url_kind", ["local", "memory"])
+def test_atomic_writer_commits_only_on_success(tmp_path, url_kind):
+    storage = Storage(str(tmp_path / "run") if url_kind == "local" else f"memory://{tmp_path.name}")
+    with pytest.raises(RuntimeError):
+        with storage.atomic_writer("shards/a.tar") as writer:
+            writer.write(b"half")
+            raise RuntimeError("killed mid-write")
+    assert storage.list("shards") == []
+    with storage.atomic_writer("shards/a.tar") as writer:
+        writer.write(b"abc")
+    assert storage.read_bytes("shards/a.tar") == b"abc"
+    assert (writer.bytes, writer.sha256[:8]) == (3, "ba7816bf")  # sha256("abc")
+    assert storage.list("shards") == ["a.tar"]
+
+
+def test_committed_requires_matching_manifest_and_whole_data(tmp_path):
+    storage = Storage(str(tmp_path))
+    assert storage.committed("shards", "shard-00000", "c", "s") is None
+    storage.write_bytes("shards/shard-00000.tar", b"abc")
+    storage.write_manifest("shards", manifest())
+    assert storage.committed("shards", "shard-00000", "c", "s") == manifest(created_at=storage.read_manifest("shards", "shard-00000").created_at)
+    assert storage.committed("shards", "shard-00000", "other-config", "s") is None
+    assert storage.committed("shards", "shard-00000", "c", "other-spec") is None
+    storage.write_bytes("shards/shard-00000.tar", b"abcd")  # data replaced after the commit
+    assert storage.committed("shards", "shard-00000", "c", "s") is None
+
+
+def test_corrupt_manifest_is_a_clear_error(tmp_path):
+    from synthvision.errors import DataError
+
+    storage = Storage(str(tmp_path))
+    storage.write_bytes("shards/shard-00000.manifest.json", b"{not json")
+    with pytest.raises(DataError, match="shard-00000.manifest.json is corrupt"):
+        storage.read_manifest("shards", "shard-00000")
