@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import tasks.settings  # noqa: F401  (must run before prefect is imported)
+import tasks  # noqa: F401  (sets Prefect defaults before prefect is imported)
 import typer
 
 from synthvision.config import RunConfig, load_config
 from synthvision.errors import SynthvisionError
-from synthvision.run import TRAIN_DIR, open_run
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 
@@ -27,8 +26,16 @@ Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="overri
 def _config(path: Path, overrides: list[str] | None) -> RunConfig:
     """Load and validate everything that can be checked before work starts."""
     config = load_config(path, overrides)
+    from synthvision.run import open_run  # imported after parsing: a config typo need not wait for torch
+
     open_run(config)
     return config
+
+
+def _report_path(config: RunConfig) -> str:
+    from synthvision.run import TRAIN_DIR, open_run
+
+    return open_run(config).storage.url_of(f"{TRAIN_DIR}/report.md")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -38,60 +45,63 @@ def _print_summary(summary: dict[str, Any]) -> None:
 @app.command()
 def run(config: ConfigPath, set_: Overrides = None) -> None:
     """Run the whole pipeline: prompts, generate, score, train and evaluate."""
+    cfg = _config(config, set_)
     from flows.synthesize import synthesize
 
-    cfg = _config(config, set_)
     result = synthesize(cfg)
     for summary in result["stages"].values():
         _print_summary(summary)
     evaluation = result["report"]["evaluation"]
     if evaluation.get("test_set"):
         typer.echo(f"top-1: zero-shot {evaluation['zero_shot_top1']:.2f}%, tuned {evaluation['tuned_top1']:.2f}% ({evaluation['gain']:+.2f})")
-    typer.echo(f"report: {open_run(cfg).storage.url_of(f'{TRAIN_DIR}/report.md')}")
+    typer.echo(f"report: {_report_path(cfg)}")
 
 
 @app.command()
 def prompts(config: ConfigPath, set_: Overrides = None) -> None:
     """Expand class names into prompts (strategy B or LE) and write prompts.parquet."""
+    cfg = _config(config, set_)
     from flows.stages import prompts_flow
 
-    _print_summary(prompts_flow(_config(config, set_)))
+    _print_summary(prompts_flow(cfg))
 
 
 @app.command()
 def generate(config: ConfigPath, set_: Overrides = None) -> None:
     """Generate every missing shard (needs the prompts stage)."""
+    cfg = _config(config, set_)
     from flows.fanout import task_runner
     from flows.stages import generate_flow
 
-    cfg = _config(config, set_)
     _print_summary(generate_flow.with_options(task_runner=task_runner(cfg))(cfg))
 
 
 @app.command()
 def score(config: ConfigPath, set_: Overrides = None) -> None:
     """CLIP-score every generated shard that has no scores yet."""
+    cfg = _config(config, set_)
     from flows.fanout import task_runner
     from flows.stages import score_flow
 
-    cfg = _config(config, set_)
     _print_summary(score_flow.with_options(task_runner=task_runner(cfg))(cfg))
 
 
 @app.command()
 def train(config: ConfigPath, set_: Overrides = None) -> None:
     """Tune the classifier on the scored shards and evaluate it."""
+    cfg = _config(config, set_)
     from flows.stages import train_flow
 
-    cfg = _config(config, set_)
     train_flow(cfg)
-    typer.echo(f"report: {open_run(cfg).storage.url_of(f'{TRAIN_DIR}/report.md')}")
+    typer.echo(f"report: {_report_path(cfg)}")
 
 
 @app.command()
 def status(config: ConfigPath, set_: Overrides = None) -> None:
     """Shards planned, committed and missing per stage, read from storage alone."""
     cfg = _config(config, set_)
+    from synthvision.run import open_run
+
     typer.echo(f"{'stage':<10}{'planned':>10}{'committed':>11}{'missing':>9}")
     for row in open_run(cfg).status():
         typer.echo(f"{row.stage:<10}{row.planned:>10}{row.committed:>11}{row.missing:>9}")
@@ -103,3 +113,7 @@ def main() -> None:
     except SynthvisionError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

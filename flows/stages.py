@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from synthvision.config import RunConfig
 from synthvision.reporting import render_markdown
-from tasks import expand_prompts_task, generate_shard_task, score_shard_task, train_task
+from tasks.stages import expand_prompts_task, generate_shard_task, score_shard_task, train_task
 from flows.fanout import artifact_key, run_shard_tasks
 
 

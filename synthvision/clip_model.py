@@ -38,7 +38,7 @@ def _register_tiny_config() -> None:
         _registered = True
 
 
-def _open_clip_name(config: ClipConfig) -> str:
+def open_clip_name(config: ClipConfig) -> str:
     """Validate `clip.model` and return the name open_clip knows it by."""
     if config.model == "tiny":
         _register_tiny_config()
@@ -63,7 +63,7 @@ class ClipModel:
 
     @classmethod
     def load(cls, config: ClipConfig) -> ClipModel:
-        name = _open_clip_name(config)
+        name = open_clip_name(config)
         device = resolve_device(config.device)
         pretrained = config.pretrained if name == config.model else None
         if name == TINY_CLIP:

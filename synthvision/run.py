@@ -12,6 +12,7 @@ import json
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,22 @@ class Run:
         self._lock = threading.Lock()
         shards = config.shards
         self.num_shards = check_shard_size(self.label_space.num_classes, shards.images_per_class, shards.shard_size)
+        self._check_sources()
+
+    def _check_sources(self) -> None:
+        """Fail before any work on a model or test set that cannot be found (nothing is loaded here)."""
+        from synthvision.clip_model import open_clip_name
+        from synthvision.weights import resolve_model_source
+
+        config = self.config
+        if config.generator.backend == "diffusers":
+            resolve_model_source(config.generator.model, "generator.model")
+        if config.prompts.strategy == "language_enhancement" and config.prompts.sentence_model.model != "tiny":
+            resolve_model_source(config.prompts.sentence_model.model, "prompts.sentence_model.model")
+        open_clip_name(config.clip)
+        test_set = config.evaluation.test_set
+        if test_set and "://" not in test_set and not Path(test_set).exists():
+            raise DataError(f"evaluation.test_set {test_set} does not exist")
 
     # -- prompts --------------------------------------------------------------------------------
     def ensure_prompts(self, progress=None) -> tuple[list[Prompt], bool]:
@@ -142,7 +159,11 @@ class Run:
         return evaluation.test_set
 
     def train_and_evaluate(self) -> dict[str, Any]:
-        """CT on the committed scores, then top-1 on the test set against zero-shot CLIP; writes the report."""
+        """CT on the committed scores, then top-1 on the test set against zero-shot CLIP; writes the report
+        (last, so it commits the stage). A committed report of this exact config is returned as is."""
+        existing = self.report()
+        if existing is not None:
+            return existing
         from synthvision.evaluation import encode_test_set
         from synthvision.reporting import write_report
         from synthvision.training import predict, top1, tune_classifier, zero_shot_head

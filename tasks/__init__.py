@@ -1,6 +1,9 @@
-"""Thin Prefect tasks: each calls one `synthvision.run.Run` method for one shard (or one stage)."""
+"""Thin Prefect tasks (`tasks.stages`): each calls one `synthvision.run.Run` method for one shard or stage.
 
-import tasks.settings  # noqa: F401  (must run before prefect is imported)
-from tasks.stages import expand_prompts_task, generate_shard_task, score_shard_task, train_task
+Importing this package sets synthvision's Prefect defaults before Prefect itself is imported.
+"""
 
-__all__ = ["expand_prompts_task", "generate_shard_task", "score_shard_task", "train_task"]
+import os
+
+# The embedded server's telemetry call fails (and logs an error) on machines without internet.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

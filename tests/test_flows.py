@@ -1,0 +1,107 @@
+"""The Prefect layer against a real (test) Prefect server: flows, task runs, retries, cache, artifacts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+
+import synthvision.run
+from flows.stages import generate_flow, prompts_flow
+from flows.synthesize import synthesize
+from synthvision.errors import DataError
+from tests.helpers import ModelCounter
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def task_runs_of(flow_run_name: str, expected: int):
+    """The flow run's task runs once the server shows all `expected` of them Completed.
+
+    Prefect 3 reports task run states to the server as events, asynchronously: right after a flow
+    returns, the API can still lag behind (seen under the load of the full suite)."""
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"any_": [flow_run_name]}))
+            assert len(flow_runs) <= 1, flow_run_name
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_runs[0].id]})) if flow_runs else []
+            if len(runs) == expected and all(run.state and run.state.is_completed() for run in runs):
+                return runs
+            assert time.monotonic() < deadline, f"{flow_run_name}: {[(r.name, r.state and r.state.name) for r in runs]}"
+            time.sleep(0.2)
+
+
+def artifacts_by_key(prefix: str) -> dict:
+    with get_client(sync_client=True) as client:
+        return {a.key: a for a in client.read_artifacts() if a.key and a.key.startswith(prefix)}
+
+
+def test_synthesize_end_to_end_with_artifacts(make_config):
+    config = make_config(run_name="e2e")
+    result = synthesize(config)
+    report = result["report"]
+    assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "done_now": 3, "samples": 12}
+    assert report["data"]["synthetic_images"] == 12
+    assert 0 < report["data"]["trained_on"] == report["data"]["passed_filter"] <= 12
+    assert report["evaluation"]["test_images"] == 9
+    assert report["training"]["steps"] == 3 * -(-report["data"]["trained_on"] // 8)
+    run = synthvision.run.open_run(config)
+    assert run.storage.exists("train/report.md") and run.storage.exists("train/head.safetensors")
+    assert [row.missing for row in run.status()] == [0, 0, 0, 0]
+
+    names = sorted(task.name for task in task_runs_of("e2e-generate", 3))
+    assert names == ["generate-shard-00000", "generate-shard-00001", "generate-shard-00002"]
+    assert {task.state.name for task in task_runs_of("e2e-score", 3)} == {"Completed"}
+    artifacts = artifacts_by_key("e2e-")
+    assert {"e2e-generate-progress", "e2e-generate-shards", "e2e-score-progress", "e2e-score-shards", "e2e-prompts", "e2e-report", "e2e-train", "e2e-stages"} <= set(artifacts)
+    assert artifacts["e2e-generate-progress"].data == 100.0
+    assert "shard-00002" in str(artifacts["e2e-generate-shards"].data)
+    assert "CLIP zero-shot" in artifacts["e2e-report"].data
+
+
+def test_second_run_of_a_finished_config_does_no_model_work(make_config, monkeypatch):
+    config = make_config(run_name="twice")
+    synthesize(config)
+    counter = ModelCounter(monkeypatch)  # also drops every in-process model and run cache
+    result = synthesize(config)
+    assert result["stages"]["generate"]["done_now"] == 0 and result["stages"]["score"]["done_now"] == 0
+    assert counter.loads == {} and counter.images == 0
+
+
+def test_a_task_that_fails_once_is_retried_and_the_run_succeeds(make_config, monkeypatch):
+    config = make_config(run_name="flaky")
+    prompts_flow(config)
+    calls: list[str] = []
+    real = synthvision.run.generate_shard
+
+    def flaky(spec, *args, **kwargs):
+        calls.append(spec.name)
+        if len(calls) == 1:
+            raise ConnectionError("object store hiccup")
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(synthvision.run, "generate_shard", flaky)
+    summary = generate_flow(config)
+    assert summary["done_now"] == 3
+    assert len(calls) == 4 and calls.count(calls[0]) == 2
+    run_counts = {task.name: task.run_count for task in task_runs_of("flaky-generate", 3)}
+    assert run_counts[f"generate-{calls[0]}"] == 2
+    assert sorted(run_counts.values()) == [1, 1, 2]
+
+
+def test_user_errors_are_not_retried(make_config, monkeypatch):
+    config = make_config(run_name="usererror", orchestration={"max_workers": 1})
+    prompts_flow(config)
+    calls: list[str] = []
+
+    def broken(spec, *args, **kwargs):
+        calls.append(spec.name)
+        raise DataError(f"{spec.name}: reference image missing")
+
+    monkeypatch.setattr(synthvision.run, "generate_shard", broken)
+    with pytest.raises(DataError, match="reference image missing"):
+        generate_flow(config)
+    assert len(calls) == len(set(calls)) >= 1
