@@ -1,0 +1,128 @@
+"""Generation throughput: the generate flow against a bare diffusers loop, and per-shard overhead.
+
+    python benchmarks/generation_throughput.py [--shards 8] [--shard-size 32] [--steps 10] [--resolution 64]
+
+Three measurements on the same in-process model (loaded once, before any timing):
+  bare loop       pipeline calls with the flow's batch size and seeds, images kept in memory
+  generate flow   the Prefect flow on a fresh output: PNG encoding, tar writing, sha256, manifests,
+                  one task run per shard (embedded Prefect server, already started)
+  overhead        flow runs over N and 4N trivial shards (1 image, 1 step, 8 px), first pass and skip
+                  pass (all committed): fixed cost per flow run and cost per shard, by a two-point fit
+Goal: flow images/s >= 0.97 x bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import tasks  # noqa: F401,E402
+from prefect import flow  # noqa: E402
+
+from flows.fanout import task_runner  # noqa: E402
+from flows.stages import generate_flow, prompts_flow  # noqa: E402
+from synthvision.config import parse_config  # noqa: E402
+from synthvision.generators import load_generator  # noqa: E402
+from synthvision.run import open_run  # noqa: E402
+
+
+@flow
+def _warm_up() -> None:
+    """Starts the embedded Prefect server outside the timed region."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--shard-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--overhead-shards", type=int, default=10, help="N for the overhead fit (also 4N)")
+    args = parser.parse_args()
+
+    root = tempfile.mkdtemp(prefix="bench-gen-")
+    classes = os.path.join(root, "classes.txt")
+    with open(classes, "w") as handle:
+        handle.write("red\ngreen\nblue\nyellow\n")
+
+    default_shards = {"images_per_class": args.shards * args.shard_size // 4, "shard_size": args.shard_size}
+
+    def config(workers: int, output: str, shards: dict = default_shards, **generator):
+        return parse_config(
+            {
+                "run_name": "bench",
+                "output": output,
+                "label_space": classes,
+                "generator": {"backend": "tiny", "steps": args.steps, "resolution": args.resolution, "batch_size": args.batch_size, **generator},
+                "shards": shards,
+                "orchestration": {"max_workers": workers},
+            }
+        )
+
+    _warm_up()
+    base = config(1, os.path.join(root, "bare"))
+    prompts_flow(base)
+    run = open_run(base)
+    generator = load_generator(base.generator)
+    generator.generate(["warm up"], [0])
+    images = run.plan.num_images
+
+    started = time.perf_counter()
+    for index in range(run.plan.num_shards):
+        samples = run.plan.shard(index).samples
+        for start in range(0, len(samples), args.batch_size):
+            batch = samples[start : start + args.batch_size]
+            generator.generate([run.prompts[s.prompt_id].text for s in batch], [s.seed for s in batch])
+    bare = time.perf_counter() - started
+
+    rows = [("bare diffusers loop", "-", bare, images / bare, 1.0, bare)]
+    for workers in args.workers:
+        cfg = config(workers, os.path.join(root, f"flow-{workers}"))
+        prompts_flow(cfg)
+        started = time.perf_counter()
+        summary = generate_flow.with_options(task_runner=task_runner(cfg))(cfg)
+        elapsed = time.perf_counter() - started
+        assert summary["done_now"] == run.plan.num_shards
+        manifests = [open_run(cfg).committed_shard(index) for index in range(run.plan.num_shards)]
+        model = sum(manifest.timings["model_s"] for manifest in manifests)
+        rows.append(("generate flow", workers, elapsed, images / elapsed, bare / elapsed, model))
+
+    overheads = []
+    for shards in (args.overhead_shards, 4 * args.overhead_shards):
+        one_image_shards = {"images_per_class": max(shards // 4, 1), "shard_size": 1}
+        cfg = config(2, os.path.join(root, f"overhead-{shards}"), one_image_shards, steps=1, resolution=8, batch_size=1)
+        prompts_flow(cfg)
+        timings = []
+        for _ in ("first pass", "skip pass"):
+            started = time.perf_counter()
+            generate_flow.with_options(task_runner=task_runner(cfg))(cfg)
+            timings.append(time.perf_counter() - started)
+        overheads.append((open_run(cfg).plan.num_shards, *timings))
+
+    print(f"\n{images} images = {run.plan.num_shards} shards x {args.shard_size}, tiny model, {args.steps} steps, "
+          f"{args.resolution}px, batch {args.batch_size}, {os.cpu_count()} CPU cores\n")
+    print(f"| {'path':<22} | {'workers':>7} | {'seconds':>8} | {'images/s':>8} | {'vs bare':>7} | {'model s':>8} |")
+    print(f"|{'-' * 24}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 9}|{'-' * 10}|")
+    for name, workers, seconds, rate, ratio, model in rows:
+        print(f"| {name:<22} | {workers:>7} | {seconds:>8.2f} | {rate:>8.1f} | {ratio:>6.3f}x | {model:>8.2f} |")
+    print("(model s: seconds inside pipeline calls, summed over shards; with 2 workers they overlap)")
+    print()
+    print(f"| {'trivial shards':>14} | {'first pass s':>12} | {'skip pass s':>11} |")
+    print(f"|{'-' * 16}|{'-' * 14}|{'-' * 13}|")
+    for shards, first, skip in overheads:
+        print(f"| {shards:>14} | {first:>12.2f} | {skip:>11.2f} |")
+    (n1, first1, skip1), (n2, first2, skip2) = overheads
+    for name, a, b in (("first pass", first1, first2), ("skip pass", skip1, skip2)):
+        per_shard = (b - a) / (n2 - n1)
+        print(f"{name}: {per_shard:.3f} s per shard + {a - per_shard * n1:.2f} s fixed per flow run (2 workers)")
+
+
+if __name__ == "__main__":
+    main()
