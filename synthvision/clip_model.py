@@ -8,7 +8,6 @@ output per shard, and training and evaluation reuse those embeddings, so no imag
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,7 @@ from safetensors.torch import save_file
 from synthvision.config import ClipConfig
 from synthvision.devices import resolve_device
 from synthvision.errors import ConfigError, ModelLoadError
+from synthvision.memo import once_per_config
 
 TINY_CLIP = "synthvision-tiny-clip"
 LOCAL_DIR = "local-dir:"
@@ -109,17 +109,10 @@ class ClipModel:
         return features.float().cpu().numpy()
 
 
-_cache: dict[str, ClipModel] = {}
-_lock = threading.Lock()
-
-
+@once_per_config
 def load_clip(config: ClipConfig) -> ClipModel:
     """The CLIP model for `config`, loaded once per process and shared by the scoring tasks."""
-    key = config.model_dump_json()
-    with _lock:
-        if key not in _cache:
-            _cache[key] = ClipModel.load(config)
-        return _cache[key]
+    return ClipModel.load(config)
 
 
 def save_clip(model: torch.nn.Module, model_cfg: dict, folder: str | Path) -> None:

@@ -7,7 +7,6 @@ Models are loaded lazily, once per process, and only when some shard actually ne
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from synthvision.errors import DataError
 from synthvision.generation import SHARDS_DIR, generate_shard
 from synthvision.label_spaces import LabelSpace, load_label_space
 from synthvision.manifest import Manifest
+from synthvision.memo import once_per_config
 from synthvision.planning import ShardPlan, check_shard_size, plan_from_prompts
 from synthvision.prompt_table import PROMPTS_FILE, expand_prompts, read_prompts, write_prompts
 from synthvision.prompts import Prompt
@@ -251,11 +251,5 @@ class Run:
         ]
 
 
-@functools.lru_cache(maxsize=8)
-def _open_run(config_json: str) -> Run:
-    return Run(RunConfig.model_validate_json(config_json))
-
-
-def open_run(config: RunConfig) -> Run:
-    """The process-wide `Run` for `config`: shard tasks share its prompt table and loaded models."""
-    return _open_run(config.model_dump_json())
+# The process-wide `Run` for a config: shard tasks share its prompt table and loaded models.
+open_run = once_per_config(Run)

@@ -14,9 +14,9 @@ class ModelCounter:
     so that a test sees exactly the model work a flow run does."""
 
     def __init__(self, monkeypatch):
-        generators._cache.clear()
-        clip_model._cache.clear()
-        run._open_run.cache_clear()
+        generators.load_generator.cache_clear()
+        clip_model.load_clip.cache_clear()
+        run.open_run.cache_clear()
         self.loads: Counter[str] = Counter()
         self.images = 0
         real_from_config, real_load, real_generate = DiffusersGenerator.from_config.__func__, clip_model.ClipModel.load.__func__, DiffusersGenerator.generate

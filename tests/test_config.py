@@ -71,3 +71,9 @@ def test_stage_hashes_change_only_downstream_of_the_edit():
     assert [base.stage_hash(s) == lr.stage_hash(s) for s in ("prompts", "generate", "score", "train")] == [True, True, True, False]
     assert [base.stage_hash(s) == guidance.stage_hash(s) for s in ("prompts", "generate", "score", "train")] == [True, False, False, False]
     assert all(base.stage_hash(s) == runtime.stage_hash(s) for s in ("prompts", "generate", "score", "train"))
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    config = load_config(path)
+    assert config.run_name and config.output

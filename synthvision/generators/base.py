@@ -6,12 +6,12 @@ A generator turns a batch of prompts, one seed per image, into images. The seed 
 
 from __future__ import annotations
 
-import threading
 from typing import Protocol
 
 from PIL import Image
 
 from synthvision.config import GeneratorConfig
+from synthvision.memo import once_per_config
 
 
 class Generator(Protocol):
@@ -21,16 +21,9 @@ class Generator(Protocol):
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]: ...
 
 
-_cache: dict[str, Generator] = {}
-_lock = threading.Lock()
-
-
+@once_per_config
 def load_generator(config: GeneratorConfig) -> Generator:
     """The generator for `config`, loaded once per process: shard tasks of a run share one model."""
-    key = config.model_dump_json()
-    with _lock:
-        if key not in _cache:
-            from synthvision.generators.diffusers_backend import DiffusersGenerator
+    from synthvision.generators.diffusers_backend import DiffusersGenerator
 
-            _cache[key] = DiffusersGenerator.from_config(config)
-        return _cache[key]
+    return DiffusersGenerator.from_config(config)
