@@ -161,6 +161,13 @@ class RunConfig(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
+    @field_validator("output")
+    @classmethod
+    def _absolute_local_output(cls, value: str) -> str:
+        """A local output path is made absolute when the config is read: the run, its records and its
+        cache keys then name one place, whatever the working directory of the process using them."""
+        return value if "://" in value else str(Path(value).expanduser().absolute())
+
     def stage_hash(self, stage: Literal["prompts", "generate", "score", "train"]) -> str:
         """Hash of everything that changes `stage`'s outputs, its upstream stages included."""
         runtime = {"device", "batch_size"}

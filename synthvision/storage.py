@@ -62,6 +62,12 @@ class Storage:
     def path(self, relpath: str) -> str:
         return posixpath.join(self.root, relpath)
 
+    @property
+    def canonical_url(self) -> str:
+        """The root as an absolute URL (`file:///abs/path`, `s3://bucket/prefix`): the same run
+        root gives the same string from any working directory, and different roots never collide."""
+        return self.fs.unstrip_protocol(self.root)
+
     def url_of(self, relpath: str) -> str:
         """`relpath` as a URL other fsspec code can open (a plain path for local runs)."""
         return f"{self.url.rstrip('/')}/{relpath}"

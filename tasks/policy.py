@@ -4,7 +4,7 @@ Retries: exponential backoff (delay, 2x, 4x, ...) with random jitter, so that a 
 by the same outage does not retry in lockstep. A `SynthvisionError` (bad config, missing input) is
 the user's to fix and is not retried.
 
-Caching: a shard task's cache key is its stage, the run's output URL, the stage config hash, the shard
+Caching: a shard task's cache key is its stage, the run's absolute output URL, the stage config hash, the shard
 spec and the sha256 of the committed data, read from the shard's manifest. A shard with no committed
 manifest has no key and always runs, so a cache entry can never stand in for output that was deleted
 or never finished: storage stays the source of truth, and the cache (which persists across flow runs)
@@ -46,7 +46,12 @@ def retry_options(orchestration: OrchestrationConfig) -> dict[str, Any]:
 
 @dataclass
 class CommittedShard(CachePolicy):
-    stage: str = "generate"
+    # CachePolicy's own dataclass fields come first: always construct with `stage=...`.
+    stage: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("generate", "score"):
+            raise ValueError(f"CommittedShard(stage=...) must be 'generate' or 'score', not {self.stage!r}")
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
         run = open_run(inputs["config"])
@@ -54,4 +59,4 @@ class CommittedShard(CachePolicy):
         manifest = run.committed_shard(index) if self.stage == "generate" else run.committed_scores(index)
         if manifest is None:
             return None
-        return stable_hash([self.stage, run.storage.url, manifest.config_hash, manifest.spec_hash, manifest.sha256])
+        return stable_hash([self.stage, run.storage.canonical_url, manifest.config_hash, manifest.spec_hash, manifest.sha256])

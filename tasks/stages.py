@@ -20,13 +20,13 @@ def expand_prompts_task(config: RunConfig) -> dict[str, Any]:
     return {"prompts": len(prompts), "expanded_now": expanded, "by_source": dict(Counter(p.source for p in prompts))}
 
 
-@task(name="generate-shard", tags=["gpu"], cache_policy=CommittedShard("generate"), result_serializer="json")
+@task(name="generate-shard", tags=["gpu"], cache_policy=CommittedShard(stage="generate"), result_serializer="json")
 def generate_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
     manifest, generated = open_run(config).generate(shard_index)
     return {**asdict(manifest), "done_now": generated}
 
 
-@task(name="score-shard", tags=["gpu"], cache_policy=CommittedShard("score"), result_serializer="json")
+@task(name="score-shard", tags=["gpu"], cache_policy=CommittedShard(stage="score"), result_serializer="json")
 def score_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
     manifest, scored = open_run(config).score(shard_index)
     return {**asdict(manifest), "done_now": scored}

@@ -9,7 +9,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 
 import synthvision.run
-from flows.stages import generate_flow, prompts_flow
+from flows.stages import generate_flow, prompts_flow, score_flow
 from flows.synthesize import synthesize
 from synthvision.errors import DataError
 from tests.helpers import ModelCounter
@@ -69,6 +69,16 @@ def test_second_run_of_a_finished_config_does_no_model_work(make_config, monkeyp
     result = synthesize(config)
     assert result["stages"]["generate"]["done_now"] == 0 and result["stages"]["score"]["done_now"] == 0
     assert counter.loads == {} and counter.images == 0
+
+
+def test_deleted_scores_are_rescored_despite_the_cache(make_config):
+    config = make_config(run_name="rescore")
+    synthesize(config)
+    synthesize(config)  # now every shard task has a cache record
+    run = synthvision.run.open_run(config)
+    run.storage.fs.rm(run.storage.path("scores"), recursive=True)
+    assert score_flow(config)["done_now"] == 3
+    assert [row.committed for row in run.status()][:3] == [1, 3, 3]
 
 
 def test_a_task_that_fails_once_is_retried_and_the_run_succeeds(make_config, monkeypatch):
