@@ -25,6 +25,11 @@ def artifact_key(config: RunConfig, suffix: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{config.run_name}-{suffix}".lower()).strip("-")
 
 
+def describe(config: RunConfig, stage: str, what: str) -> str:
+    """Artifact description: what it shows, and the stage config hash of the outputs it describes."""
+    return f"{config.run_name}: {what} (config hash {open_run(config).hashes[stage]})"
+
+
 def task_runner(config: RunConfig) -> ThreadPoolTaskRunner:
     return ThreadPoolTaskRunner(max_workers=config.orchestration.max_workers)
 
@@ -34,7 +39,7 @@ def run_shard_tasks(shard_task, config: RunConfig, stage: str) -> dict[str, Any]
     num_shards = open_run(config).plan.num_shards
     options = retry_options(config.orchestration)
     progress = create_progress_artifact(
-        0.0, key=artifact_key(config, f"{stage}-progress"), description=f"{config.run_name}: {stage} shards committed (%)"
+        0.0, key=artifact_key(config, f"{stage}-progress"), description=describe(config, stage, f"{stage} shards committed (%)")
     )
     futures = [
         shard_task.with_options(task_run_name=f"{stage}-{shard_name(index)}", **options).submit(config, index)
@@ -58,7 +63,7 @@ def run_shard_tasks(shard_task, config: RunConfig, stage: str) -> dict[str, Any]
         }
         for result in results
     ]
-    create_table_artifact(rows, key=artifact_key(config, f"{stage}-shards"), description=f"{config.run_name}: {stage} per shard")
+    create_table_artifact(rows, key=artifact_key(config, f"{stage}-shards"), description=describe(config, stage, f"{stage} per shard"))
     return {
         "stage": stage,
         "shards": num_shards,

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from synthvision.config import RunConfig
 from synthvision.reporting import render_markdown
 from tasks.stages import expand_prompts_task, generate_shard_task, score_shard_task, train_task
-from flows.fanout import artifact_key, run_shard_tasks
+from flows.fanout import artifact_key, describe, run_shard_tasks
 
 
 @flow(name="prompts", flow_run_name="{config.run_name}-prompts")
@@ -19,7 +19,7 @@ def prompts_flow(config: RunConfig) -> dict[str, Any]:
     create_table_artifact(
         [{"source": source, "prompts": count} for source, count in sorted(summary["by_source"].items())],
         key=artifact_key(config, "prompts"),
-        description=f"{config.run_name}: prompts by source ({config.prompts.strategy})",
+        description=describe(config, "prompts", f"prompts by source ({config.prompts.strategy})"),
     )
     return summary
 
@@ -37,11 +37,11 @@ def score_flow(config: RunConfig) -> dict[str, Any]:
 @flow(name="train", flow_run_name="{config.run_name}-train")
 def train_flow(config: RunConfig) -> dict[str, Any]:
     report = train_task(config)
-    create_markdown_artifact(render_markdown(report), key=artifact_key(config, "report"), description="synthvision report")
+    create_markdown_artifact(render_markdown(report), key=artifact_key(config, "report"), description=describe(config, "train", "report"))
     evaluation = report["evaluation"]
     create_table_artifact(
         [{"model": "CLIP zero-shot", "top1": evaluation.get("zero_shot_top1")}, {"model": "CLIP + synthetic (CT)", "top1": evaluation.get("tuned_top1")}],
         key=artifact_key(config, "train"),
-        description=f"{config.run_name}: top-1 on {evaluation.get('test_set')}",
+        description=describe(config, "train", f"top-1 on {evaluation.get('test_set')}"),
     )
     return report

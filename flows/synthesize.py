@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 
 from synthvision.config import RunConfig
 from synthvision.run import open_run
-from flows.fanout import artifact_key, task_runner
+from flows.fanout import artifact_key, describe, task_runner
 from flows.stages import generate_flow, prompts_flow, score_flow, train_flow
 
 
@@ -25,6 +25,6 @@ def synthesize(config: RunConfig) -> dict[str, Any]:
     create_table_artifact(
         [{"stage": stage, **{k: v for k, v in summary.items() if k != "by_source"}} for stage, summary in summaries.items()],
         key=artifact_key(config, "stages"),
-        description=f"{config.run_name}: work done per stage in this flow run",
+        description=describe(config, "train", "work done per stage in this flow run"),
     )
     return {"stages": summaries, "report": report}

@@ -11,6 +11,7 @@ import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from synthvision.config import RunConfig
 from synthvision.label_spaces import LabelSpace
@@ -21,7 +22,7 @@ PROMPTS_FILE = "prompts.parquet"
 HASH_KEY = b"synthvision.config_hash"
 
 
-def expand_prompts(config: RunConfig, label_space: LabelSpace, progress=None) -> list[Prompt]:
+def expand_prompts(config: RunConfig, label_space: LabelSpace) -> list[Prompt]:
     """Run the configured strategy (B or LE) over the label space."""
     template = config.prompts.template or label_space.default_template
     if config.prompts.strategy == "basic":
@@ -30,12 +31,10 @@ def expand_prompts(config: RunConfig, label_space: LabelSpace, progress=None) ->
 
     model, tokenizer = load_sentence_model(config.prompts.sentence_model)
     sentences = {}
-    for class_id, name in enumerate(label_space.classes):
+    for class_id, name in enumerate(tqdm(label_space.classes, desc="language enhancement", unit="class")):
         sentences[class_id] = sample_sentences(
             model, tokenizer, name, config.prompts.sentences_per_class, config.prompts.sentence_model, config.seed
         )
-        if progress is not None:
-            progress(class_id + 1, label_space.num_classes)
     return language_enhanced_prompts(label_space, template, sentences, config.prompts.sentences_per_class)
 
 

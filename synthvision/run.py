@@ -71,12 +71,12 @@ class Run:
             raise DataError(f"evaluation.test_set {test_set} does not exist")
 
     # -- prompts --------------------------------------------------------------------------------
-    def ensure_prompts(self, progress=None) -> tuple[list[Prompt], bool]:
+    def ensure_prompts(self) -> tuple[list[Prompt], bool]:
         """The prompt table, expanding and committing it first if needed; (prompts, expanded now)."""
         existing = read_prompts(self.storage, self.hashes["prompts"])
         if existing is not None:
             return existing, False
-        prompts = expand_prompts(self.config, self.label_space, progress)
+        prompts = expand_prompts(self.config, self.label_space)
         write_prompts(self.storage, prompts, self.hashes["prompts"])
         return prompts, True
 

@@ -60,6 +60,8 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     assert artifacts["e2e-generate-progress"].data == 100.0
     assert "shard-00002" in str(artifacts["e2e-generate-shards"].data)
     assert "CLIP zero-shot" in artifacts["e2e-report"].data
+    assert run.hashes["generate"] in artifacts["e2e-generate-shards"].description
+    assert run.hashes["train"] in artifacts["e2e-report"].description
 
 
 def test_second_run_of_a_finished_config_does_no_model_work(make_config, monkeypatch):

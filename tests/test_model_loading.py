@@ -44,3 +44,15 @@ def test_clip_errors(tmp_path):
         ClipModel.load(ClipConfig(model="ViT-Huge-9000"))
     with pytest.raises(ModelLoadError, match="is not an open_clip checkpoint folder"):
         ClipModel.load(ClipConfig(model=f"local-dir:{tmp_path}"))
+
+
+def test_language_enhancement_stage_end_to_end_on_the_tiny_model(make_config):
+    from synthvision.run import open_run
+
+    config = make_config(prompts={"strategy": "language_enhancement", "sentences_per_class": 4, "sentence_model": {"max_new_tokens": 6}})
+    run = open_run(config)
+    prompts, expanded = run.ensure_prompts()
+    assert expanded and [p.class_id for p in prompts] == [0, 1, 2]
+    # the random tiny model never writes a sentence naming the class: every class falls back to B
+    assert [(p.text, p.source) for p in prompts] == [(f"a photo of a {c}", "basic_fallback") for c in ("red", "green", "blue")]
+    assert run.ensure_prompts() == (prompts, False)
