@@ -144,8 +144,10 @@ class Run:
 
     def committed_scores(self, shard_index: int) -> Manifest | None:
         source = self.committed_shard(shard_index)
-        if source is None:
-            return None
+        return None if source is None else self._scores_of(source)
+
+    def _scores_of(self, source: Manifest) -> Manifest | None:
+        """The committed scores of exactly the tar that `source` commits."""
         return self.storage.committed(SCORES_DIR, source.shard, self.hashes["score"], source.sha256)
 
     # -- training and evaluation ----------------------------------------------------------------
@@ -240,9 +242,10 @@ class Run:
         generated = scored = 0
         if prompts is not None:
             for index in range(num_shards):
-                if self.committed_shard(index) is not None:
+                source = self.committed_shard(index)
+                if source is not None:
                     generated += 1
-                    scored += self.committed_scores(index) is not None
+                    scored += self._scores_of(source) is not None
         return [
             StageStatus("prompts", 1, int(prompts is not None)),
             StageStatus("generate", num_shards, generated),
