@@ -147,9 +147,22 @@ class OrchestrationConfig(_Section):
     max_workers: int = Field(2, gt=0, description="shard tasks running at once in one flow run")
 
 
+def _flatten_keys(options: dict[str, Any]) -> list[str]:
+    keys = []
+    for key, value in options.items():
+        keys.append(str(key))
+        if isinstance(value, dict):
+            keys += _flatten_keys(value)
+    return keys
+
+
 class RunConfig(_Section):
     run_name: str = Field("synthvision", min_length=1)
     output: str = Field("./runs/synthvision", min_length=1, description="any fsspec URL")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for output and test set (e.g. endpoint_url); never credentials",
+    )
     seed: int = Field(0, ge=0)
     label_space: str = Field("cifar10", description="built-in name (cifar10, cifar100, eurosat) or a file")
     prompts: PromptsConfig = PromptsConfig()
@@ -160,6 +173,16 @@ class RunConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Configs are recorded in run.json and Prefect parameters: credentials must stay in the
+        environment (AWS_ACCESS_KEY_ID, ...) or a credentials file, never here."""
+        for key in _flatten_keys(value):
+            if any(word in key.lower() for word in ("key", "secret", "token", "password", "credential")):
+                raise ValueError(f"{key!r} looks like a credential: set it in the environment, not in the config")
+        return value
 
     @field_validator("output")
     @classmethod

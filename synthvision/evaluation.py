@@ -58,9 +58,9 @@ def _webdataset(fs, root: str, label_space: LabelSpace) -> Iterator[tuple[bytes,
                 yield data, label
 
 
-def iter_test_set(url: str, fmt: str, label_space: LabelSpace) -> Iterator[tuple[Image.Image, int]]:
+def iter_test_set(url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None) -> Iterator[tuple[Image.Image, int]]:
     """(image, class id) pairs of a test set, read through fsspec (local or remote)."""
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if not fs.exists(root):
         raise DataError(f"evaluation.test_set {url} does not exist")
     if fmt == "auto":
@@ -73,10 +73,12 @@ def iter_test_set(url: str, fmt: str, label_space: LabelSpace) -> Iterator[tuple
             raise DataError(f"evaluation.test_set {url}: an image of class {label} does not decode ({error})") from None
 
 
-def encode_test_set(clip: ClipModel, url: str, fmt: str, label_space: LabelSpace, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_test_set(
+    clip: ClipModel, url: str, fmt: str, label_space: LabelSpace, batch_size: int, storage_options: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Features (N x D) and labels (N) of the whole test set."""
     features, labels, images = [], [], []
-    for image, label in iter_test_set(url, fmt, label_space):
+    for image, label in iter_test_set(url, fmt, label_space, storage_options):
         images.append(image)
         labels.append(label)
         if len(images) == batch_size:

@@ -48,7 +48,7 @@ class Run:
     def __init__(self, config: RunConfig):
         self.config = config
         self.label_space: LabelSpace = load_label_space(config.label_space)
-        self.storage = Storage(config.output)
+        self.storage = Storage(config.output, config.storage_options)
         self.hashes = {stage: config.stage_hash(stage) for stage in ("prompts", "generate", "score", "train")}
         self._lock = threading.Lock()
         shards = config.shards
@@ -192,7 +192,9 @@ class Run:
         evaluation: dict[str, Any] = {"test_set": None}
         url = self.test_set_url()
         if url is not None:
-            test_features, test_labels = encode_test_set(clip, url, self.config.evaluation.format, self.label_space, self.config.clip.batch_size)
+            test_features, test_labels = encode_test_set(
+                clip, url, self.config.evaluation.format, self.label_space, self.config.clip.batch_size, self.config.storage_options
+            )
             evaluation = {
                 "test_set": url,
                 "test_images": int(len(test_labels)),

@@ -25,6 +25,7 @@ from typing import IO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 from synthvision.errors import DataError
 from synthvision.manifest import Manifest, manifest_path
@@ -54,9 +55,10 @@ class HashingWriter:
 class Storage:
     """One run's output root. Paths passed in are relative to the root, with '/' separators."""
 
-    def __init__(self, url: str, **storage_options):
+    def __init__(self, url: str, storage_options: dict | None = None):
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
+        self.storage_options = storage_options or {}
+        self.fs, self.root = fsspec.core.url_to_fs(url, **self.storage_options)
         self._local = isinstance(self.fs, LocalFileSystem)
 
     def path(self, relpath: str) -> str:
@@ -76,7 +78,7 @@ class Storage:
         return self.fs.exists(self.path(relpath))
 
     def size(self, relpath: str) -> int:
-        return self.fs.size(self.path(relpath))
+        return self.fs.info(self.path(relpath), refresh=True)["size"]
 
     def read_bytes(self, relpath: str) -> bytes:
         return self.fs.cat_file(self.path(relpath))
@@ -87,7 +89,7 @@ class Storage:
     def list(self, reldir: str, suffix: str = "") -> list[str]:
         """Names (not paths) of the files directly under `reldir` ending in `suffix`; [] if absent."""
         try:
-            entries = self.fs.ls(self.path(reldir), detail=False)
+            entries = self.fs.ls(self.path(reldir), detail=False, refresh=True)
         except FileNotFoundError:
             return []
         names = (posixpath.basename(entry.rstrip("/")) for entry in entries)
@@ -99,16 +101,26 @@ class Storage:
         final = self.path(relpath)
         self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
         target = f"{final}.tmp-{uuid.uuid4().hex}" if self._local else final
+        raw = self.fs.open(target, "wb")
         try:
-            with self.fs.open(target, "wb") as raw:
-                writer = HashingWriter(raw)
-                yield writer
-            if self._local:
-                self.fs.mv(target, final)
+            yield HashingWriter(raw)
         except BaseException:
-            if self.fs.exists(target):
-                self.fs.rm(target)
+            self._abandon(raw, target)
             raise
+        raw.close()
+        if self._local:
+            self.fs.mv(target, final)
+
+    def _abandon(self, raw, target: str) -> None:
+        """Drop a failed write. fsspec's buffered files upload on close() even after an error, so an
+        object-store file is discarded instead (a multipart upload is aborted, the buffer never sent)."""
+        if isinstance(raw, AbstractBufferedFile):
+            raw.discard()
+            raw.closed = True  # a later close() (or garbage collection) must not upload the rest
+            return
+        raw.close()
+        if self.fs.exists(target):
+            self.fs.rm(target)
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         with self.atomic_writer(relpath) as writer:

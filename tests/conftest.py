@@ -20,6 +20,8 @@ import pytest  # noqa: E402
 from synthvision.config import RunConfig, parse_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+FAKE_KEY_ID = "AKIAFAKEKEYID0000000"
+FAKE_SECRET = "fake-secret-access-key-never-to-be-printed"
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +34,50 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API server (moto_server) on loopback for the session, with fake credentials in the
+    environment (as a user's would be); yields its endpoint URL."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+            time.sleep(0.1)
+    os.environ.update(AWS_ACCESS_KEY_ID=FAKE_KEY_ID, AWS_SECRET_ACCESS_KEY=FAKE_SECRET, AWS_DEFAULT_REGION="us-east-1")
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    """A fresh bucket per test; yields (s3 URL of the bucket, storage options)."""
+    import s3fs
+
+    options = {"endpoint_url": s3_endpoint}
+    bucket = "test-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
+    s3fs.S3FileSystem(**options).mkdir(bucket)
+    return f"s3://{bucket}", options
+
+
 @pytest.fixture
 def colours_file(tmp_path: Path) -> Path:
     path = tmp_path / "colours.txt"
@@ -39,7 +85,7 @@ def colours_file(tmp_path: Path) -> Path:
     return path
 
 
-def tiny_config(output: Path, label_space: Path, **sections) -> RunConfig:
+def tiny_config(output: Path | str, label_space: Path, **sections) -> RunConfig:
     """A fast config on tiny models: 3 classes x 4 images, shards of 4, 2 denoising steps at 32 px."""
     data = {
         "run_name": "test",
@@ -62,7 +108,7 @@ def tiny_config(output: Path, label_space: Path, **sections) -> RunConfig:
 
 @pytest.fixture
 def make_config(tmp_path: Path, colours_file: Path):
-    def make(**sections) -> RunConfig:
-        return tiny_config(tmp_path / "run", colours_file, **sections)
+    def make(output: Path | str | None = None, **sections) -> RunConfig:
+        return tiny_config(output or tmp_path / "run", colours_file, **sections)
 
     return make

@@ -1,4 +1,5 @@
-"""Kill the pipeline process for real (SIGKILL) part-way through generation, then rerun it."""
+"""Kill the pipeline process for real (SIGKILL) part-way through generation, then rerun it; on local
+disk and on a real S3 API (moto_server on loopback)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,24 +16,40 @@ import yaml
 from flows.synthesize import synthesize
 from synthvision.config import load_config
 from synthvision.run import open_run
+from synthvision.storage import Storage
 from tests.conftest import REPO
 from tests.helpers import ModelCounter
 
 SHARDS, SHARD_SIZE = 12, 2
 
 
-def committed_manifests(shards_dir: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(shards_dir.glob("*.manifest.json"))}
+def committed_manifests(storage: Storage) -> dict[str, bytes]:
+    return {name: storage.read_bytes(f"shards/{name}") for name in storage.list("shards", ".manifest.json")}
+
+
+def tar_members(storage: Storage, relpath: str) -> list[str]:
+    with storage.open(relpath) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        return [member.name for member in tar]
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "run"), {}
+    url, options = request.getfixturevalue("s3_bucket")
+    return f"{url}/run", options
 
 
 @pytest.mark.slow
-def test_killed_generation_resumes_with_every_key_exactly_once(tmp_path, colours_file, prefect_server, monkeypatch):
+def test_killed_generation_resumes_with_every_key_exactly_once(output, tmp_path, colours_file, prefect_server, monkeypatch):
+    url, options = output
     config_path = tmp_path / "config.yaml"
     config_path.write_text(
         yaml.safe_dump(
             {
                 "run_name": "crash",
-                "output": str(tmp_path / "run"),
+                "output": url,
+                "storage_options": options,
                 "label_space": str(colours_file),
                 "generator": {"backend": "tiny", "steps": 12, "resolution": 32, "batch_size": 2},
                 "shards": {"images_per_class": SHARDS * SHARD_SIZE // 3, "shard_size": SHARD_SIZE},
@@ -43,22 +59,21 @@ def test_killed_generation_resumes_with_every_key_exactly_once(tmp_path, colours
             }
         )
     )
-    shards_dir = tmp_path / "run" / "shards"
+    storage = Storage(url, options)
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     process = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config_path)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while len(committed_manifests(shards_dir) if shards_dir.exists() else {}) < 2:
+    while len(committed_manifests(storage)) < 2:
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "generation never committed a shard"
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
 
-    before = committed_manifests(shards_dir)
+    before = committed_manifests(storage)
     assert 2 <= len(before) < SHARDS, "the kill must land part-way through generation"
-    for tar_path in shards_dir.glob("*.tar"):  # whatever is visible under a final name is a whole tar
-        with tarfile.open(tar_path) as tar:
-            assert len(tar.getnames()) == 3 * SHARD_SIZE
+    for name in storage.list("shards", ".tar"):  # whatever is visible under a final name is a whole tar
+        assert len(tar_members(storage, f"shards/{name}")) == 3 * SHARD_SIZE
 
     config = load_config(config_path)
     counter = ModelCounter(monkeypatch)
@@ -66,12 +81,11 @@ def test_killed_generation_resumes_with_every_key_exactly_once(tmp_path, colours
 
     assert counter.images == (SHARDS - len(before)) * SHARD_SIZE  # committed shards were not regenerated
     assert result["stages"]["generate"]["done_now"] == SHARDS - len(before)
-    after = committed_manifests(shards_dir)
+    after = committed_manifests(storage)
     assert {name: after[name] for name in before} == before
     run = open_run(config)
     keys = []
     for index in range(run.plan.num_shards):
-        with tarfile.open(shards_dir / f"{run.plan.shard(index).name}.tar") as tar:
-            keys += sorted({name.split(".")[0] for name in tar.getnames()})
+        keys += sorted({name.split(".")[0] for name in tar_members(storage, f"shards/{run.plan.shard(index).name}.tar")})
     planned = [sample.key for index in range(run.plan.num_shards) for sample in run.plan.shard(index).samples]
     assert keys == planned and len(set(keys)) == SHARDS * SHARD_SIZE
