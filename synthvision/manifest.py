@@ -40,5 +40,8 @@ class Manifest:
         return cls(**json.loads(text))
 
 
+MANIFEST_SUFFIX = ".manifest.json"
+
+
 def manifest_path(stage_dir: str, shard: str) -> str:
-    return f"{stage_dir}/{shard}.manifest.json"
+    return f"{stage_dir}/{shard}{MANIFEST_SUFFIX}"

@@ -23,7 +23,7 @@ from synthvision.generation import SHARDS_DIR, generate_shard
 from synthvision.label_spaces import LabelSpace, load_label_space
 from synthvision.manifest import Manifest
 from synthvision.memo import once_per_config
-from synthvision.planning import ShardPlan, check_shard_size, plan_from_prompts
+from synthvision.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name
 from synthvision.prompt_table import PROMPTS_FILE, expand_prompts, read_prompts, write_prompts
 from synthvision.prompts import Prompt
 from synthvision.scoring import SCORES_DIR, ZeroShotHead, read_scores, score_shard
@@ -144,11 +144,8 @@ class Run:
 
     def committed_scores(self, shard_index: int) -> Manifest | None:
         source = self.committed_shard(shard_index)
-        return None if source is None else self._scores_of(source)
-
-    def _scores_of(self, source: Manifest) -> Manifest | None:
-        """The committed scores of exactly the tar that `source` commits."""
-        return self.storage.committed(SCORES_DIR, source.shard, self.hashes["score"], source.sha256)
+        # scores count only if computed from exactly the tar committed now
+        return None if source is None else self.storage.committed(SCORES_DIR, source.shard, self.hashes["score"], source.sha256)
 
     # -- training and evaluation ----------------------------------------------------------------
     def test_set_url(self) -> str | None:
@@ -238,23 +235,24 @@ class Run:
         self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
 
     def status(self) -> list[StageStatus]:
-        """Planned and committed counts per stage, read from storage alone (no model, no Prefect)."""
-        num_shards = self.num_shards
+        """Planned and committed counts per stage, read from storage alone (no model, no Prefect).
+
+        A shard counts as committed when its manifest carries this config's stage hash and its data
+        file is whole (specs are a pure function of the config, so their hashes are not recomputed);
+        scores count when they were computed from exactly the committed tar.
+        """
+        planned = set(shard_name(index) for index in range(self.num_shards))
         prompts = read_prompts(self.storage, self.hashes["prompts"])
-        generated = scored = 0
+        shards = scores = {}
         if prompts is not None:
-            for index in range(num_shards):
-                source = self.committed_shard(index)
-                if source is not None:
-                    generated += 1
-                    scored += self._scores_of(source) is not None
+            shards = {n: m for n, m in self.storage.committed_by_hash(SHARDS_DIR, self.hashes["generate"]).items() if n in planned}
+            scores = self.storage.committed_by_hash(SCORES_DIR, self.hashes["score"])
         return [
             StageStatus("prompts", 1, int(prompts is not None)),
-            StageStatus("generate", num_shards, generated),
-            StageStatus("score", num_shards, scored),
+            StageStatus("generate", self.num_shards, len(shards)),
+            StageStatus("score", self.num_shards, sum(n in scores and scores[n].spec_hash == m.sha256 for n, m in shards.items())),
             StageStatus("train", 1, int(self.report() is not None)),
         ]
-
 
 # The process-wide `Run` for a config: shard tasks share its prompt table and loaded models.
 open_run = once_per_config(Run)

@@ -28,7 +28,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from synthvision.errors import DataError
-from synthvision.manifest import Manifest, manifest_path
+from synthvision.manifest import MANIFEST_SUFFIX, Manifest, manifest_path
 
 
 class HashingWriter:
@@ -139,6 +139,25 @@ class Storage:
 
     def write_manifest(self, stage_dir: str, manifest: Manifest) -> None:
         self.write_bytes(manifest_path(stage_dir, manifest.shard), manifest.to_json().encode("utf-8"))
+
+    def committed_by_hash(self, stage_dir: str, config_hash: str) -> dict[str, Manifest]:
+        """Every shard of `stage_dir` committed under `config_hash`, with its data file whole.
+
+        One listing (names and sizes) and one batched read of all manifests, which fsspec issues
+        concurrently on object stores: for status over tens of thousands of shards.
+        """
+        try:
+            entries = self.fs.ls(self.path(stage_dir), detail=True, refresh=True)
+        except FileNotFoundError:
+            return {}
+        sizes = {posixpath.basename(entry["name"]): entry["size"] for entry in entries}
+        paths = [entry["name"] for entry in entries if entry["name"].endswith(MANIFEST_SUFFIX)]
+        committed = {}
+        for path, blob in self.fs.cat(paths, on_error="omit").items():
+            manifest = Manifest.from_json(blob.decode("utf-8"))
+            if manifest.config_hash == config_hash and sizes.get(posixpath.basename(manifest.data_file)) == manifest.bytes:
+                committed[manifest.shard] = manifest
+        return committed
 
     def committed(self, stage_dir: str, shard: str, config_hash: str, spec_hash: str) -> Manifest | None:
         """The shard's manifest if it matches this config and spec and its data file is whole."""

@@ -43,3 +43,17 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path):
     storage.write_bytes("shards/shard-00000.manifest.json", b"{not json")
     with pytest.raises(DataError, match="shard-00000.manifest.json is corrupt"):
         storage.read_manifest("shards", "shard-00000")
+
+
+def test_committed_by_hash_lists_whole_shards_of_one_config(tmp_path):
+    storage = Storage(str(tmp_path))
+    for name, config_hash, data, claimed in [
+        ("shard-00000", "c", b"abc", 3),  # committed
+        ("shard-00001", "other", b"abc", 3),  # another config's
+        ("shard-00002", "c", b"ab", 3),  # data truncated after the commit
+    ]:
+        storage.write_bytes(f"shards/{name}.tar", data)
+        storage.write_manifest("shards", manifest(shard=name, config_hash=config_hash, data_file=f"shards/{name}.tar", bytes=claimed))
+    storage.write_bytes("shards/shard-00003.tar", b"abc")  # no manifest at all
+    assert list(storage.committed_by_hash("shards", "c")) == ["shard-00000"]
+    assert storage.committed_by_hash("nothing-here", "c") == {}

@@ -1,0 +1,93 @@
+"""`status` time over many committed shards, read from storage alone.
+
+    python benchmarks/status_speed.py [--shards 10000] [--s3]
+
+Writes a run with N committed shards (tiny data files, real manifests; no model involved) and times
+`Run.status()`: one listing per stage folder plus one batched manifest read. With --s3 the run lives
+on a loopback moto_server (started here; `pip install -e '.[test]'`), so every read is an HTTP request.
+Goal: seconds, not minutes, for 10,000 shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from synthvision.config import parse_config
+from synthvision.generation import SHARDS_DIR, shard_tar_path
+from synthvision.manifest import Manifest
+from synthvision.planning import shard_name
+from synthvision.run import Run
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([shutil.which("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    return server, endpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, default=10_000)
+    parser.add_argument("--s3", action="store_true", help="run against a loopback moto_server")
+    args = parser.parse_args()
+
+    server = None
+    output, options = os.path.join(tempfile.mkdtemp(prefix="bench-status-"), "run"), {}
+    if args.s3:
+        import s3fs
+
+        server, endpoint = start_moto()
+        options = {"endpoint_url": endpoint}
+        s3fs.S3FileSystem(**options).mkdir("bench")
+        output = "s3://bench/run"
+    # cifar100: 100 classes x (shards / 100) images, one image per shard
+    config = parse_config(
+        {"output": output, "storage_options": options, "label_space": "cifar100", "shards": {"images_per_class": args.shards // 100, "shard_size": 1}}
+    )
+    run = Run(config)
+    run.ensure_prompts()
+
+    def commit(index: int) -> None:
+        name = shard_name(index)
+        run.storage.write_bytes(shard_tar_path(name), b"tar")
+        run.storage.write_manifest(SHARDS_DIR, Manifest(name, "generate", run.hashes["generate"], "spec", shard_tar_path(name), 1, 3, "sha"))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(commit, range(run.num_shards)))
+    setup = time.perf_counter() - started
+
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        rows = run.status()
+        timings.append(time.perf_counter() - started)
+    assert rows[1].committed == run.num_shards, rows
+    where = "S3 (moto_server, loopback)" if args.s3 else "local disk"
+    print(f"\n| storage | shards | write (setup) s | status s (best of 3) | per 1,000 shards |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| {where} | {run.num_shards} | {setup:.1f} | {min(timings):.2f} | {1000 * min(timings) / run.num_shards:.3f} |")
+    if server is not None:
+        server.terminate()
+
+
+if __name__ == "__main__":
+    main()
