@@ -82,7 +82,7 @@ def main() -> None:
         timings.append(time.perf_counter() - started)
     assert rows[1].committed == run.num_shards, rows
     where = "S3 (moto_server, loopback)" if args.s3 else "local disk"
-    print(f"\n| storage | shards | write (setup) s | status s (best of 3) | per 1,000 shards |")
+    print("\n| storage | shards | write (setup) s | status s (best of 3) | per 1,000 shards |")
     print("|---|---:|---:|---:|---:|")
     print(f"| {where} | {run.num_shards} | {setup:.1f} | {min(timings):.2f} | {1000 * min(timings) / run.num_shards:.3f} |")
     if server is not None:

@@ -70,20 +70,18 @@ def prompts(config: ConfigPath, set_: Overrides = None) -> None:
 def generate(config: ConfigPath, set_: Overrides = None) -> None:
     """Generate every missing shard (needs the prompts stage)."""
     cfg = _config(config, set_)
-    from flows.fanout import task_runner
     from flows.stages import generate_flow
 
-    _print_summary(generate_flow.with_options(task_runner=task_runner(cfg))(cfg))
+    _print_summary(generate_flow(cfg))
 
 
 @app.command()
 def score(config: ConfigPath, set_: Overrides = None) -> None:
     """CLIP-score every generated shard that has no scores yet."""
     cfg = _config(config, set_)
-    from flows.fanout import task_runner
     from flows.stages import score_flow
 
-    _print_summary(score_flow.with_options(task_runner=task_runner(cfg))(cfg))
+    _print_summary(score_flow(cfg))
 
 
 @app.command()

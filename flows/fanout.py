@@ -1,16 +1,23 @@
-"""Fan a shard task out over every shard of the plan, with progress reporting.
+"""Fan a shard task out over every shard of the plan, at any scale, with progress reporting.
 
-Each shard is one task run named `<stage>-shard-00042`. As shards complete, a Prefect progress
-artifact and a terminal progress bar advance; at the end a table artifact lists every shard.
+A stage runs its shards in waves: each wave is a sub-flow (`<run>-<stage>-wave-0003`) of at most
+`orchestration.shards_per_flow_run` task runs, since Prefect's server slows down past a few thousand
+task runs in one flow run. Inside a wave at most `orchestration.max_in_flight` shard futures are
+outstanding, and only a small summary row is kept per shard, so the flow's memory stays flat for a
+million-image plan. Each shard is one task run named `<stage>-shard-00042`. As shards complete, a
+progress artifact and a terminal progress bar advance; each wave leaves a table artifact of its shards.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from prefect import flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
@@ -18,6 +25,9 @@ from synthvision.config import RunConfig
 from synthvision.planning import shard_name
 from synthvision.run import open_run
 from tasks.policy import retry_options
+from tasks.stages import generate_shard_task, score_shard_task
+
+SHARD_TASKS = {"generate": generate_shard_task, "score": score_shard_task}
 
 
 def artifact_key(config: RunConfig, suffix: str) -> str:
@@ -34,39 +44,59 @@ def task_runner(config: RunConfig) -> ThreadPoolTaskRunner:
     return ThreadPoolTaskRunner(max_workers=config.orchestration.max_workers)
 
 
-def run_shard_tasks(shard_task, config: RunConfig, stage: str) -> dict[str, Any]:
-    """Submit `shard_task(config, i)` for every shard; returns a summary of the stage."""
-    num_shards = open_run(config).plan.num_shards
-    options = retry_options(config.orchestration)
-    progress = create_progress_artifact(
-        0.0, key=artifact_key(config, f"{stage}-progress"), description=describe(config, stage, f"{stage} shards committed (%)")
-    )
-    futures = [
-        shard_task.with_options(task_run_name=f"{stage}-{shard_name(index)}", **options).submit(config, index)
-        for index in range(num_shards)
-    ]
-    results = []
-    with tqdm(total=num_shards, desc=stage, unit="shard") as bar:
-        for future in as_completed(futures):
-            results.append(future.result())
-            bar.update()
-            update_progress_artifact(progress, 100.0 * len(results) / num_shards)
-    results.sort(key=lambda result: result["shard"])
-    rows = [
-        {
-            "shard": result["shard"],
-            "samples": result["count"],
-            "bytes": result["bytes"],
-            "done_now": result["done_now"],
-            "dropped": ", ".join(f"{reason}: {n}" for reason, n in sorted(result["dropped"].items())) or "-",
-            "seconds": result["timings"].get("total_s"),
-        }
-        for result in results
-    ]
-    create_table_artifact(rows, key=artifact_key(config, f"{stage}-shards"), description=describe(config, stage, f"{stage} per shard"))
+def bounded_results(submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int) -> Iterator[Any]:
+    """Results of `submit(item)` for every item, as they complete, with at most `limit` outstanding."""
+    items = iter(items)
+    pending = {submit(item) for item in itertools.islice(items, limit)}
+    while pending:
+        done = next(as_completed(pending))
+        pending.remove(done)
+        yield done.result()
+        pending.update(submit(item) for item in itertools.islice(items, 1))
+
+
+def _summary_row(result: dict[str, Any]) -> dict[str, Any]:
     return {
-        "stage": stage,
-        "shards": num_shards,
-        "done_now": sum(result["done_now"] for result in results),
-        "samples": sum(result["count"] for result in results),
+        "shard": result["shard"],
+        "samples": result["count"],
+        "bytes": result["bytes"],
+        "done_now": result["done_now"],
+        "dropped": ", ".join(f"{reason}: {n}" for reason, n in sorted(result["dropped"].items())) or "-",
+        "seconds": result["timings"].get("total_s"),
     }
+
+
+@flow(name="shard-wave", flow_run_name="{config.run_name}-{stage}-wave-{wave:04d}")
+def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, progress_id: str, shards_before: int) -> list[dict[str, Any]]:
+    """Shards `start..stop-1` of `stage`, one task run each; returns their summary rows."""
+    options = retry_options(config.orchestration)
+    task = SHARD_TASKS[stage]
+    num_shards = open_run(config).plan.num_shards
+
+    def submit(index: int) -> PrefectFuture:
+        return task.with_options(task_run_name=f"{stage}-{shard_name(index)}", **options).submit(config, index)
+
+    rows = []
+    with tqdm(total=stop - start, desc=f"{stage} wave {wave}", unit="shard") as bar:
+        for result in bounded_results(submit, range(start, stop), config.orchestration.max_in_flight):
+            rows.append(_summary_row(result))
+            bar.update()
+            update_progress_artifact(progress_id, 100.0 * (shards_before + len(rows)) / num_shards)
+    rows.sort(key=lambda row: row["shard"])
+    create_table_artifact(rows, key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"), description=describe(config, stage, f"{stage} wave {wave} per shard"))
+    return rows
+
+
+def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
+    """Run `stage`'s shard task over every shard, in waves; returns a summary of the stage."""
+    num_shards = open_run(config).plan.num_shards
+    per_wave = config.orchestration.shards_per_flow_run
+    progress = create_progress_artifact(0.0, key=artifact_key(config, f"{stage}-progress"), description=describe(config, stage, f"{stage} shards committed (%)"))
+    wave_flow = shard_wave.with_options(task_runner=task_runner(config))
+    summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0}
+    for wave, start in enumerate(range(0, num_shards, per_wave)):
+        rows = wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), str(progress), start)
+        summary["waves"] += 1
+        summary["done_now"] += sum(row["done_now"] for row in rows)
+        summary["samples"] += sum(row["samples"] for row in rows)
+    return summary

@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from synthvision.config import RunConfig
 from synthvision.reporting import render_markdown
-from tasks.stages import expand_prompts_task, generate_shard_task, score_shard_task, train_task
+from tasks.stages import expand_prompts_task, train_task
 from flows.fanout import artifact_key, describe, run_shard_tasks
 
 
@@ -26,12 +26,12 @@ def prompts_flow(config: RunConfig) -> dict[str, Any]:
 
 @flow(name="generate", flow_run_name="{config.run_name}-generate")
 def generate_flow(config: RunConfig) -> dict[str, Any]:
-    return run_shard_tasks(generate_shard_task, config, "generate")
+    return run_shard_tasks(config, "generate")
 
 
 @flow(name="score", flow_run_name="{config.run_name}-score")
 def score_flow(config: RunConfig) -> dict[str, Any]:
-    return run_shard_tasks(score_shard_task, config, "score")
+    return run_shard_tasks(config, "score")
 
 
 @flow(name="train", flow_run_name="{config.run_name}-train")

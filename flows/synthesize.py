@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 
 from synthvision.config import RunConfig
 from synthvision.run import open_run
-from flows.fanout import artifact_key, describe, task_runner
+from flows.fanout import artifact_key, describe
 from flows.stages import generate_flow, prompts_flow, score_flow, train_flow
 
 
@@ -18,8 +18,8 @@ def synthesize(config: RunConfig) -> dict[str, Any]:
     open_run(config).write_record()
     summaries = {
         "prompts": prompts_flow(config),
-        "generate": generate_flow.with_options(task_runner=task_runner(config))(config),
-        "score": score_flow.with_options(task_runner=task_runner(config))(config),
+        "generate": generate_flow(config),
+        "score": score_flow(config),
     }
     report = train_flow(config)
     create_table_artifact(

@@ -145,6 +145,8 @@ class OrchestrationConfig(_Section):
     retry_delay_s: float = Field(10.0, ge=0, description="first retry delay; doubles each retry")
     retry_jitter: float = Field(0.5, ge=0, description="random extra delay, as a fraction of the delay")
     max_workers: int = Field(2, gt=0, description="shard tasks running at once in one flow run")
+    max_in_flight: int = Field(64, gt=0, description="shard futures submitted but not finished, per flow run")
+    shards_per_flow_run: int = Field(500, gt=0, description="shards per wave sub-flow (Prefect slows past thousands of task runs per flow run)")
 
 
 def _flatten_keys(options: dict[str, Any]) -> list[str]:

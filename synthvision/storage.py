@@ -152,8 +152,8 @@ class Storage:
             return {}
         sizes = {posixpath.basename(entry["name"]): entry["size"] for entry in entries}
         paths = [entry["name"] for entry in entries if entry["name"].endswith(MANIFEST_SUFFIX)]
-        committed = {}
-        for path, blob in self.fs.cat(paths, on_error="omit").items():
+        committed: dict[str, Manifest] = {}
+        for blob in (self.fs.cat(paths, on_error="omit") if paths else {}).values():
             manifest = Manifest.from_json(blob.decode("utf-8"))
             if manifest.config_hash == config_hash and sizes.get(posixpath.basename(manifest.data_file)) == manifest.bytes:
                 committed[manifest.shard] = manifest

@@ -43,7 +43,7 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     config = make_config(run_name="e2e")
     result = synthesize(config)
     report = result["report"]
-    assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "done_now": 3, "samples": 12}
+    assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "waves": 1, "done_now": 3, "samples": 12}
     assert report["data"]["synthetic_images"] == 12
     assert 0 < report["data"]["trained_on"] == report["data"]["passed_filter"] <= 12
     assert report["evaluation"]["test_images"] == 9
@@ -52,15 +52,15 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     assert run.storage.exists("train/report.md") and run.storage.exists("train/head.safetensors")
     assert [row.missing for row in run.status()] == [0, 0, 0, 0]
 
-    names = sorted(task.name for task in task_runs_of("e2e-generate", 3))
+    names = sorted(task.name for task in task_runs_of("e2e-generate-wave-0000", 3))
     assert names == ["generate-shard-00000", "generate-shard-00001", "generate-shard-00002"]
-    assert {task.state.name for task in task_runs_of("e2e-score", 3)} == {"Completed"}
+    assert {task.state.name for task in task_runs_of("e2e-score-wave-0000", 3)} == {"Completed"}
     artifacts = artifacts_by_key("e2e-")
-    assert {"e2e-generate-progress", "e2e-generate-shards", "e2e-score-progress", "e2e-score-shards", "e2e-prompts", "e2e-report", "e2e-train", "e2e-stages"} <= set(artifacts)
+    assert {"e2e-generate-progress", "e2e-generate-shards-wave-0000", "e2e-score-progress", "e2e-score-shards-wave-0000", "e2e-prompts", "e2e-report", "e2e-train", "e2e-stages"} <= set(artifacts)
     assert artifacts["e2e-generate-progress"].data == 100.0
-    assert "shard-00002" in str(artifacts["e2e-generate-shards"].data)
+    assert "shard-00002" in str(artifacts["e2e-generate-shards-wave-0000"].data)
     assert "CLIP zero-shot" in artifacts["e2e-report"].data
-    assert run.hashes["generate"] in artifacts["e2e-generate-shards"].description
+    assert run.hashes["generate"] in artifacts["e2e-generate-shards-wave-0000"].description
     assert run.hashes["train"] in artifacts["e2e-report"].description
 
 
@@ -99,7 +99,7 @@ def test_a_task_that_fails_once_is_retried_and_the_run_succeeds(make_config, mon
     summary = generate_flow(config)
     assert summary["done_now"] == 3
     assert len(calls) == 4 and calls.count(calls[0]) == 2
-    run_counts = {task.name: task.run_count for task in task_runs_of("flaky-generate", 3)}
+    run_counts = {task.name: task.run_count for task in task_runs_of("flaky-generate-wave-0000", 3)}
     assert run_counts[f"generate-{calls[0]}"] == 2
     assert sorted(run_counts.values()) == [1, 1, 2]
 
@@ -117,3 +117,30 @@ def test_user_errors_are_not_retried(make_config, monkeypatch):
     with pytest.raises(DataError, match="reference image missing"):
         generate_flow(config)
     assert len(calls) == len(set(calls)) >= 1
+
+
+def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
+    import flows.fanout
+
+    config = make_config(run_name="waves", shards={"images_per_class": 4, "shard_size": 2}, orchestration={"shards_per_flow_run": 2, "max_in_flight": 1})
+    prompts_flow(config)
+    outstanding, peak = [0], [0]
+    real = flows.fanout.bounded_results
+
+    def watched(submit, items, limit):
+        def counted(item):
+            outstanding[0] += 1
+            peak[0] = max(peak[0], outstanding[0])
+            return submit(item)
+
+        for result in real(counted, items, limit):
+            outstanding[0] -= 1
+            yield result
+
+    monkeypatch.setattr(flows.fanout, "bounded_results", watched)
+    summary = generate_flow(config)
+    assert summary == {"stage": "generate", "shards": 6, "waves": 3, "done_now": 6, "samples": 12}
+    assert peak[0] == 1
+    names = [sorted(t.name for t in task_runs_of(f"waves-generate-wave-{wave:04d}", 2)) for wave in range(3)]
+    assert names == [[f"generate-shard-{2 * w:05d}", f"generate-shard-{2 * w + 1:05d}"] for w in range(3)]
+    assert artifacts_by_key("waves-generate-progress")["waves-generate-progress"].data == 100.0

@@ -57,3 +57,5 @@ def test_committed_by_hash_lists_whole_shards_of_one_config(tmp_path):
     storage.write_bytes("shards/shard-00003.tar", b"abc")  # no manifest at all
     assert list(storage.committed_by_hash("shards", "c")) == ["shard-00000"]
     assert storage.committed_by_hash("nothing-here", "c") == {}
+    storage.write_bytes("only-data/shard-00000.tar", b"abc")
+    assert storage.committed_by_hash("only-data", "c") == {}
