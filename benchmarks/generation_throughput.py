@@ -6,9 +6,7 @@ Three measurements on the same in-process model (loaded once, before any timing)
   bare loop       pipeline calls with the flow's batch size and seeds, images kept in memory
   generate flow   the Prefect flow on a fresh output: PNG encoding, tar writing, sha256, manifests,
                   one task run per shard (embedded Prefect server, already started)
-  overhead        flow runs over N and 4N trivial shards (1 image, 1 step, 8 px), first pass and skip
-                  pass (all committed): fixed cost per flow run and cost per shard, by a two-point fit
-Goal: flow images/s >= 0.97 x bare loop.
+Goal: flow images/s >= 0.97 x bare loop. Orchestration cost alone: orchestration_overhead.py.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import tasks  # noqa: F401,E402
 from prefect import flow  # noqa: E402
 
-from flows.fanout import task_runner  # noqa: E402
 from flows.stages import generate_flow, prompts_flow  # noqa: E402
 from synthvision.config import parse_config  # noqa: E402
 from synthvision.generators import load_generator  # noqa: E402
@@ -44,7 +41,6 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--overhead-shards", type=int, default=10, help="N for the overhead fit (also 4N)")
     args = parser.parse_args()
 
     root = tempfile.mkdtemp(prefix="bench-gen-")
@@ -52,16 +48,14 @@ def main() -> None:
     with open(classes, "w") as handle:
         handle.write("red\ngreen\nblue\nyellow\n")
 
-    default_shards = {"images_per_class": args.shards * args.shard_size // 4, "shard_size": args.shard_size}
-
-    def config(workers: int, output: str, shards: dict = default_shards, **generator):
+    def config(workers: int, output: str):
         return parse_config(
             {
                 "run_name": "bench",
                 "output": output,
                 "label_space": classes,
-                "generator": {"backend": "tiny", "steps": args.steps, "resolution": args.resolution, "batch_size": args.batch_size, **generator},
-                "shards": shards,
+                "generator": {"backend": "tiny", "steps": args.steps, "resolution": args.resolution, "batch_size": args.batch_size},
+                "shards": {"images_per_class": args.shards * args.shard_size // 4, "shard_size": args.shard_size},
                 "orchestration": {"max_workers": workers},
             }
         )
@@ -87,24 +81,12 @@ def main() -> None:
         cfg = config(workers, os.path.join(root, f"flow-{workers}"))
         prompts_flow(cfg)
         started = time.perf_counter()
-        summary = generate_flow.with_options(task_runner=task_runner(cfg))(cfg)
+        summary = generate_flow(cfg)
         elapsed = time.perf_counter() - started
         assert summary["done_now"] == run.plan.num_shards
         manifests = [open_run(cfg).committed_shard(index) for index in range(run.plan.num_shards)]
         model = sum(manifest.timings["model_s"] for manifest in manifests)
         rows.append(("generate flow", workers, elapsed, images / elapsed, bare / elapsed, model))
-
-    overheads = []
-    for shards in (args.overhead_shards, 4 * args.overhead_shards):
-        one_image_shards = {"images_per_class": max(shards // 4, 1), "shard_size": 1}
-        cfg = config(2, os.path.join(root, f"overhead-{shards}"), one_image_shards, steps=1, resolution=8, batch_size=1)
-        prompts_flow(cfg)
-        timings = []
-        for _ in ("first pass", "skip pass"):
-            started = time.perf_counter()
-            generate_flow.with_options(task_runner=task_runner(cfg))(cfg)
-            timings.append(time.perf_counter() - started)
-        overheads.append((open_run(cfg).plan.num_shards, *timings))
 
     print(f"\n{images} images = {run.plan.num_shards} shards x {args.shard_size}, tiny model, {args.steps} steps, "
           f"{args.resolution}px, batch {args.batch_size}, {os.cpu_count()} CPU cores\n")
@@ -113,15 +95,6 @@ def main() -> None:
     for name, workers, seconds, rate, ratio, model in rows:
         print(f"| {name:<22} | {workers:>7} | {seconds:>8.2f} | {rate:>8.1f} | {ratio:>6.3f}x | {model:>8.2f} |")
     print("(model s: seconds inside pipeline calls, summed over shards; with 2 workers they overlap)")
-    print()
-    print(f"| {'trivial shards':>14} | {'first pass s':>12} | {'skip pass s':>11} |")
-    print(f"|{'-' * 16}|{'-' * 14}|{'-' * 13}|")
-    for shards, first, skip in overheads:
-        print(f"| {shards:>14} | {first:>12.2f} | {skip:>11.2f} |")
-    (n1, first1, skip1), (n2, first2, skip2) = overheads
-    for name, a, b in (("first pass", first1, first2), ("skip pass", skip1, skip2)):
-        per_shard = (b - a) / (n2 - n1)
-        print(f"{name}: {per_shard:.3f} s per shard + {a - per_shard * n1:.2f} s fixed per flow run (2 workers)")
 
 
 if __name__ == "__main__":
