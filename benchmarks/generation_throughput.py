@@ -16,21 +16,12 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+from embedded_prefect import warm_up  # noqa: I001  (first: sets Prefect's environment)
 
-import tasks  # noqa: F401,E402
-from prefect import flow  # noqa: E402
-
-from flows.stages import generate_flow, prompts_flow  # noqa: E402
-from synthvision.config import parse_config  # noqa: E402
-from synthvision.generators import load_generator  # noqa: E402
-from synthvision.run import open_run  # noqa: E402
-
-
-@flow
-def _warm_up() -> None:
-    """Starts the embedded Prefect server outside the timed region."""
+from flows.stages import generate_flow, prompts_flow
+from synthvision.config import parse_config
+from synthvision.generators import load_generator
+from synthvision.run import open_run
 
 
 def main() -> None:
@@ -60,7 +51,7 @@ def main() -> None:
             }
         )
 
-    _warm_up()
+    warm_up()
     base = config(1, os.path.join(root, "bare"))
     prompts_flow(base)
     run = open_run(base)

@@ -16,19 +16,10 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+from embedded_prefect import warm_up  # noqa: I001  (first: sets Prefect's environment)
 
-import tasks  # noqa: F401,E402
-from prefect import flow  # noqa: E402
-
-from flows.stages import generate_flow, prompts_flow  # noqa: E402
-from synthvision.config import parse_config  # noqa: E402
-
-
-@flow
-def _warm_up() -> None:
-    """Starts the embedded Prefect server outside the timed region."""
+from flows.stages import generate_flow, prompts_flow
+from synthvision.config import parse_config
 
 
 def main() -> None:
@@ -41,7 +32,7 @@ def main() -> None:
     with open(classes, "w") as handle:
         handle.write("red\ngreen\n")
 
-    _warm_up()
+    warm_up()
     rows = []
     for shards in args.shards:
         config = parse_config(
