@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from synthvision.config import RunConfig
 from synthvision.reporting import render_markdown
+from synthvision.run import open_run
 from tasks.stages import expand_prompts_task, train_task
 from flows.fanout import artifact_key, describe, run_shard_tasks
 
@@ -26,7 +27,15 @@ def prompts_flow(config: RunConfig) -> dict[str, Any]:
 
 @flow(name="generate", flow_run_name="{config.run_name}-generate")
 def generate_flow(config: RunConfig) -> dict[str, Any]:
-    return run_shard_tasks(config, "generate")
+    summary = run_shard_tasks(config, "generate")
+    sheet = open_run(config).contact_sheet()
+    if sheet is not None:
+        create_markdown_artifact(
+            f"# {config.run_name}: contact sheet\n\nFirst generated images with their prompts: [{sheet}]({sheet})\n\n![contact sheet]({sheet})\n",
+            key=artifact_key(config, "contact-sheet"),
+            description=describe(config, "generate", "contact sheet"),
+        )
+    return summary
 
 
 @flow(name="score", flow_run_name="{config.run_name}-score")

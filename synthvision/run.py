@@ -114,6 +114,14 @@ class Run:
         spec = self.plan.shard(shard_index)
         return self.storage.committed(SHARDS_DIR, spec.name, self.hashes["generate"], spec.spec_hash)
 
+    def contact_sheet(self, count: int = 32) -> str | None:
+        """Write the run's contact sheet from its first committed shards; returns its URL."""
+        from synthvision.contact_sheet import write_contact_sheet
+
+        needed = -(-count // self.config.shards.shard_size)
+        manifests = [m for m in (self.committed_shard(i) for i in range(min(needed, self.plan.num_shards))) if m is not None]
+        return write_contact_sheet(self.storage, manifests, count)
+
     # -- scoring --------------------------------------------------------------------------------
     @property
     def threshold(self) -> float:

@@ -56,10 +56,16 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     assert names == ["generate-shard-00000", "generate-shard-00001", "generate-shard-00002"]
     assert {task.state.name for task in task_runs_of("e2e-score-wave-0000", 3)} == {"Completed"}
     artifacts = artifacts_by_key("e2e-")
-    assert {"e2e-generate-progress", "e2e-generate-shards-wave-0000", "e2e-score-progress", "e2e-score-shards-wave-0000", "e2e-prompts", "e2e-report", "e2e-train", "e2e-stages"} <= set(artifacts)
+    assert {"e2e-contact-sheet", "e2e-generate-progress", "e2e-generate-shards-wave-0000", "e2e-score-progress", "e2e-score-shards-wave-0000", "e2e-prompts", "e2e-report", "e2e-train", "e2e-stages"} <= set(artifacts)
     assert artifacts["e2e-generate-progress"].data == 100.0
     assert "shard-00002" in str(artifacts["e2e-generate-shards-wave-0000"].data)
     assert "CLIP zero-shot" in artifacts["e2e-report"].data
+    sheet = run.storage.url_of("contact_sheet.png")
+    assert sheet in artifacts["e2e-contact-sheet"].data
+    from PIL import Image
+
+    with Image.open(sheet) as image:  # 12 images in rows of 8: two rows of 128 px + captions
+        assert image.size == (8 * 128, 2 * (128 + 3 * 12 + 4))
     assert run.hashes["generate"] in artifacts["e2e-generate-shards-wave-0000"].description
     assert run.hashes["train"] in artifacts["e2e-report"].description
 
