@@ -67,7 +67,7 @@ def _summary_row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 @flow(name="shard-wave", flow_run_name="{config.run_name}-{stage}-wave-{wave:04d}")
-def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, progress_id: str, shards_before: int) -> list[dict[str, Any]]:
+def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, progress_id: str) -> list[dict[str, Any]]:
     """Shards `start..stop-1` of `stage`, one task run each; returns their summary rows."""
     options = retry_options(config.orchestration)
     task = SHARD_TASKS[stage]
@@ -81,7 +81,7 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
         for result in bounded_results(submit, range(start, stop), config.orchestration.max_in_flight):
             rows.append(_summary_row(result))
             bar.update()
-            update_progress_artifact(progress_id, 100.0 * (shards_before + len(rows)) / num_shards)
+            update_progress_artifact(progress_id, 100.0 * (start + len(rows)) / num_shards)
     rows.sort(key=lambda row: row["shard"])
     create_table_artifact(rows, key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"), description=describe(config, stage, f"{stage} wave {wave} per shard"))
     return rows
@@ -95,7 +95,7 @@ def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
     wave_flow = shard_wave.with_options(task_runner=task_runner(config))
     summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0}
     for wave, start in enumerate(range(0, num_shards, per_wave)):
-        rows = wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), str(progress), start)
+        rows = wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), str(progress))
         summary["waves"] += 1
         summary["done_now"] += sum(row["done_now"] for row in rows)
         summary["samples"] += sum(row["samples"] for row in rows)

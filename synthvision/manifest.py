@@ -29,8 +29,9 @@ class Manifest:
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     version: int = MANIFEST_VERSION
 
-    def matches(self, config_hash: str, spec_hash: str) -> bool:
-        return self.version == MANIFEST_VERSION and self.config_hash == config_hash and self.spec_hash == spec_hash
+    def matches(self, config_hash: str, spec_hash: str | None = None) -> bool:
+        """Written by this manifest format and config; and for exactly `spec_hash`, when given."""
+        return self.version == MANIFEST_VERSION and self.config_hash == config_hash and spec_hash in (None, self.spec_hash)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

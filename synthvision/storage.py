@@ -57,8 +57,7 @@ class Storage:
 
     def __init__(self, url: str, storage_options: dict | None = None):
         self.url = url
-        self.storage_options = storage_options or {}
-        self.fs, self.root = fsspec.core.url_to_fs(url, **self.storage_options)
+        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self._local = isinstance(self.fs, LocalFileSystem)
 
     def path(self, relpath: str) -> str:
@@ -155,7 +154,7 @@ class Storage:
         committed: dict[str, Manifest] = {}
         for blob in (self.fs.cat(paths, on_error="omit") if paths else {}).values():
             manifest = Manifest.from_json(blob.decode("utf-8"))
-            if manifest.config_hash == config_hash and sizes.get(posixpath.basename(manifest.data_file)) == manifest.bytes:
+            if manifest.matches(config_hash) and sizes.get(posixpath.basename(manifest.data_file)) == manifest.bytes:
                 committed[manifest.shard] = manifest
         return committed
 

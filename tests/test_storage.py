@@ -59,3 +59,11 @@ def test_committed_by_hash_lists_whole_shards_of_one_config(tmp_path):
     assert storage.committed_by_hash("nothing-here", "c") == {}
     storage.write_bytes("only-data/shard-00000.tar", b"abc")
     assert storage.committed_by_hash("only-data", "c") == {}
+
+
+def test_committed_by_hash_ignores_manifests_of_another_format_version(tmp_path):
+    storage = Storage(str(tmp_path))
+    storage.write_bytes("shards/shard-00000.tar", b"abc")
+    storage.write_manifest("shards", manifest(version=0))
+    assert storage.committed_by_hash("shards", "c") == {}
+    assert storage.committed("shards", "shard-00000", "c", "s") is None
