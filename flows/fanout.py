@@ -18,12 +18,12 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from synthvision.config import RunConfig
 from synthvision.planning import shard_name
 from synthvision.run import open_run
+from flows.engines import ensure_gpu_limit, shard_task_runner
 from tasks.policy import retry_options
 from tasks.stages import generate_shard_task, score_shard_task
 
@@ -38,10 +38,6 @@ def artifact_key(config: RunConfig, suffix: str) -> str:
 def describe(config: RunConfig, stage: str, what: str) -> str:
     """Artifact description: what it shows, and the stage config hash of the outputs it describes."""
     return f"{config.run_name}: {what} (config hash {open_run(config).hashes[stage]})"
-
-
-def task_runner(config: RunConfig) -> ThreadPoolTaskRunner:
-    return ThreadPoolTaskRunner(max_workers=config.orchestration.max_workers)
 
 
 def bounded_results(submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int) -> Iterator[Any]:
@@ -63,6 +59,10 @@ def _summary_row(result: dict[str, Any]) -> dict[str, Any]:
         "done_now": result["done_now"],
         "dropped": ", ".join(f"{reason}: {n}" for reason, n in sorted(result["dropped"].items())) or "-",
         "seconds": result["timings"].get("total_s"),
+        # where and when the shard held its GPU slot (empty for shards committed before)
+        "device": result.get("device", "-"),
+        "slot_start": result.get("slot_start"),
+        "slot_end": result.get("slot_end"),
     }
 
 
@@ -92,11 +92,12 @@ def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
     num_shards = open_run(config).plan.num_shards
     per_wave = config.orchestration.shards_per_flow_run
     progress = create_progress_artifact(0.0, key=artifact_key(config, f"{stage}-progress"), description=describe(config, stage, f"{stage} shards committed (%)"))
-    wave_flow = shard_wave.with_options(task_runner=task_runner(config))
-    summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0}
-    for wave, start in enumerate(range(0, num_shards, per_wave)):
-        rows = wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), str(progress))
-        summary["waves"] += 1
-        summary["done_now"] += sum(row["done_now"] for row in rows)
-        summary["samples"] += sum(row["samples"] for row in rows)
+    summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0, "gpu_slots": ensure_gpu_limit(config)}
+    with shard_task_runner(config) as runner:
+        wave_flow = shard_wave.with_options(task_runner=runner)
+        for wave, start in enumerate(range(0, num_shards, per_wave)):
+            rows = wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), str(progress))
+            summary["waves"] += 1
+            summary["done_now"] += sum(row["done_now"] for row in rows)
+            summary["samples"] += sum(row["samples"] for row in rows)
     return summary

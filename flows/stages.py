@@ -11,11 +11,13 @@ from synthvision.config import RunConfig
 from synthvision.reporting import render_markdown
 from synthvision.run import open_run
 from tasks.stages import expand_prompts_task, train_task
+from flows.engines import ensure_gpu_limit
 from flows.fanout import artifact_key, describe, run_shard_tasks
 
 
 @flow(name="prompts", flow_run_name="{config.run_name}-prompts")
 def prompts_flow(config: RunConfig) -> dict[str, Any]:
+    ensure_gpu_limit(config)
     summary = expand_prompts_task(config)
     create_table_artifact(
         [{"source": source, "prompts": count} for source, count in sorted(summary["by_source"].items())],
@@ -45,6 +47,7 @@ def score_flow(config: RunConfig) -> dict[str, Any]:
 
 @flow(name="train", flow_run_name="{config.run_name}-train")
 def train_flow(config: RunConfig) -> dict[str, Any]:
+    ensure_gpu_limit(config)
     report = train_task(config)
     create_markdown_artifact(render_markdown(report), key=artifact_key(config, "report"), description=describe(config, "train", "report"))
     evaluation = report["evaluation"]

@@ -147,6 +147,36 @@ class OrchestrationConfig(_Section):
     max_workers: int = Field(2, gt=0, description="shard tasks running at once in one flow run")
     max_in_flight: int = Field(64, gt=0, description="shard futures submitted but not finished, per flow run")
     shards_per_flow_run: int = Field(500, gt=0, description="shards per wave sub-flow (Prefect slows past thousands of task runs per flow run)")
+    engine: Literal["threads", "processes", "dask"] = Field(
+        "threads",
+        description="where shard tasks run: threads of the flow process (max_workers of them); one worker "
+        "process per entry of `devices`, each bound to its device; or a Dask cluster",
+    )
+    devices: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        description="engine 'processes': one worker process per entry ('auto': one per CUDA GPU here, or one CPU worker)",
+    )
+    dask_address: str | None = Field(None, description="engine 'dask': scheduler address; empty starts a local cluster of max_workers processes")
+    gpu_limit: str = Field("gpu", min_length=1, description="Prefect global concurrency limit a model task holds one slot of while it computes")
+    gpu_slots: int | None = Field(
+        None,
+        gt=0,
+        description="set the gpu_limit to this many slots before running; empty: create it if missing with one slot "
+        "per local worker (len(devices) or max_workers) and otherwise leave the operator's setting",
+    )
+
+    @field_validator("devices")
+    @classmethod
+    def _some_devices(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one device (or 'auto')")
+        return value
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> OrchestrationConfig:
+        if self.dask_address and self.engine != "dask":
+            raise ValueError(f"dask_address is set but engine is {self.engine!r}: set engine: dask")
+        return self
 
 
 def _flatten_keys(options: dict[str, Any]) -> list[str]:
@@ -192,6 +222,19 @@ class RunConfig(_Section):
         """A local output path is made absolute when the config is read: the run, its records and its
         cache keys then name one place, whatever the working directory of the process using them."""
         return value if "://" in value else str(Path(value).expanduser().absolute())
+
+    @model_validator(mode="after")
+    def _workers_own_their_devices(self) -> RunConfig:
+        """With one worker process per device, each worker's models go on its own device, which is
+        what `device: auto` means there; a fixed device would put every worker on the same one."""
+        if self.orchestration.engine == "processes":
+            for section in ("prompts.sentence_model", "generator", "clip", "training"):
+                node: Any = self
+                for part in section.split("."):
+                    node = getattr(node, part)
+                if node.device != "auto":
+                    raise ValueError(f"{section}.device is {node.device!r}, but engine 'processes' binds each worker to one of orchestration.devices: use device: auto")
+        return self
 
     def stage_hash(self, stage: Literal["prompts", "generate", "score", "train"]) -> str:
         """Hash of everything that changes `stage`'s outputs, its upstream stages included."""

@@ -262,5 +262,9 @@ class Run:
             StageStatus("train", 1, int(self.report() is not None)),
         ]
 
-# The process-wide `Run` for a config: shard tasks share its prompt table and loaded models.
-open_run = once_per_config(Run)
+
+@once_per_config
+def open_run(config: RunConfig) -> Run:
+    """The process-wide `Run` for a config: shard tasks share its prompt table and loaded models.
+    (A named function, not `once_per_config(Run)`, so that worker processes import it by name.)"""
+    return Run(config)

@@ -1,37 +1,65 @@
-"""One Prefect task per unit of work. Model tasks carry the `gpu` tag, so a Prefect concurrency limit
-on that tag (`prefect concurrency-limit create gpu N`) caps how many hold a device at once."""
+"""One Prefect task per unit of work. A model task holds one slot of the global concurrency limit
+`orchestration.gpu_limit` while it computes (the flows make sure the limit exists), so no more models
+work at once than there are GPUs; a shard already committed in storage is returned without a slot."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
 from prefect import task
+from prefect.concurrency.sync import concurrency
 
 from synthvision.config import RunConfig
+from synthvision.devices import bound_device
+from synthvision.manifest import Manifest
 from synthvision.run import open_run
 from tasks.policy import CommittedShard
 
 
+@contextmanager
+def gpu_slot(config: RunConfig) -> Iterator[dict[str, Any]]:
+    """Hold one slot of the run's GPU limit; yields a record of where and when it was held."""
+    with concurrency(config.orchestration.gpu_limit, occupy=1, strict=True):
+        held = {"device": bound_device(), "slot_start": round(time.time(), 3)}
+        try:
+            yield held
+        finally:
+            held["slot_end"] = round(time.time(), 3)
+
+
+def _shard_result(config: RunConfig, committed: Manifest | None, work: Callable[[], tuple[Manifest, bool]]) -> dict[str, Any]:
+    if committed is not None:
+        return {**asdict(committed), "done_now": False, "device": "-"}
+    with gpu_slot(config) as held:
+        manifest, done_now = work()
+    return {**asdict(manifest), "done_now": done_now, **held}
+
+
 @task(name="expand-prompts", tags=["gpu"])
 def expand_prompts_task(config: RunConfig) -> dict[str, Any]:
-    prompts, expanded = open_run(config).ensure_prompts()
+    with gpu_slot(config):
+        prompts, expanded = open_run(config).ensure_prompts()
     return {"prompts": len(prompts), "expanded_now": expanded, "by_source": dict(Counter(p.source for p in prompts))}
 
 
 @task(name="generate-shard", tags=["gpu"], cache_policy=CommittedShard(stage="generate"), result_serializer="json")
 def generate_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
-    manifest, generated = open_run(config).generate(shard_index)
-    return {**asdict(manifest), "done_now": generated}
+    run = open_run(config)
+    return _shard_result(config, run.committed_shard(shard_index), lambda: run.generate(shard_index))
 
 
 @task(name="score-shard", tags=["gpu"], cache_policy=CommittedShard(stage="score"), result_serializer="json")
 def score_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
-    manifest, scored = open_run(config).score(shard_index)
-    return {**asdict(manifest), "done_now": scored}
+    run = open_run(config)
+    return _shard_result(config, run.committed_scores(shard_index), lambda: run.score(shard_index))
 
 
 @task(name="train-classifier", tags=["gpu"])
 def train_task(config: RunConfig) -> dict[str, Any]:
-    return open_run(config).train_and_evaluate()
+    with gpu_slot(config):
+        return open_run(config).train_and_evaluate()
