@@ -1,4 +1,5 @@
-"""The `synthvision` command: `run CONFIG` end to end, one command per stage, and `status CONFIG`.
+"""The `synthvision` command: `run CONFIG` end to end, one command per stage, `status CONFIG`, and
+`submit CONFIG` to start a run of a deployment on a work pool.
 
 Every command takes `--set key.path=value` overrides (YAML values), e.g.
 `synthvision run configs/demo.yaml --set training.epochs=5 --set output=/tmp/demo`.
@@ -103,6 +104,26 @@ def status(config: ConfigPath, set_: Overrides = None) -> None:
     typer.echo(f"{'stage':<10}{'planned':>10}{'committed':>11}{'missing':>9}")
     for row in open_run(cfg).status():
         typer.echo(f"{row.stage:<10}{row.planned:>10}{row.committed:>11}{row.missing:>9}")
+
+
+@app.command()
+def submit(
+    config: ConfigPath,
+    set_: Overrides = None,
+    deployment: Annotated[str, typer.Option(help="FLOW/DEPLOYMENT, as deployed from deployments/prefect.yaml")] = "synthesize/local",
+    wait: Annotated[bool, typer.Option(help="wait for the run to finish; exit 1 unless it completes")] = False,
+) -> None:
+    """Validate a config here, then start a run of a deployment with it (a worker of its pool runs it)."""
+    cfg = load_config(config, set_)  # the schema only: input files are checked where the run executes
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_UI_URL
+
+    flow_run = run_deployment(deployment, parameters={"config": cfg.model_dump(mode="json")}, timeout=None if wait else 0)
+    typer.echo(f"flow run {flow_run.name} ({flow_run.id}): {flow_run.state.name if flow_run.state else 'Scheduled'}")
+    if PREFECT_UI_URL.value():
+        typer.echo(f"watch it at {PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}")
+    if wait and not (flow_run.state and flow_run.state.is_completed()):
+        sys.exit(1)
 
 
 def main() -> None:

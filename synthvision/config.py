@@ -165,6 +165,13 @@ class OrchestrationConfig(_Section):
         "per local worker (len(devices) or max_workers) and otherwise leave the operator's setting",
     )
 
+    gpu_lease_s: float = Field(
+        60.0,
+        ge=60,
+        description="lease on a held gpu slot, renewed while its task lives: a killed worker's slot returns "
+        "to the pool within this plus Prefect's 15 s lease sweep (60 is Prefect's minimum)",
+    )
+
     @field_validator("devices")
     @classmethod
     def _some_devices(cls, value: list[str]) -> list[str]:

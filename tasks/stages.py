@@ -24,7 +24,8 @@ from tasks.policy import CommittedShard
 @contextmanager
 def gpu_slot(config: RunConfig) -> Iterator[dict[str, Any]]:
     """Hold one slot of the run's GPU limit; yields a record of where and when it was held."""
-    with concurrency(config.orchestration.gpu_limit, occupy=1, strict=True):
+    orchestration = config.orchestration
+    with concurrency(orchestration.gpu_limit, occupy=1, lease_duration=orchestration.gpu_lease_s, strict=True):
         held = {"device": bound_device(), "slot_start": round(time.time(), 3)}
         try:
             yield held

@@ -34,19 +34,56 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_cli_server():
+    """A Prefect server started as a user starts one (`prefect server start`, SQLite), on loopback,
+    with its own home; yields the environment that points a process at it."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(_HOME / "prefect-cli-server"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    log = open(_HOME / "prefect-cli-server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env={k: v for k, v in env.items() if k != "PREFECT_API_URL"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, f"prefect server start failed: see {log.name}"
+            time.sleep(0.5)
+    yield env
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 API server (moto_server) on loopback for the session, with fake credentials in the
     environment (as a user's would be); yields its endpoint URL."""
     import shutil
-    import socket
     import subprocess
     import time
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -96,7 +133,8 @@ def tiny_config(output: Path | str, label_space: Path, **sections) -> RunConfig:
         "clip": {"model": "tiny", "batch_size": 16},
         "training": {"epochs": 3, "batch_size": 8},
         "evaluation": {"demo_test_set": {"per_class": 3, "size": 32}},
-        "orchestration": {"retries": 2, "retry_delay_s": 0, "retry_jitter": 0, "max_workers": 2},
+        # plenty of GPU slots: tests of the slot limit itself name their own limit and size
+        "orchestration": {"retries": 2, "retry_delay_s": 0, "retry_jitter": 0, "max_workers": 2, "gpu_slots": 4},
     }
     for section, values in sections.items():
         if isinstance(values, dict):

@@ -55,7 +55,9 @@ def test_killed_generation_resumes_with_every_key_exactly_once(output, tmp_path,
                 "shards": {"images_per_class": SHARDS * SHARD_SIZE // 3, "shard_size": SHARD_SIZE},
                 "clip": {"model": "tiny"},
                 "training": {"epochs": 2},
-                "orchestration": {"max_workers": 1, "retry_delay_s": 0},
+                # The killed process's GPU slot stays leased until its lease (>= 60 s) lapses; a limit
+                # with more slots than workers lets the rerun start at once.
+                "orchestration": {"max_workers": 1, "retry_delay_s": 0, "gpu_slots": 4},
             }
         )
     )

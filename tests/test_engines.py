@@ -42,7 +42,7 @@ def test_device_workers_take_shards_dynamically_one_at_a_time_per_device(make_co
     config = make_config(
         run_name="devices",
         shards={"images_per_class": 4, "shard_size": 2},
-        orchestration={"engine": "processes", "devices": ["cpu", "cpu"], "gpu_limit": "gpu-devices"},
+        orchestration={"engine": "processes", "devices": ["cpu", "cpu"], "gpu_limit": "gpu-devices", "gpu_slots": None},  # created: one slot per device
     )
     prompts_flow(config)
     summary = generate_flow(config)
@@ -87,8 +87,9 @@ def test_fixed_devices_conflict_with_device_workers(make_config):
 def test_each_worker_claims_a_free_device_slot(tmp_path, monkeypatch):
     from synthvision.devices import DEVICE_ENV, bind_device, bound_device, expand_devices, resolve_device
 
-    monkeypatch.delenv(DEVICE_ENV, raising=False)
-    monkeypatch.delenv("SYNTHVISION_DEVICE_SLOT", raising=False)
+    # setenv (not delenv) so that monkeypatch restores the unbound state after bind_device sets them
+    monkeypatch.setenv(DEVICE_ENV, "")
+    monkeypatch.setenv("SYNTHVISION_DEVICE_SLOT", "")
     assert expand_devices(["auto"]) == ["cpu"]  # no CUDA here: one CPU worker
     devices = ["cpu", "meta"]
     assert bind_device(devices, str(tmp_path)) == "cpu" and bound_device() == "0:cpu"

@@ -43,7 +43,7 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     config = make_config(run_name="e2e")
     result = synthesize(config)
     report = result["report"]
-    assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "waves": 1, "done_now": 3, "samples": 12, "gpu_slots": 2}
+    assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "waves": 1, "done_now": 3, "samples": 12, "gpu_slots": 4}
     assert report["data"]["synthetic_images"] == 12
     assert 0 < report["data"]["trained_on"] == report["data"]["passed_filter"] <= 12
     assert report["evaluation"]["test_images"] == 9
@@ -145,7 +145,7 @@ def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
 
     monkeypatch.setattr(flows.fanout, "bounded_results", watched)
     summary = generate_flow(config)
-    assert summary == {"stage": "generate", "shards": 6, "waves": 3, "done_now": 6, "samples": 12, "gpu_slots": 2}
+    assert summary == {"stage": "generate", "shards": 6, "waves": 3, "done_now": 6, "samples": 12, "gpu_slots": 4}
     assert peak[0] == 1
     names = [sorted(t.name for t in task_runs_of(f"waves-generate-wave-{wave:04d}", 2)) for wave in range(3)]
     assert names == [[f"generate-shard-{2 * w:05d}", f"generate-shard-{2 * w + 1:05d}"] for w in range(3)]
