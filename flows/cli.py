@@ -16,7 +16,7 @@ import tasks  # noqa: F401  (sets Prefect defaults before prefect is imported)
 import typer
 
 from synthvision.config import RunConfig, load_config
-from synthvision.errors import SynthvisionError
+from synthvision.errors import ConfigError, SynthvisionError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 
@@ -30,6 +30,10 @@ def _config(path: Path, overrides: list[str] | None) -> RunConfig:
     from synthvision.run import open_run  # imported after parsing: a config typo need not wait for torch
 
     open_run(config)
+    if config.orchestration.engine == "processes":
+        from synthvision.devices import expand_devices
+
+        expand_devices(config.orchestration.devices)  # a device this machine lacks is an error now, not mid-run
     return config
 
 
@@ -116,9 +120,16 @@ def submit(
     """Validate a config here, then start a run of a deployment with it (a worker of its pool runs it)."""
     cfg = load_config(config, set_)  # the schema only: input files are checked where the run executes
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_UI_URL
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
-    flow_run = run_deployment(deployment, parameters={"config": cfg.model_dump(mode="json")}, timeout=None if wait else 0)
+    try:
+        flow_run = run_deployment(deployment, parameters={"config": cfg.model_dump(mode="json")}, timeout=None if wait else 0)
+    except ObjectNotFound:
+        raise ConfigError(
+            f"deployment {deployment!r} not found on the Prefect server {PREFECT_API_URL.value() or '(embedded)'}: "
+            "deploy it with `prefect deploy --prefect-file deployments/prefect.yaml` (see deployments/README.md)"
+        ) from None
     typer.echo(f"flow run {flow_run.name} ({flow_run.id}): {flow_run.state.name if flow_run.state else 'Scheduled'}")
     if PREFECT_UI_URL.value():
         typer.echo(f"watch it at {PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}")

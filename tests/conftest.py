@@ -42,14 +42,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_serving(url: str, server, timeout_s: float, what: str) -> None:
+    """Poll `url` until it answers; fail with `what` if the server process exits or time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, f"{what} did not start"
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def prefect_cli_server():
     """A Prefect server started as a user starts one (`prefect server start`, SQLite), on loopback,
     with its own home; yields the environment that points a process at it."""
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(_HOME / "prefect-cli-server"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
@@ -60,14 +73,7 @@ def prefect_cli_server():
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1)
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, f"prefect server start failed: see {log.name}"
-            time.sleep(0.5)
+    wait_until_serving(f"{env['PREFECT_API_URL']}/health", server, 90, f"prefect server start (log: {log.name})")
     yield env
     server.terminate()
     server.wait(timeout=30)
@@ -80,8 +86,6 @@ def s3_endpoint():
     environment (as a user's would be); yields its endpoint URL."""
     import shutil
     import subprocess
-    import time
-    import urllib.request
 
     port = free_port()
     server = subprocess.Popen(
@@ -90,14 +94,7 @@ def s3_endpoint():
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
+    wait_until_serving(f"{endpoint}/moto-api/", server, 30, "moto_server")
     os.environ.update(AWS_ACCESS_KEY_ID=FAKE_KEY_ID, AWS_SECRET_ACCESS_KEY=FAKE_SECRET, AWS_DEFAULT_REGION="us-east-1")
     yield endpoint
     server.terminate()

@@ -23,10 +23,12 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ("label_space=/nope/classes.txt", "error: label_space '/nope/classes.txt' is neither a built-in"),
         ("shards.shard_size=100", "error: shards.shard_size (100) is larger than the run (64 images"),
         ("clip.model=ViT-Nope", "error: clip.model: unknown open_clip model 'ViT-Nope'"),
+        ("orchestration.engine=processes;orchestration.devices=[cuda:3]", "error: device 'cuda:3' asked for, but no CUDA device is available here"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, override, message):
-    result = cli("run", "configs/demo.yaml", "--set", f"output={tmp_path}", "--set", override)
+    overrides = [arg for part in override.split(";") for arg in ("--set", part)]
+    result = cli("run", "configs/demo.yaml", "--set", f"output={tmp_path}", *overrides)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -78,6 +78,8 @@ def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_s
     config = tiny_config(tmp_path / "run", colours_file, run_name="deployed")
     config_file = tmp_path / "deployed.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    unknown = cli("submit", str(config_file), "--deployment", "synthesize/nowhere", env=env)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: deployment 'synthesize/nowhere' not found on the Prefect server")
 
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "synthvision-local"],
