@@ -164,7 +164,6 @@ class OrchestrationConfig(_Section):
         description="set the gpu_limit to this many slots before running; empty: create it if missing with one slot "
         "per local worker (len(devices) or max_workers) and otherwise leave the operator's setting",
     )
-
     gpu_lease_s: float = Field(
         60.0,
         ge=60,
@@ -235,12 +234,10 @@ class RunConfig(_Section):
         """With one worker process per device, each worker's models go on its own device, which is
         what `device: auto` means there; a fixed device would put every worker on the same one."""
         if self.orchestration.engine == "processes":
-            for section in ("prompts.sentence_model", "generator", "clip", "training"):
-                node: Any = self
-                for part in section.split("."):
-                    node = getattr(node, part)
-                if node.device != "auto":
-                    raise ValueError(f"{section}.device is {node.device!r}, but engine 'processes' binds each worker to one of orchestration.devices: use device: auto")
+            sections = {"prompts.sentence_model": self.prompts.sentence_model, "generator": self.generator, "clip": self.clip, "training": self.training}
+            for name, section in sections.items():
+                if section.device != "auto":
+                    raise ValueError(f"{name}.device is {section.device!r}, but engine 'processes' binds each worker to one of orchestration.devices: use device: auto")
         return self
 
     def stage_hash(self, stage: Literal["prompts", "generate", "score", "train"]) -> str:

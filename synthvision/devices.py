@@ -18,6 +18,7 @@ import torch
 from synthvision.errors import ConfigError
 
 DEVICE_ENV = "SYNTHVISION_DEVICE"
+SLOT_ENV = "SYNTHVISION_DEVICE_SLOT"
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _claimed: list[IO[str]] = []  # lock files held open for the life of the process
@@ -72,7 +73,7 @@ def bind_device(devices: list[str], lock_dir: str) -> str:
             continue
         _claimed.append(handle)
         os.environ[DEVICE_ENV] = name
-        os.environ["SYNTHVISION_DEVICE_SLOT"] = str(slot)
+        os.environ[SLOT_ENV] = str(slot)
         if name.startswith("cuda"):
             torch.cuda.set_device(torch.device(name))
         return name
@@ -82,4 +83,4 @@ def bind_device(devices: list[str], lock_dir: str) -> str:
 def bound_device() -> str:
     """This process's device as '<slot>:<device>' for reports ('-' when not bound)."""
     name = os.environ.get(DEVICE_ENV)
-    return f"{os.environ.get('SYNTHVISION_DEVICE_SLOT', '?')}:{name}" if name else "-"
+    return f"{os.environ.get(SLOT_ENV, '?')}:{name}" if name else "-"

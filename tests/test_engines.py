@@ -85,11 +85,11 @@ def test_fixed_devices_conflict_with_device_workers(make_config):
 
 
 def test_each_worker_claims_a_free_device_slot(tmp_path, monkeypatch):
-    from synthvision.devices import DEVICE_ENV, bind_device, bound_device, expand_devices, resolve_device
+    from synthvision.devices import DEVICE_ENV, SLOT_ENV, bind_device, bound_device, expand_devices, resolve_device
 
     # setenv (not delenv) so that monkeypatch restores the unbound state after bind_device sets them
     monkeypatch.setenv(DEVICE_ENV, "")
-    monkeypatch.setenv("SYNTHVISION_DEVICE_SLOT", "")
+    monkeypatch.setenv(SLOT_ENV, "")
     assert expand_devices(["auto"]) == ["cpu"]  # no CUDA here: one CPU worker
     devices = ["cpu", "meta"]
     assert bind_device(devices, str(tmp_path)) == "cpu" and bound_device() == "0:cpu"
