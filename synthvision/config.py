@@ -55,23 +55,41 @@ class PromptsConfig(_Section):
     _template = field_validator("template")(_check_template)
 
 
+class GlideConfig(_Section):
+    """GLIDE sampling (generator.backend: glide), as in the paper (A.1.2, A.7.1)."""
+
+    base_respacing: str = Field("100", description="base model steps: a count, section counts ('10,10,3'), 'ddimN' or 'fast27'")
+    upsample: bool = Field(True, description="run the 64 -> 256 px upsampler (off: 64 px images)")
+    upsample_respacing: str = Field("fast27", description="upsampler steps, as base_respacing")
+    upsample_temperature: float = Field(0.997, gt=0, description="scale of the upsampler's initial noise")
+
+    @field_validator("base_respacing", "upsample_respacing")
+    @classmethod
+    def _respacing(cls, value: str) -> str:
+        from synthvision.generators.glide.diffusion import respaced_steps
+
+        respaced_steps(value)  # raises ValueError naming the problem
+        return value
+
+
 class GeneratorConfig(_Section):
     """The text-to-image model."""
 
-    backend: Literal["diffusers", "tiny"] = "tiny"
-    model: str | None = Field(None, description="diffusers: hub id or local folder of a DiffusionPipeline")
+    backend: Literal["diffusers", "glide", "tiny"] = "tiny"
+    model: str | None = Field(None, description="diffusers: hub id or local folder of a DiffusionPipeline; glide: weights folder or 'tiny'")
     guidance_scale: float = Field(3.0, ge=0, description="classifier-free guidance scale (paper: 3)")
-    steps: int = Field(50, gt=0)
+    steps: int = Field(50, gt=0, description="diffusers: denoising steps (glide: glide.base_respacing)")
     resolution: int = Field(256, gt=0, multiple_of=8)
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
     batch_size: int = Field(8, gt=0)
     image_format: Literal["png", "jpg"] = "png"
+    glide: GlideConfig = GlideConfig()
 
     @model_validator(mode="after")
-    def _model_for_diffusers(self) -> GeneratorConfig:
-        if self.backend == "diffusers" and not self.model:
-            raise ValueError("generator.model is required when generator.backend is 'diffusers'")
+    def _model_for_backend(self) -> GeneratorConfig:
+        if self.backend in ("diffusers", "glide") and not self.model:
+            raise ValueError(f"generator.model is required when generator.backend is {self.backend!r}")
         return self
 
 

@@ -36,6 +36,8 @@ def test_paper_defaults():
         ("prompts:\n  template: 'a photo'\n", "prompts.template: template 'a photo' must contain exactly one '{}'"),
         ("prompts:\n  strategy: fancy\n", "prompts.strategy: Input should be 'basic' or 'language_enhancement'"),
         ("generator:\n  backend: diffusers\n", "generator.model is required"),
+        ("generator:\n  backend: glide\n", "generator.model is required when generator.backend is 'glide'"),
+        ("generator:\n  glide:\n    base_respacing: ddim999\n", "generator.glide.base_respacing: respacing 'ddim999': no integer stride"),
         ("shards:\n  shard_size: -3\n", "shards.shard_size: Input should be greater than 0"),
         ("clip:\n  templates: []\n", "clip.templates: clip.templates must not be empty"),
         ("- a\n- b\n", "must hold a mapping of fields, not list"),

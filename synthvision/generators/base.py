@@ -24,6 +24,10 @@ class Generator(Protocol):
 @once_per_config
 def load_generator(config: GeneratorConfig) -> Generator:
     """The generator for `config`, loaded once per process: shard tasks of a run share one model."""
+    if config.backend == "glide":
+        from synthvision.generators.glide.backend import GlideGenerator
+
+        return GlideGenerator.from_config(config)
     from synthvision.generators.diffusers_backend import DiffusersGenerator
 
     return DiffusersGenerator.from_config(config)

@@ -1,0 +1,1 @@
+"""GLIDE (filtered), the paper's generator: model, diffusion, tokenizer and the backend that samples it."""
