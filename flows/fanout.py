@@ -5,7 +5,8 @@ A stage runs its shards in waves: each wave is a sub-flow (`<run>-<stage>-wave-0
 task runs in one flow run. Inside a wave at most `orchestration.max_in_flight` shard futures are
 outstanding, and only a small summary row is kept per shard, so the flow's memory stays flat for a
 million-image plan. Each shard is one task run named `<stage>-shard-00042`. As shards complete, a
-progress artifact and a terminal progress bar advance; each wave leaves a table artifact of its shards.
+progress artifact and a terminal progress bar advance; each wave leaves a table artifact of its shards,
+and an index of the manifests it committed, from which `status` reads progress in seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prefect.futures import PrefectFuture, as_completed
 from tqdm import tqdm
 
 from synthvision.config import RunConfig
+from synthvision.manifest import Manifest
 from synthvision.planning import shard_name
 from synthvision.run import open_run
 from flows.engines import ensure_gpu_limit, shard_task_runner
@@ -76,12 +78,14 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
     def submit(index: int) -> PrefectFuture:
         return task.with_options(task_run_name=f"{stage}-{shard_name(index)}", **options).submit(config, index)
 
-    rows = []
+    rows, manifests = [], []
     with tqdm(total=stop - start, desc=f"{stage} wave {wave}", unit="shard") as bar:
         for result in bounded_results(submit, range(start, stop), config.orchestration.max_in_flight):
             rows.append(_summary_row(result))
+            manifests.append(Manifest.from_record(result))
             bar.update()
             update_progress_artifact(progress_id, 100.0 * (start + len(rows)) / num_shards)
+    open_run(config).index_wave(stage, wave, manifests)
     rows.sort(key=lambda row: row["shard"])
     create_table_artifact(rows, key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"), description=describe(config, stage, f"{stage} wave {wave} per shard"))
     return rows

@@ -3,12 +3,19 @@
 A stage writes its data file first and its manifest last. Readers trust only data that a matching
 manifest vouches for: a data file without one (a kill between the two writes) is an uncommitted
 leftover that the next run overwrites from scratch.
+
+A wave index (`shards/wave-0003.index.json`) is a copy of the manifests a wave of the flow
+committed, written when the wave ends, so that `status` over 10,000 shards on an object store reads
+a few index objects instead of one manifest per shard. It is only a cache: a reader takes a manifest
+from an index only while the manifest file is listed, unchanged in size and older than the index
+(see `Storage.committed_by_hash`), and reads the manifest itself otherwise.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 
 MANIFEST_VERSION = 1
@@ -40,9 +47,36 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         return cls(**json.loads(text))
 
+    @classmethod
+    def from_record(cls, record: Mapping) -> Manifest:
+        """The manifest within a larger record (a shard task's result also says where it ran)."""
+        return cls(**{f.name: record[f.name] for f in fields(cls)})
+
 
 MANIFEST_SUFFIX = ".manifest.json"
+INDEX_SUFFIX = ".index.json"
 
 
 def manifest_path(stage_dir: str, shard: str) -> str:
     return f"{stage_dir}/{shard}{MANIFEST_SUFFIX}"
+
+
+def index_path(stage_dir: str, name: str) -> str:
+    return f"{stage_dir}/{name}{INDEX_SUFFIX}"
+
+
+def index_to_json(manifests: Iterable[Manifest]) -> str:
+    """Each manifest with the size of its own file, so a reader can tell a rewritten manifest apart."""
+    entries = [{"file_bytes": len(m.to_json().encode("utf-8")), "manifest": asdict(m)} for m in manifests]
+    return json.dumps({"version": MANIFEST_VERSION, "manifests": entries}, sort_keys=True)
+
+
+def index_from_json(text: str) -> list[tuple[int, Manifest]]:
+    """(manifest file size, manifest) per entry; [] for an index this code cannot read (it is only a cache)."""
+    try:
+        index = json.loads(text)
+        if index["version"] != MANIFEST_VERSION:
+            return []
+        return [(int(entry["file_bytes"]), Manifest(**entry["manifest"])) for entry in index["manifests"]]
+    except (ValueError, TypeError, KeyError):
+        return []

@@ -30,6 +30,7 @@ from synthvision.scoring import SCORES_DIR, ZeroShotHead, read_scores, score_sha
 from synthvision.storage import Storage
 
 TRAIN_DIR = "train"
+STAGE_DIRS = {"generate": SHARDS_DIR, "score": SCORES_DIR}  # the stages committed shard by shard
 RUN_RECORD = "run.json"
 
 
@@ -241,6 +242,10 @@ class Run:
     def write_record(self) -> None:
         record = {"config": self.config.model_dump(mode="json"), "config_hashes": self.hashes, "classes": list(self.label_space.classes)}
         self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
+
+    def index_wave(self, stage: str, wave: int, manifests: list[Manifest]) -> None:
+        """Index the manifests a wave of `stage` committed, so `status` need not read them one by one."""
+        self.storage.write_index(STAGE_DIRS[stage], f"wave-{wave:04d}", sorted(manifests, key=lambda m: m.shard))
 
     def status(self) -> list[StageStatus]:
         """Planned and committed counts per stage, read from storage alone (no model, no Prefect).

@@ -7,6 +7,7 @@ Layout under the run root:
     shards/shard-00000.manifest.json  ... and its commit record, written last
     scores/shard-00000.parquet        CLIP scores and embeddings ...
     scores/shard-00000.manifest.json  ... and their commit record
+    shards/wave-0000.index.json       copies of the manifests wave 0 committed (a cache for status)
     train/head.safetensors, train/report.json, train/report.md
 
 Writes are atomic per file: on a local filesystem a file is written under a temporary name and
@@ -19,16 +20,17 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO
+from datetime import datetime
+from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from synthvision.errors import DataError
-from synthvision.manifest import MANIFEST_SUFFIX, Manifest, manifest_path
+from synthvision.manifest import INDEX_SUFFIX, MANIFEST_SUFFIX, Manifest, index_from_json, index_path, index_to_json, manifest_path
 
 
 class HashingWriter:
@@ -139,24 +141,52 @@ class Storage:
     def write_manifest(self, stage_dir: str, manifest: Manifest) -> None:
         self.write_bytes(manifest_path(stage_dir, manifest.shard), manifest.to_json().encode("utf-8"))
 
+    def write_index(self, stage_dir: str, name: str, manifests: Iterable[Manifest]) -> None:
+        """Record committed manifests in one index object, for `committed_by_hash` to read at once."""
+        self.write_bytes(index_path(stage_dir, name), index_to_json(manifests).encode("utf-8"))
+
     def committed_by_hash(self, stage_dir: str, config_hash: str) -> dict[str, Manifest]:
         """Every shard of `stage_dir` committed under `config_hash`, with its data file whole.
 
-        One listing (names and sizes) and one batched read of all manifests, which fsspec issues
-        concurrently on object stores: for status over tens of thousands of shards.
+        One listing (names, sizes, times), the stage's few index objects, and one batched read of
+        the manifests no index vouches for, which fsspec issues concurrently on object stores: for
+        status over tens of thousands of shards.
         """
         try:
             entries = self.fs.ls(self.path(stage_dir), detail=True, refresh=True)
         except FileNotFoundError:
             return {}
-        sizes = {posixpath.basename(entry["name"]): entry["size"] for entry in entries}
-        paths = [entry["name"] for entry in entries if entry["name"].endswith(MANIFEST_SUFFIX)]
-        committed: dict[str, Manifest] = {}
-        for blob in (self.fs.cat(paths, on_error="omit") if paths else {}).values():
+        listed = {posixpath.basename(entry["name"]): entry for entry in entries}
+        manifests = self._indexed_manifests(entries, listed)
+        unread = [entry["name"] for name, entry in listed.items() if name.endswith(MANIFEST_SUFFIX) and name not in manifests]
+        for blob in (self.fs.cat(unread, on_error="omit") if unread else {}).values():
             manifest = Manifest.from_json(blob.decode("utf-8"))
-            if manifest.matches(config_hash) and sizes.get(posixpath.basename(manifest.data_file)) == manifest.bytes:
+            manifests[posixpath.basename(manifest_path("", manifest.shard))] = manifest
+        committed: dict[str, Manifest] = {}
+        for manifest in manifests.values():
+            data = listed.get(posixpath.basename(manifest.data_file))
+            if manifest.matches(config_hash) and data is not None and data["size"] == manifest.bytes:
                 committed[manifest.shard] = manifest
         return committed
+
+    def _indexed_manifests(self, entries: list[dict[str, Any]], listed: dict[str, dict[str, Any]]) -> dict[str, Manifest]:
+        """Manifests (by file name) taken from the listed index objects, where the manifest file is
+        listed, has the indexed manifest's exact size and was last written before the index was:
+        a manifest rewritten since (a shard redone, or a config changed) is read from its file."""
+        indexes = sorted((e for e in entries if e["name"].endswith(INDEX_SUFFIX) and _modified(e) is not None), key=_modified)
+        blobs = self.fs.cat([e["name"] for e in indexes], on_error="omit") if indexes else {}
+        vouched: dict[str, Manifest] = {}
+        for index in indexes:  # oldest first: a later index's copy wins
+            written = _modified(index)
+            for file_bytes, manifest in index_from_json(blobs.get(index["name"], b"").decode("utf-8", "replace")):
+                name = posixpath.basename(manifest_path("", manifest.shard))
+                entry = listed.get(name)
+                if entry is None or entry["size"] != file_bytes:
+                    continue
+                changed = _modified(entry)
+                if changed is not None and changed < written:
+                    vouched[name] = manifest
+        return vouched
 
     def committed(self, stage_dir: str, shard: str, config_hash: str, spec_hash: str) -> Manifest | None:
         """The shard's manifest if it matches this config and spec and its data file is whole."""
@@ -169,3 +199,12 @@ class Storage:
         except FileNotFoundError:
             return None
         return manifest
+
+
+def _modified(entry: dict[str, Any]) -> float | None:
+    """Last-modified time of a listing entry in seconds (local: `mtime`; S3: `LastModified`), or None
+    where the filesystem does not say (then no index is trusted and every manifest is read)."""
+    value = entry.get("mtime", entry.get("LastModified"))
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, (int, float)) else None
