@@ -1,10 +1,12 @@
 """Prefect orchestration cost per shard, from 10 to 2,000 trivial shards.
 
-    python benchmarks/orchestration_overhead.py [--shards 10 100 500 2000]
+    python benchmarks/orchestration_overhead.py [--shards 10 100 500 2000] [--database sqlite|postgres]
 
 Each shard holds one 8x8 image from the tiny model with one denoising step, so nearly all of the
 time is orchestration: task runs, state reports, cache-key reads, result records, progress
-artifacts, waves. Runs against the embedded Prefect server, or the one `PREFECT_API_URL` names.
+artifacts, waves, and each model task's slot of the `gpu` global concurrency limit. Runs against the
+embedded Prefect server on SQLite (Prefect's default) or a throwaway PostgreSQL (`--database postgres`,
+needs `pip install -e '.[bench]'`), or against the server `PREFECT_API_URL` names.
 For each size: the first pass (everything generated) and the skip pass (everything committed).
 Goal: <= 0.5 s per shard, flat as the run grows.
 """
@@ -16,23 +18,24 @@ import os
 import tempfile
 import time
 
-from embedded_prefect import warm_up  # noqa: I001  (first: sets Prefect's environment)
-
-from flows.stages import generate_flow, prompts_flow
-from synthvision.config import parse_config
+import embedded_prefect
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, nargs="+", default=[10, 100, 500, 2000])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--database", choices=embedded_prefect.DATABASES, default="sqlite", help="the embedded server's database")
     args = parser.parse_args()
+    embedded_prefect.start(args.database)  # before the imports below: Prefect reads its settings when imported
+
+    from flows.stages import generate_flow, prompts_flow
+    from synthvision.config import parse_config
+
     root = tempfile.mkdtemp(prefix="bench-overhead-")
     classes = os.path.join(root, "classes.txt")
     with open(classes, "w") as handle:
         handle.write("red\ngreen\n")
-
-    warm_up()
     rows = []
     for shards in args.shards:
         config = parse_config(
@@ -53,7 +56,7 @@ def main() -> None:
             passes.append(time.perf_counter() - started)
         rows.append((shards, *passes))
 
-    print(f"\ntrivial shards (1 image, 1 step, 8 px), {args.workers} workers, {os.cpu_count()} CPU cores\n")
+    print(f"\ntrivial shards (1 image, 1 step, 8 px), {args.workers} workers, {os.cpu_count()} CPU cores, Prefect on {args.database}\n")
     print("| shards | first pass s | s / shard | skip pass s | s / shard |")
     print("|---:|---:|---:|---:|---:|")
     for shards, first, skip in rows:
