@@ -100,6 +100,19 @@ def train(config: ConfigPath, set_: Overrides = None) -> None:
 
 
 @app.command()
+def fewshot(config: ConfigPath, set_: Overrides = None) -> None:
+    """Few-shot CT (real shots + synthetic data) per shot count and strategy; needs scored shards."""
+    cfg = _config(config, set_)
+    if cfg.fewshot is None:
+        raise ConfigError(f"{config}: no fewshot section (set at least fewshot.train_set)")
+    from flows.stages import fewshot_flow
+    from synthvision.run import FEWSHOT_DIR, open_run
+
+    fewshot_flow(cfg)
+    typer.echo(f"report: {open_run(cfg).storage.url_of(f'{FEWSHOT_DIR}/report.md')}")
+
+
+@app.command()
 def status(config: ConfigPath, set_: Overrides = None) -> None:
     """Shards planned, committed and missing per stage, read from storage alone."""
     cfg = _config(config, set_)

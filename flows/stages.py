@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from synthvision.config import RunConfig
 from synthvision.reporting import render_markdown
 from synthvision.run import open_run
-from tasks.stages import expand_prompts_task, train_task
+from tasks.stages import expand_prompts_task, few_shot_task, train_task
 from flows.engines import ensure_gpu_limit
 from flows.fanout import artifact_key, describe, run_shard_tasks
 
@@ -56,4 +56,16 @@ def train_flow(config: RunConfig) -> dict[str, Any]:
         key=artifact_key(config, "train"),
         description=describe(config, "train", f"top-1 on {evaluation.get('test_set')}"),
     )
+    return report
+
+
+@flow(name="fewshot", flow_run_name="{config.run_name}-fewshot")
+def fewshot_flow(config: RunConfig) -> dict[str, Any]:
+    """Few-shot CT per shot count and strategy, on the scored synthetic shards and real shots."""
+    from synthvision.fewshot_report import render_markdown as render_few_shot
+
+    ensure_gpu_limit(config)
+    report = few_shot_task(config)
+    create_markdown_artifact(render_few_shot(report), key=artifact_key(config, "fewshot-report"), description=describe(config, "fewshot", "few-shot report"))
+    create_table_artifact(report["results"], key=artifact_key(config, "fewshot"), description=describe(config, "fewshot", "top-1 per shots and strategy"))
     return report

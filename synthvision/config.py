@@ -137,6 +137,76 @@ class TrainingConfig(_Section):
     device: str = "auto"
 
 
+class RealFilterConfig(_Section):
+    """RF: drop a synthetic image of class c when more than half of its k nearest real shots (cosine
+    similarity of CLIP image features) belong to other classes."""
+
+    enabled: bool = False
+    k: int = Field(1, gt=0, description="nearest real shots that vote")
+
+
+# Real guidance start steps t* of 100 per shot count (paper A.2): more shots, less noise on the reference.
+PAPER_START_STEPS = {16: 15, 8: 20, 4: 35, 2: 40, 1: 50}
+
+
+class RealGuidanceConfig(_Section):
+    """RG: generate each synthetic image from a real shot of its class, noised to step t* of 100 and
+    denoised with the class's prompt (SDEdit / img2img), instead of from pure noise."""
+
+    enabled: bool = False
+    shots: int = Field(16, gt=0, description="M: shots per class used as references (the class's budget is split over them)")
+    start_step: int | None = Field(None, gt=0, le=100, description="t* of 100; none: the paper's for M (16:15, 8:20, 4:35, 2:40, 1:50)")
+
+    @model_validator(mode="after")
+    def _start_step_known(self) -> RealGuidanceConfig:
+        if self.enabled and self.start_step is None and self.shots not in PAPER_START_STEPS:
+            raise ValueError(f"no paper start step for {self.shots} shots: set fewshot.real_guidance.start_step")
+        return self
+
+    @property
+    def strength(self) -> float:
+        """t* / 100: the fraction of the denoising schedule the reference is noised to."""
+        return (self.start_step or PAPER_START_STEPS[self.shots]) / 100
+
+
+class FewShotConfig(_Section):
+    """Few-shot CT with synthetic data (paper 3.2, A.7.2) on the frozen CLIP encoder ("BN frozen")."""
+
+    train_set: str = Field(..., min_length=1, description="real labelled pool the shots are drawn from: image folder or WebDataset tar(s)")
+    format: Literal["auto", "imagefolder", "webdataset"] = "auto"
+    shots: list[int] = Field([1, 2, 4, 8, 16], min_length=1, description="M real images per class, one run each")
+    strategies: list[Literal["real_only", "mix", "syn_then_real", "real_then_syn"]] = Field(
+        ["real_only", "mix", "syn_then_real", "real_then_syn"], min_length=1, description="real_only is CT w. init on the shots alone"
+    )
+    real_filter: RealFilterConfig = RealFilterConfig()
+    real_guidance: RealGuidanceConfig = RealGuidanceConfig()
+    real_batch_size: int = Field(32, gt=0)
+    synthetic_batch_size: int = Field(512, gt=0)
+    mix_lr: float = Field(1e-3, gt=0)
+    phase_lr: float = Field(2e-3, gt=0, description="real_only and each phase of the phase-wise strategies")
+    epochs: int = Field(30, gt=0, description="per phase; mix counts epochs over the synthetic data")
+    weight_decay: float = Field(0.1, ge=0)
+    synthetic_loss: Literal["ce", "sce"] = Field("ce", description="loss on the synthetic part (sce: soft CLIP targets)")
+    temperature: float = Field(2.0, gt=0)
+    device: str = "auto"
+
+    @field_validator("shots")
+    @classmethod
+    def _positive_shots(cls, value: list[int]) -> list[int]:
+        if any(shots <= 0 for shots in value):
+            raise ValueError(f"shots must be positive, got {value}")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _guided_data_for_its_shots(self) -> FewShotConfig:
+        """Data guided by M shots per class holds what M real images look like: evaluating it at
+        fewer shots would let more real data in than the shot count says."""
+        guidance = self.real_guidance
+        if guidance.enabled and self.shots != [guidance.shots]:
+            raise ValueError(f"real guidance from {guidance.shots} shots: set fewshot.shots to [{guidance.shots}] (one run per shot count)")
+        return self
+
+
 class DemoTestSetConfig(_Section):
     """A rendered test set (one colour per class) so the demo evaluates on real files offline."""
 
@@ -228,6 +298,7 @@ class RunConfig(_Section):
     filter: FilterConfig = FilterConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    fewshot: FewShotConfig | None = Field(None, description="few-shot runs over real shots; the `fewshot` command")
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @field_validator("storage_options")
@@ -258,7 +329,7 @@ class RunConfig(_Section):
                     raise ValueError(f"{name}.device is {section.device!r}, but engine 'processes' binds each worker to one of orchestration.devices: use device: auto")
         return self
 
-    def stage_hash(self, stage: Literal["prompts", "generate", "score", "train"]) -> str:
+    def stage_hash(self, stage: Literal["prompts", "generate", "score", "train", "fewshot"]) -> str:
         """Hash of everything that changes `stage`'s outputs, its upstream stages included."""
         runtime = {"device", "batch_size"}
         parts: dict[str, Any] = {
@@ -266,15 +337,20 @@ class RunConfig(_Section):
             "seed": self.seed,
             "prompts": self.prompts.model_dump(exclude={"sentence_model": {"device", "batch_size"}}),
         }
-        if stage in ("generate", "score", "train"):
+        if stage in ("generate", "score", "train", "fewshot"):
             parts["generator"] = self.generator.model_dump(exclude=runtime)
             parts["shards"] = self.shards.model_dump()
-        if stage in ("score", "train"):
+            if self.fewshot is not None and self.fewshot.real_guidance.enabled:
+                parts["real_guidance"] = {"train_set": self.fewshot.train_set, **self.fewshot.real_guidance.model_dump()}
+        if stage in ("score", "train", "fewshot"):
             parts["clip"] = self.clip.model_dump(exclude=runtime)
             parts["filter"] = self.filter.model_dump()
+        if stage in ("train", "fewshot"):
+            parts["evaluation"] = self.evaluation.model_dump()
         if stage == "train":
             parts["training"] = self.training.model_dump(exclude={"device"})
-            parts["evaluation"] = self.evaluation.model_dump()
+        if stage == "fewshot":
+            parts["fewshot"] = self.fewshot.model_dump(exclude={"device"}) if self.fewshot else None
         return stable_hash({"stage": stage, **parts})
 
 

@@ -1,13 +1,17 @@
-"""Real labelled test sets: an image folder (`ROOT/<class name>/*.png|jpg`) or WebDataset tar(s).
+"""Real labelled image sets (a test set, a few-shot pool): an image folder (`ROOT/<class name>/*.png|jpg`)
+or WebDataset tar(s).
 
 Test images are encoded once; the zero-shot head and the tuned head are both scored on the same
-features, so the comparison in the report differs only in the head.
+features, so the comparison in the report differs only in the head. Each image also gets a digest of
+its file bytes, so a few-shot pool can be checked to share no image with the test set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
@@ -28,64 +32,89 @@ def _folder_class_ids(label_space: LabelSpace) -> dict[str, int]:
     return ids
 
 
-def _image_folder(fs, root: str, label_space: LabelSpace) -> Iterator[tuple[bytes, int]]:
+def _image_folder(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[tuple[bytes, int]]:
     class_ids = _folder_class_ids(label_space)
     folders = sorted(entry for entry in fs.ls(root, detail=False) if fs.isdir(entry))
     if not folders:
-        raise DataError(f"evaluation.test_set {root}: no class folders (expected ROOT/<class name>/*.png)")
+        raise DataError(f"{field} {root}: no class folders (expected ROOT/<class name>/*.png)")
     for folder in folders:
         name = posixpath.basename(folder.rstrip("/"))
         if name.lower() not in class_ids:
-            raise DataError(f"evaluation.test_set: folder {name!r} in {root} is not a class of label space {label_space.name}")
+            raise DataError(f"{field}: folder {name!r} in {root} is not a class of label space {label_space.name}")
         for path in sorted(fs.ls(folder, detail=False)):
             if path.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS:
                 yield fs.cat_file(path), class_ids[name.lower()]
 
 
-def _webdataset(fs, root: str, label_space: LabelSpace) -> Iterator[tuple[bytes, int]]:
+def _webdataset(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[tuple[bytes, int]]:
     tars = [root] if root.endswith(".tar") else sorted(p for p in fs.ls(root, detail=False) if p.endswith(".tar"))
     if not tars:
-        raise DataError(f"evaluation.test_set {root}: no .tar files")
+        raise DataError(f"{field} {root}: no .tar files")
     for tar in tars:
         with fs.open(tar, "rb") as stream:
             for sample in read_samples(stream, tar):
                 data = sample_image_bytes(sample)
                 if data is None or "cls" not in sample:
-                    raise DataError(f"evaluation.test_set {tar}: sample {sample.get('__key__')} lacks an image or .cls")
+                    raise DataError(f"{field} {tar}: sample {sample.get('__key__')} lacks an image or .cls")
                 label = int(sample["cls"])
                 if not 0 <= label < label_space.num_classes:
-                    raise DataError(f"evaluation.test_set {tar}: sample {sample['__key__']} has class {label} outside the label space")
+                    raise DataError(f"{field} {tar}: sample {sample['__key__']} has class {label} outside the label space")
                 yield data, label
 
 
-def iter_test_set(url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None) -> Iterator[tuple[Image.Image, int]]:
-    """(image, class id) pairs of a test set, read through fsspec (local or remote)."""
+def iter_labelled(
+    url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None, field: str = "evaluation.test_set"
+) -> Iterator[tuple[Image.Image, int, str]]:
+    """(image, class id, digest of the file bytes) of a labelled set, read through fsspec; errors name `field`."""
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if not fs.exists(root):
-        raise DataError(f"evaluation.test_set {url} does not exist")
+        raise DataError(f"{field} {url} does not exist")
     if fmt == "auto":
         fmt = "webdataset" if root.endswith(".tar") or any(p.endswith(".tar") for p in fs.ls(root, detail=False)) else "imagefolder"
     reader = _webdataset if fmt == "webdataset" else _image_folder
-    for data, label in reader(fs, root, label_space):
+    for data, label in reader(fs, root, label_space, field):
         try:
-            yield decode_image(data), label
+            image = decode_image(data)
         except Exception as error:
-            raise DataError(f"evaluation.test_set {url}: an image of class {label} does not decode ({error})") from None
+            raise DataError(f"{field} {url}: an image of class {label} does not decode ({error})") from None
+        yield image, label, hashlib.sha256(data).hexdigest()
 
 
-def encode_test_set(
-    clip: ClipModel, url: str, fmt: str, label_space: LabelSpace, batch_size: int, storage_options: dict | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N x D) and labels (N) of the whole test set."""
-    features, labels, images = [], [], []
-    for image, label in iter_test_set(url, fmt, label_space, storage_options):
+def iter_test_set(url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None) -> Iterator[tuple[Image.Image, int]]:
+    """(image, class id) pairs of a test set."""
+    for image, label, _ in iter_labelled(url, fmt, label_space, storage_options):
+        yield image, label
+
+
+@dataclass(frozen=True)
+class EncodedSet:
+    features: np.ndarray  # N x D CLIP image features
+    labels: np.ndarray  # N class ids
+    digests: list[str]  # sha256 of each image file
+
+
+def encode_labelled(
+    clip: ClipModel, url: str, fmt: str, label_space: LabelSpace, batch_size: int, storage_options: dict | None = None, field: str = "evaluation.test_set"
+) -> EncodedSet:
+    """CLIP features, labels and digests of a whole labelled set, encoded in batches."""
+    features, labels, digests, images = [], [], [], []
+    for image, label, digest in iter_labelled(url, fmt, label_space, storage_options, field):
         images.append(image)
         labels.append(label)
+        digests.append(digest)
         if len(images) == batch_size:
             features.append(clip.encode_images(images))
             images = []
     if images:
         features.append(clip.encode_images(images))
     if not labels:
-        raise DataError(f"evaluation.test_set {url} holds no images")
-    return np.concatenate(features), np.asarray(labels, dtype=np.int64)
+        raise DataError(f"{field} {url} holds no images")
+    return EncodedSet(np.concatenate(features), np.asarray(labels, dtype=np.int64), digests)
+
+
+def encode_test_set(
+    clip: ClipModel, url: str, fmt: str, label_space: LabelSpace, batch_size: int, storage_options: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N x D) and labels (N) of the whole test set."""
+    encoded = encode_labelled(clip, url, fmt, label_space, batch_size, storage_options)
+    return encoded.features, encoded.labels

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
 
 from synthvision.generators import Generator
 from synthvision.manifest import Manifest
@@ -24,6 +27,22 @@ def shard_tar_path(shard: str) -> str:
     return f"{SHARDS_DIR}/{shard}.tar"
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A real shot that guides generation, and the sha256 of its file (recorded with each sample)."""
+
+    image: Image.Image
+    digest: str
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Real guidance: per class its shots (loaded only when a shard is generated) and t* / T."""
+
+    shots: Callable[[], list[list[Reference]]]
+    strength: float
+
+
 def generate_shard(
     spec: ShardSpec,
     prompts: list[Prompt],
@@ -31,6 +50,7 @@ def generate_shard(
     storage: Storage,
     config_hash: str,
     image_format: str,
+    guidance: Guidance | None = None,
 ) -> tuple[Manifest, bool]:
     """Make sure `spec`'s shard is committed; returns its manifest and whether it was generated now.
 
@@ -43,16 +63,23 @@ def generate_shard(
 
     started = time.perf_counter()
     generator = get_generator()
+    shots = guidance.shots() if guidance is not None else None
     model_seconds = 0.0
     data_file = shard_tar_path(spec.name)
     with storage.atomic_writer(data_file) as stream, ShardWriter(stream, image_format) as writer:
         for start in range(0, len(spec.samples), generator.batch_size):
             batch = spec.samples[start : start + generator.batch_size]
             texts = [prompts[sample.prompt_id].text for sample in batch]
+            seeds = [sample.seed for sample in batch]
+            references = [shots[s.class_id][s.reference] for s in batch] if shots is not None else None
             tick = time.perf_counter()
-            images = generator.generate(texts, [sample.seed for sample in batch])
+            if references is None:
+                images = generator.generate(texts, seeds)
+            else:
+                images = generator.generate_guided(texts, seeds, [r.image for r in references], guidance.strength)
             model_seconds += time.perf_counter() - tick
-            for sample, text, image in zip(batch, texts, images, strict=True):
+            for i, (sample, text, image) in enumerate(zip(batch, texts, images, strict=True)):
+                guided = {} if references is None else {"reference": references[i].digest, "real_guidance_strength": guidance.strength}
                 meta = {
                     "key": sample.key,
                     "prompt": text,
@@ -63,6 +90,7 @@ def generate_shard(
                     "generator": generator.name,
                     "config_hash": config_hash,
                     "shard": spec.name,
+                    **guided,
                 }
                 writer.write(sample.key, image, meta, sample.class_id)
     manifest = Manifest(

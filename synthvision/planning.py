@@ -5,7 +5,9 @@ million-image run costs memory proportional to the number of prompts and shards,
 
 Image `g` (0 <= g < classes * images_per_class) is image `j = g // C` of class `c = g % C`: classes
 are interleaved, so every shard holds a mix of classes and can be streamed for training as is. It uses
-prompt `j mod P_c` of its class (P_c prompts), and the seed `derive_seed(seed, g)`. Nothing here
+prompt `j mod P_c` of its class (P_c prompts), and the seed `derive_seed(seed, g)`; with real
+guidance from M shots per class it starts from shot `j mod M` of its class, so the class's budget is
+split evenly over its shots. Nothing here
 depends on the shard size except which shard `g` lands in, so one image is the same in every run of
 the same config.
 """
@@ -41,6 +43,7 @@ class SampleSpec:
     class_id: int
     prompt_id: int
     seed: int
+    reference: int | None = None  # real guidance: which of its class's shots the image starts from
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class ShardSpec:
 
     @cached_property
     def spec_hash(self) -> str:
-        return stable_hash([[s.key, s.class_id, s.prompt_id, s.seed] for s in self.samples])
+        return stable_hash([[s.key, s.class_id, s.prompt_id, s.seed, *([] if s.reference is None else [s.reference])] for s in self.samples])
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class ShardPlan:
     images_per_class: int
     shard_size: int
     seed: int
+    references_per_class: int = 0  # real guidance: shots per class (0: text-to-image)
 
     def __post_init__(self) -> None:
         for class_id, prompt_ids in enumerate(self.prompt_ids_by_class):
@@ -88,7 +92,8 @@ class ShardPlan:
     def sample(self, g: int) -> SampleSpec:
         class_id, j = g % self.num_classes, g // self.num_classes
         prompt_ids = self.prompt_ids_by_class[class_id]
-        return SampleSpec(f"{g:010d}", class_id, prompt_ids[j % len(prompt_ids)], derive_seed(self.seed, g))
+        reference = j % self.references_per_class if self.references_per_class else None
+        return SampleSpec(f"{g:010d}", class_id, prompt_ids[j % len(prompt_ids)], derive_seed(self.seed, g), reference)
 
     def shard(self, index: int) -> ShardSpec:
         if not 0 <= index < self.num_shards:
@@ -98,9 +103,11 @@ class ShardPlan:
         return ShardSpec(index, tuple(self.sample(g) for g in range(start, stop)))
 
 
-def plan_from_prompts(prompt_class_ids: list[int], num_classes: int, images_per_class: int, shard_size: int, seed: int) -> ShardPlan:
+def plan_from_prompts(
+    prompt_class_ids: list[int], num_classes: int, images_per_class: int, shard_size: int, seed: int, references_per_class: int = 0
+) -> ShardPlan:
     """Build the plan from the prompt table's class-id column (prompt id = row number)."""
     by_class: list[list[int]] = [[] for _ in range(num_classes)]
     for prompt_id, class_id in enumerate(prompt_class_ids):
         by_class[class_id].append(prompt_id)
-    return ShardPlan(tuple(tuple(ids) for ids in by_class), images_per_class, shard_size, seed)
+    return ShardPlan(tuple(tuple(ids) for ids in by_class), images_per_class, shard_size, seed, references_per_class)

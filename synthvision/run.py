@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from safetensors.torch import save as save_safetensors
 
-from synthvision.config import RunConfig
-from synthvision.errors import DataError
-from synthvision.generation import SHARDS_DIR, generate_shard
+from synthvision.config import RealGuidanceConfig, RunConfig
+from synthvision.errors import ConfigError, DataError
+from synthvision.generation import SHARDS_DIR, Guidance, Reference, generate_shard
 from synthvision.label_spaces import LabelSpace, load_label_space
 from synthvision.manifest import Manifest
 from synthvision.memo import once_per_config
@@ -30,8 +30,18 @@ from synthvision.scoring import SCORES_DIR, ZeroShotHead, read_scores, score_sha
 from synthvision.storage import Storage
 
 TRAIN_DIR = "train"
+FEWSHOT_DIR = "fewshot"
 STAGE_DIRS = {"generate": SHARDS_DIR, "score": SCORES_DIR}  # the stages committed shard by shard
 RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    features: np.ndarray
+    labels: np.ndarray
+    teacher: np.ndarray  # CLIP zero-shot logits: soft targets for SCE
+    scored: int  # synthetic images scored
+    passed: int  # of those, passing the CLIP filter
 
 
 @dataclass(frozen=True)
@@ -50,8 +60,9 @@ class Run:
         self.config = config
         self.label_space: LabelSpace = load_label_space(config.label_space)
         self.storage = Storage(config.output, config.storage_options)
-        self.hashes = {stage: config.stage_hash(stage) for stage in ("prompts", "generate", "score", "train")}
+        self.hashes = {stage: config.stage_hash(stage) for stage in ("prompts", "generate", "score", "train", "fewshot")}
         self._lock = threading.Lock()
+        self._shots: list[list[Reference]] | None = None
         shards = config.shards
         self.num_shards = check_shard_size(self.label_space.num_classes, shards.images_per_class, shards.shard_size)
         self._check_sources()
@@ -67,9 +78,10 @@ class Run:
         if config.prompts.strategy == "language_enhancement" and config.prompts.sentence_model.model != "tiny":
             resolve_model_source(config.prompts.sentence_model.model, "prompts.sentence_model.model")
         open_clip_name(config.clip)
-        test_set = config.evaluation.test_set
-        if test_set and "://" not in test_set and not Path(test_set).exists():
-            raise DataError(f"evaluation.test_set {test_set} does not exist")
+        local_sets = {"evaluation.test_set": config.evaluation.test_set, "fewshot.train_set": config.fewshot and config.fewshot.train_set}
+        for field, url in local_sets.items():
+            if url and "://" not in url and not Path(url).exists():
+                raise DataError(f"{field} {url} does not exist")
 
     # -- prompts --------------------------------------------------------------------------------
     def ensure_prompts(self) -> tuple[list[Prompt], bool]:
@@ -96,12 +108,36 @@ class Run:
             self.config.shards.images_per_class,
             self.config.shards.shard_size,
             self.config.seed,
+            self.guidance.shots if self.guidance else 0,
         )
+
+    @property
+    def guidance(self) -> RealGuidanceConfig | None:
+        """The real-guidance settings when generation starts from real shots, else None."""
+        fewshot = self.config.fewshot
+        return fewshot.real_guidance if fewshot is not None and fewshot.real_guidance.enabled else None
+
+    def guidance_shots(self) -> list[list[Reference]]:
+        """Per class, its M real shots (the same ones the few-shot stage trains on), loaded once."""
+        with self._lock:
+            if self._shots is None:
+                from synthvision.evaluation import iter_labelled
+                from synthvision.fewshot import sample_shots
+
+                fewshot = self.config.fewshot
+                pool = list(iter_labelled(fewshot.train_set, fewshot.format, self.label_space, self.config.storage_options, field="fewshot.train_set"))
+                chosen = sample_shots(np.array([label for _, label, _ in pool]), self.guidance.shots, self.label_space.classes, self.config.seed)
+                self._shots = [[] for _ in self.label_space.classes]
+                for index in chosen:
+                    image, label, digest = pool[index]
+                    self._shots[label].append(Reference(image, digest))
+            return self._shots
 
     # -- generation -----------------------------------------------------------------------------
     def generate(self, shard_index: int) -> tuple[Manifest, bool]:
         from synthvision.generators import load_generator
 
+        guidance = self.guidance
         return generate_shard(
             self.plan.shard(shard_index),
             self.prompts,
@@ -109,6 +145,7 @@ class Run:
             self.storage,
             self.hashes["generate"],
             self.config.generator.image_format,
+            guidance=None if guidance is None else Guidance(self.guidance_shots, guidance.strength),
         )
 
     def committed_shard(self, shard_index: int) -> Manifest | None:
@@ -166,6 +203,26 @@ class Run:
             return write_colour_test_set(self.storage, "demo_test_set", self.label_space, demo.per_class, demo.size, self.config.seed)
         return evaluation.test_set
 
+    def synthetic_training_data(self) -> SyntheticData:
+        """Cached CLIP features, labels and logits of the committed, scored synthetic images (those
+        that pass the CLIP filter, when it is on)."""
+        manifests = [self.committed_scores(index) for index in range(self.plan.num_shards)]
+        missing = [self.plan.shard(i).name for i, m in enumerate(manifests) if m is None]
+        if missing:
+            raise DataError(f"{len(missing)} shard(s) have no committed scores (first: {missing[0]}): run the score stage first")
+        table = read_scores(self.storage, manifests)
+        passed = np.asarray(table["passed"])
+        use = passed if self.config.filter.clip_filter else np.ones(table.num_rows, bool)
+        if not use.any():
+            raise DataError("the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)")
+        return SyntheticData(
+            features=np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
+            labels=np.asarray(table["label"])[use],
+            teacher=np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
+            scored=int(table.num_rows),
+            passed=int(passed.sum()),
+        )
+
     def train_and_evaluate(self) -> dict[str, Any]:
         """CT on the committed scores, then top-1 on the test set against zero-shot CLIP; writes the report
         (last, so it commits the stage). A committed report of this exact config is returned as is."""
@@ -176,17 +233,8 @@ class Run:
         from synthvision.reporting import write_report
         from synthvision.training import predict, top1, tune_classifier, zero_shot_head
 
-        manifests = [self.committed_scores(index) for index in range(self.plan.num_shards)]
-        missing = [self.plan.shard(i).name for i, m in enumerate(manifests) if m is None]
-        if missing:
-            raise DataError(f"{len(missing)} shard(s) have no committed scores (first: {missing[0]}): run the score stage first")
-        table = read_scores(self.storage, manifests)
-        use = np.asarray(table["passed"]) if self.config.filter.clip_filter else np.ones(table.num_rows, bool)
-        if not use.any():
-            raise DataError("the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)")
-        features = np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32)
-        teacher = np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32)
-        labels = np.asarray(table["label"])[use]
+        synthetic = self.synthetic_training_data()
+        features, labels, teacher = synthetic.features, synthetic.labels, synthetic.teacher
 
         clip, zero_shot = self.clip_and_head()
         result = tune_classifier(
@@ -219,9 +267,9 @@ class Run:
                 "loss": self.config.training.loss,
             },
             "data": {
-                "synthetic_images": int(table.num_rows),
-                "passed_filter": int(np.asarray(table["passed"]).sum()),
-                "trained_on": int(use.sum()),
+                "synthetic_images": synthetic.scored,
+                "passed_filter": synthetic.passed,
+                "trained_on": len(labels),
                 "filter_threshold": self.threshold,
             },
             "training": {**self.config.training.model_dump(), "steps": result.steps, "epoch_losses": result.epoch_losses},
@@ -230,13 +278,70 @@ class Run:
         write_report(self.storage, TRAIN_DIR, report)
         return report
 
-    def report(self) -> dict[str, Any] | None:
-        """The committed report of this exact config, if any."""
+    def few_shot(self) -> dict[str, Any]:
+        """Few-shot CT per shot count and strategy on the committed synthetic data, evaluated on the
+        test set; writes `fewshot/report.{json,md}` and `accuracy.png` (the report last: it commits
+        the stage). A committed report of this exact config is returned as is."""
+        if self.config.fewshot is None:
+            raise ConfigError("fewshot: the config has no fewshot section (set fewshot.train_set)")
+        existing = self._committed_report(FEWSHOT_DIR, "fewshot")
+        if existing is not None:
+            return existing
+        from synthvision.evaluation import encode_labelled
+        from synthvision.fewshot import real_filter, sample_shots, train_few_shot
+        from synthvision.fewshot_report import write_few_shot_report
+        from synthvision.training import predict, top1, zero_shot_head
+
+        fewshot = self.config.fewshot
+        url = self.test_set_url()
+        if url is None:
+            raise ConfigError("fewshot: needs a test set (evaluation.test_set or evaluation.demo_test_set)")
+        synthetic = self.synthetic_training_data()
+        clip, zero_shot = self.clip_and_head()
+        batch, options = self.config.clip.batch_size, self.config.storage_options
+        pool = encode_labelled(clip, fewshot.train_set, fewshot.format, self.label_space, batch, options, field="fewshot.train_set")
+        test = encode_labelled(clip, url, self.config.evaluation.format, self.label_space, batch, options)
+        shared = set(pool.digests) & set(test.digests)
+        if shared:
+            raise DataError(f"fewshot.train_set shares {len(shared)} image(s) with the test set {url}: the shots must be disjoint from it")
+        rows = []
+        for shots in fewshot.shots:
+            chosen = sample_shots(pool.labels, shots, self.label_space.classes, self.config.seed)
+            real = (pool.features[chosen], pool.labels[chosen])
+            keep = np.ones(len(synthetic.labels), bool)
+            if fewshot.real_filter.enabled:
+                keep = real_filter(synthetic.features, synthetic.labels, *real, fewshot.real_filter.k)
+            for strategy in fewshot.strategies:
+                head = zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale)
+                data = (synthetic.features[keep], synthetic.labels[keep], synthetic.teacher[keep]) if keep.any() else None
+                result = train_few_shot(strategy, head, real, data, fewshot, self.config.seed)
+                rows.append({
+                    "shots": shots, "strategy": strategy, "top1": top1(predict(result.head, test.features), test.labels),
+                    "steps": len(result.steps), "synthetic_used": 0 if strategy == "real_only" else int(keep.sum()),
+                    "real_filter_dropped": int((~keep).sum()),
+                })
+        report = {
+            "run_name": self.config.run_name,
+            "config_hashes": self.hashes,
+            "test_set": url,
+            "test_images": int(len(test.labels)),
+            "zero_shot_top1": top1(zero_shot.logits(test.features).argmax(axis=1), test.labels),
+            "synthetic": {"scored": synthetic.scored, "after_clip_filter": len(synthetic.labels), "real_filter": fewshot.real_filter.model_dump()},
+            "results": rows,
+        }
+        write_few_shot_report(self.storage, FEWSHOT_DIR, report)
+        return report
+
+    def _committed_report(self, reldir: str, stage: str) -> dict[str, Any] | None:
         try:
-            report = json.loads(self.storage.read_bytes(f"{TRAIN_DIR}/report.json"))
+            report = json.loads(self.storage.read_bytes(f"{reldir}/report.json"))
         except FileNotFoundError:
             return None
-        return report if report["config_hashes"]["train"] == self.hashes["train"] else None
+        return report if report["config_hashes"].get(stage) == self.hashes[stage] else None
+
+    def report(self) -> dict[str, Any] | None:
+        """The committed report of this exact config, if any."""
+        return self._committed_report(TRAIN_DIR, "train")
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def write_record(self) -> None:

@@ -64,3 +64,9 @@ def score_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
 def train_task(config: RunConfig) -> dict[str, Any]:
     with gpu_slot(config):
         return open_run(config).train_and_evaluate()
+
+
+@task(name="few-shot", tags=["gpu"])
+def few_shot_task(config: RunConfig) -> dict[str, Any]:
+    with gpu_slot(config):
+        return open_run(config).few_shot()

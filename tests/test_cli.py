@@ -33,3 +33,10 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, override, message)
     assert result.stderr.strip().startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # failed before any work
+
+
+def test_fewshot_without_its_section_is_a_one_line_error(tmp_path):
+    result = cli("fewshot", "configs/demo.yaml", "--set", f"output={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("no fewshot section (set at least fewshot.train_set)")
+    assert "Traceback" not in result.stderr

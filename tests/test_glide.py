@@ -216,17 +216,17 @@ def test_real_guidance_full_strength_is_text_to_image_and_small_strength_stays_n
     reference = Image.fromarray(np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (16, 1))[..., None].repeat(3, axis=2))
     seeds, prompts = [5, 6], ["a red apple", "the sea"]
     text_only = gen.generate(prompts, seeds)
-    full = gen.generate_guided(prompts, seeds, [reference, reference], start_step=6)
+    full = gen.generate_guided(prompts, seeds, [reference, reference], strength=1.0)
     assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(text_only, full, strict=True))  # nothing of the reference leaks in
 
     def distance(images) -> float:
         return float(np.mean([np.abs(pixels(image) - pixels(reference)).mean() for image in images]))
 
-    near, far = gen.generate_guided(prompts, seeds, [reference] * 2, start_step=1), gen.generate_guided(prompts, seeds, [reference] * 2, start_step=4)
+    near, far = (gen.generate_guided(prompts, seeds, [reference] * 2, strength=s) for s in (1 / 6, 4 / 6))  # steps 1 and 4 of 6
     assert distance(near) < 10 < distance(text_only)
     assert distance(near) < distance(far)
-    with pytest.raises(ValueError, match="start step must be in 1..6"):
-        gen.generate_guided(prompts, seeds, [reference] * 2, start_step=7)
+    with pytest.raises(ValueError, match="strength must be in \\(0, 1\\]"):
+        gen.generate_guided(prompts, seeds, [reference] * 2, strength=1.5)
 
 
 def test_bfloat16_runs_and_resolution_must_match(tiny_models):

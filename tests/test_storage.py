@@ -95,12 +95,18 @@ def _manifest_reads(storage: Storage, monkeypatch) -> list[str]:
     return reads
 
 
-def test_wave_index_stands_in_for_manifests_it_vouches_for(tmp_path, monkeypatch):
-    storage = Storage(str(tmp_path))
-    manifests = [_commit(storage, f"shard-0000{i}") for i in range(3)]
-    for i in range(3):
+def _indexed_wave(storage: Storage, shards: int) -> list[Manifest]:
+    """`shards` committed shards whose manifests were written (at t = 1000 s) before the wave's index."""
+    manifests = [_commit(storage, f"shard-0000{i}") for i in range(shards)]
+    for i in range(shards):
         _set_mtime(storage, f"shards/shard-0000{i}.manifest.json", 1_000)
     storage.write_index("shards", "wave-0000", manifests)
+    return manifests
+
+
+def test_wave_index_stands_in_for_manifests_it_vouches_for(tmp_path, monkeypatch):
+    storage = Storage(str(tmp_path))
+    manifests = _indexed_wave(storage, 3)
     reads = _manifest_reads(storage, monkeypatch)
     assert storage.committed_by_hash("shards", "c") == {m.shard: m for m in manifests}
     assert reads == []  # all three came from the index
@@ -108,10 +114,7 @@ def test_wave_index_stands_in_for_manifests_it_vouches_for(tmp_path, monkeypatch
 
 def test_wave_index_never_outvotes_the_manifest_files(tmp_path, monkeypatch):
     storage = Storage(str(tmp_path))
-    manifests = [_commit(storage, f"shard-0000{i}") for i in range(5)]
-    for i in range(5):
-        _set_mtime(storage, f"shards/shard-0000{i}.manifest.json", 1_000)
-    storage.write_index("shards", "wave-0000", manifests)
+    _indexed_wave(storage, 5)
     _set_mtime(storage, "shards/wave-0000.index.json", 2_000)
     # shard 0: redone under another config after the index was written
     _commit(storage, "shard-00000", config_hash="d")

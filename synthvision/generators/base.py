@@ -20,6 +20,11 @@ class Generator(Protocol):
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]: ...
 
+    def generate_guided(self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float) -> list[Image.Image]:
+        """Real guidance (SDEdit): each reference noised to `strength` (t* / T) of the schedule, then
+        denoised with its prompt. At strength 1 the reference is unused: text-to-image from the seed."""
+        ...
+
 
 @once_per_config
 def load_generator(config: GeneratorConfig) -> Generator:

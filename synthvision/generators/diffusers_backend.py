@@ -6,13 +6,15 @@ resolution and one `torch.Generator` per image.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 from PIL import Image
 
 from synthvision.config import GeneratorConfig
 from synthvision.devices import resolve_device, resolve_dtype
-from synthvision.errors import ModelLoadError
+from synthvision.errors import ConfigError, ModelLoadError
 from synthvision.weights import resolve_model_source
 
 
@@ -49,6 +51,31 @@ class DiffusersGenerator:
             pipeline = build_tiny_pipeline()
             return cls(pipeline if dtype == torch.float32 else pipeline.to(dtype=dtype), config, name="tiny")
         return cls(load_pipeline(config.model, dtype), config, name=f"diffusers:{config.model}")
+
+    @cached_property
+    def image_to_image(self) -> DiffusionPipeline:
+        """The same components as an img2img pipeline (no second copy of the weights)."""
+        pipeline = AutoPipelineForImage2Image.from_pipe(self.pipeline)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    @torch.inference_mode()
+    def generate_guided(self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float) -> list[Image.Image]:
+        if strength >= 1:
+            return self.generate(prompts, seeds)
+        if int(self.config.steps * strength) < 1:
+            raise ConfigError(f"real guidance: generator.steps ({self.config.steps}) x t*/100 ({strength}) is less than one denoising step")
+        size = (self.config.resolution, self.config.resolution)
+        output = self.image_to_image(
+            prompt=prompts,
+            image=[reference.convert("RGB").resize(size, Image.Resampling.BICUBIC) for reference in references],
+            strength=strength,
+            num_inference_steps=self.config.steps,
+            guidance_scale=self.config.guidance_scale,
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+            output_type="pil",
+        )
+        return output.images
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:

@@ -172,13 +172,14 @@ class GlideGenerator:
         return self._finish(prompts, generators, self._sample_base(prompts, generators, x, None))
 
     @torch.inference_mode()
-    def generate_guided(self, prompts: list[str], seeds: list[int], references: list[Image.Image], start_step: int) -> list[Image.Image]:
-        """Real guidance: each reference noised to step `start_step` of the base's respaced schedule
-        (its noisiest step is the number of steps), then denoised with its prompt. At the full number
-        of steps the reference is not used at all: that is text-to-image from the same seed."""
+    def generate_guided(self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float) -> list[Image.Image]:
+        """Real guidance: each reference noised to step round(strength x steps) of the base's respaced
+        schedule (at least 1), then denoised with its prompt. At strength 1 the reference is not used
+        at all: that is text-to-image from the same seed."""
+        if not 0 < strength <= 1:
+            raise ValueError(f"real guidance strength must be in (0, 1], got {strength}")
         steps = self.base_diffusion.num_steps
-        if not 0 < start_step <= steps:
-            raise ValueError(f"real guidance start step must be in 1..{steps}, got {start_step}")
+        start_step = max(1, round(strength * steps))
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         noise = self._noise(generators, self.base.arch)()
         if start_step == steps:

@@ -1,0 +1,67 @@
+"""The few-shot report: top-1 per shot count and strategy as JSON, a markdown table, and a plot of
+accuracy against shots (one line per strategy, zero-shot CLIP as a dashed line)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from synthvision.storage import Storage
+
+LABELS = {"real_only": "CT w. init (real only)", "mix": "mix", "syn_then_real": "syn -> real", "real_then_syn": "real -> syn"}
+
+
+def accuracy_table(results: list[dict[str, Any]]) -> tuple[list[int], list[str], dict[tuple[int, str], float]]:
+    shots = sorted({row["shots"] for row in results})
+    strategies = list(dict.fromkeys(row["strategy"] for row in results))
+    return shots, strategies, {(row["shots"], row["strategy"]): row["top1"] for row in results}
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    shots, strategies, top1 = accuracy_table(report["results"])
+    synthetic = report["synthetic"]
+    lines = [
+        f"# synthvision few-shot report: {report['run_name']}",
+        "",
+        f"Top-1 (%) on `{report['test_set']}` ({report['test_images']} images); CLIP zero-shot: {report['zero_shot_top1']:.2f}.",
+        f"Synthetic images: {synthetic['scored']} scored, {synthetic['after_clip_filter']} after the CLIP filter; "
+        f"real filter {'on (k = ' + str(synthetic['real_filter']['k']) + ')' if synthetic['real_filter']['enabled'] else 'off'}.",
+        "",
+        "| shots | " + " | ".join(LABELS[s] for s in strategies) + " |",
+        "|---:|" + "---:|" * len(strategies),
+    ]
+    lines += [f"| {m} | " + " | ".join(f"{top1[m, s]:.2f}" for s in strategies) + " |" for m in shots]
+    lines += ["", "![accuracy vs shots](accuracy.png)", ""]
+    return "\n".join(lines)
+
+
+def render_plot(report: dict[str, Any]) -> bytes:
+    """PNG bytes of top-1 against shots (log2 axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    from matplotlib import pyplot as plt
+
+    shots, strategies, top1 = accuracy_table(report["results"])
+    figure, axes = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for strategy in strategies:
+        axes.plot(shots, [top1[m, strategy] for m in shots], marker="o", label=LABELS[strategy])
+    axes.axhline(report["zero_shot_top1"], linestyle="--", color="grey", label="CLIP zero-shot")
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(shots, [str(m) for m in shots])
+    axes.set_xlabel("real shots per class")
+    axes.set_ylabel("top-1 (%)")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_few_shot_report(storage: Storage, reldir: str, report: dict[str, Any]) -> None:
+    """The plot and markdown first, the JSON last: its presence commits the stage."""
+    storage.write_bytes(f"{reldir}/accuracy.png", render_plot(report))
+    storage.write_bytes(f"{reldir}/report.md", render_markdown(report).encode("utf-8"))
+    storage.write_bytes(f"{reldir}/report.json", json.dumps(report, indent=1).encode("utf-8"))
