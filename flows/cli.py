@@ -112,6 +112,36 @@ def fewshot(config: ConfigPath, set_: Overrides = None) -> None:
     typer.echo(f"report: {open_run(cfg).storage.url_of(f'{FEWSHOT_DIR}/report.md')}")
 
 
+def _resnet_job(config: Path, set_: list[str] | None, stage: str) -> None:
+    cfg = _config(config, set_)
+    if getattr(cfg, stage) is None:
+        raise ConfigError(f"{config}: no {stage} section")
+    from flows import stages
+    from synthvision.run import open_run
+
+    report = getattr(stages, f"{stage}_flow")(cfg)
+    _print_summary({key: value for key, value in report.items() if key in ("steps", "backbone", "results")})
+    typer.echo(f"report: {open_run(cfg).storage.url_of(f'{stage}/report.json')}")
+
+
+@app.command()
+def pretrain(config: ConfigPath, set_: Overrides = None) -> None:
+    """Pre-train a ResNet on the synthetic shards (supervised or MoCo v2); exports the backbone."""
+    _resnet_job(config, set_, "pretrain")
+
+
+@app.command()
+def transfer(config: ConfigPath, set_: Overrides = None) -> None:
+    """Fine-tune the pre-trained backbone (and a random init) on a real dataset."""
+    _resnet_job(config, set_, "transfer")
+
+
+@app.command()
+def scratch(config: ConfigPath, set_: Overrides = None) -> None:
+    """Train ResNets from scratch on the synthetic shards and on k real images per class."""
+    _resnet_job(config, set_, "scratch")
+
+
 @app.command()
 def status(config: ConfigPath, set_: Overrides = None) -> None:
     """Shards planned, committed and missing per stage, read from storage alone."""

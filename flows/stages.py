@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from synthvision.config import RunConfig
 from synthvision.reporting import render_markdown
 from synthvision.run import open_run
-from tasks.stages import expand_prompts_task, few_shot_task, train_task
+from tasks.stages import expand_prompts_task, few_shot_task, pretrain_task, scratch_task, train_task, transfer_task
 from flows.engines import ensure_gpu_limit
 from flows.fanout import artifact_key, describe, run_shard_tasks
 
@@ -68,4 +68,34 @@ def fewshot_flow(config: RunConfig) -> dict[str, Any]:
     report = few_shot_task(config)
     create_markdown_artifact(render_few_shot(report), key=artifact_key(config, "fewshot-report"), description=describe(config, "fewshot", "few-shot report"))
     create_table_artifact(report["results"], key=artifact_key(config, "fewshot"), description=describe(config, "fewshot", "top-1 per shots and strategy"))
+    return report
+
+
+@flow(name="pretrain", flow_run_name="{config.run_name}-pretrain")
+def pretrain_flow(config: RunConfig) -> dict[str, Any]:
+    """Pre-train a ResNet (supervised or MoCo v2) on the run's synthetic shards; resumes from checkpoints."""
+    ensure_gpu_limit(config)
+    report = pretrain_task(config)
+    create_table_artifact(
+        [{"method": report["method"], "arch": report["arch"], "images": report["synthetic_images"], "steps": report["steps"], "backbone": report["backbone"]}],
+        key=artifact_key(config, "pretrain"), description=describe(config, "pretrain", "pre-training"),
+    )
+    return report
+
+
+@flow(name="transfer", flow_run_name="{config.run_name}-transfer")
+def transfer_flow(config: RunConfig) -> dict[str, Any]:
+    """Fine-tune the pre-trained backbone and a random init on a real dataset; top-1 of each."""
+    ensure_gpu_limit(config)
+    report = transfer_task(config)
+    create_table_artifact(report["results"], key=artifact_key(config, "transfer"), description=describe(config, "transfer", f"top-1 on {report['dataset']}"))
+    return report
+
+
+@flow(name="scratch", flow_run_name="{config.run_name}-scratch")
+def scratch_flow(config: RunConfig) -> dict[str, Any]:
+    """ResNets from random init on synthetic data and on k real images per class; top-1 of each."""
+    ensure_gpu_limit(config)
+    report = scratch_task(config)
+    create_table_artifact(report["results"], key=artifact_key(config, "scratch"), description=describe(config, "scratch", "top-1 from scratch"))
     return report

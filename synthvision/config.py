@@ -207,6 +207,79 @@ class FewShotConfig(_Section):
         return self
 
 
+class OptimConfig(_Section):
+    """SGD with momentum (or AdamW) and a learning-rate schedule: `step` multiplies it by `lr_gamma`
+    at each of `lr_milestones` (epochs); `cosine` anneals it to 0."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    epochs: int = Field(90, gt=0)
+    batch_size: int = Field(512, gt=0)
+    lr: float = Field(0.2, gt=0)
+    momentum: float = Field(0.9, ge=0, description="sgd only")
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["step", "cosine"] = "step"
+    lr_milestones: list[int] = Field([30, 60], description="epochs at which a step schedule multiplies the lr by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0)
+
+
+class MocoConfig(_Section):
+    """MoCo v2's hyper-parameters (Chen et al. 2020)."""
+
+    dim: int = Field(128, gt=0)
+    queue_size: int = Field(65536, gt=0)
+    momentum: float = Field(0.999, ge=0, lt=1)
+    temperature: float = Field(0.2, gt=0)
+    mlp_hidden: int = Field(2048, gt=0)
+
+
+class PretrainConfig(_Section):
+    """Pre-training a ResNet on the run's synthetic shards (paper 3.3, A.7.3)."""
+
+    method: Literal["supervised", "moco"] = "supervised"
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    image_size: int = Field(224, gt=0)
+    optim: OptimConfig = OptimConfig()  # paper, downstream-agnostic supervised: 90 epochs, lr 0.2 x0.1 every 30, bs 512
+    moco: MocoConfig = MocoConfig()
+    init_backbone: str | None = Field(None, description="start from this backbone (.safetensors, torchvision/timm ResNet keys), e.g. ImageNet weights")
+    checkpoint_every: int = Field(1000, gt=0, description="steps between checkpoints in the run's storage")
+    device: str = "auto"
+
+
+class TransferConfig(_Section):
+    """Fine-tuning a pre-trained backbone on a real dataset, against the same from random init."""
+
+    label_space: str = Field(..., description="the real dataset's classes (built-in name or file), e.g. cifar100")
+    train_set: str = Field(..., min_length=1, description="image folder or WebDataset tar(s)")
+    test_set: str = Field(..., min_length=1)
+    format: Literal["auto", "imagefolder", "webdataset"] = "auto"
+    image_size: int = Field(224, gt=0)
+    inits: list[Literal["pretrained", "random"]] = Field(["pretrained", "random"], min_length=1)
+    optim: OptimConfig = OptimConfig(epochs=200, batch_size=128, lr=0.003, weight_decay=5e-4, lr_milestones=[60, 120, 160], lr_gamma=0.2)
+    batch_norm: Literal["train", "frozen"] = Field("train", description="frozen: BatchNorm keeps its running statistics")
+    checkpoint_every: int = Field(1000, gt=0)
+    device: str = "auto"
+
+
+class ScratchConfig(_Section):
+    """A ResNet from random init on the synthetic shards, and on k real images per class (Table 4)."""
+
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    image_size: int = Field(224, gt=0)
+    synthetic: bool = Field(True, description="train on the run's synthetic shards")
+    real_train_set: str | None = Field(None, description="real labelled pool for the k-per-class runs")
+    format: Literal["auto", "imagefolder", "webdataset"] = "auto"
+    real_per_class: list[int] = Field([], description="k real images per class, one run each")
+    optim: OptimConfig = OptimConfig(epochs=100, batch_size=256, lr=0.1, lr_milestones=[50, 75])
+    checkpoint_every: int = Field(1000, gt=0)
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _real_pool_for_k(self) -> ScratchConfig:
+        if self.real_per_class and not self.real_train_set:
+            raise ValueError("scratch.real_per_class needs scratch.real_train_set")
+        return self
+
+
 class DemoTestSetConfig(_Section):
     """A rendered test set (one colour per class) so the demo evaluates on real files offline."""
 
@@ -299,6 +372,9 @@ class RunConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     fewshot: FewShotConfig | None = Field(None, description="few-shot runs over real shots; the `fewshot` command")
+    pretrain: PretrainConfig | None = Field(None, description="the `pretrain` command")
+    transfer: TransferConfig | None = Field(None, description="the `transfer` command (after pretrain)")
+    scratch: ScratchConfig | None = Field(None, description="the `scratch` command")
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @field_validator("storage_options")
@@ -329,7 +405,7 @@ class RunConfig(_Section):
                     raise ValueError(f"{name}.device is {section.device!r}, but engine 'processes' binds each worker to one of orchestration.devices: use device: auto")
         return self
 
-    def stage_hash(self, stage: Literal["prompts", "generate", "score", "train", "fewshot"]) -> str:
+    def stage_hash(self, stage: Literal["prompts", "generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch"]) -> str:
         """Hash of everything that changes `stage`'s outputs, its upstream stages included."""
         runtime = {"device", "batch_size"}
         parts: dict[str, Any] = {
@@ -337,7 +413,7 @@ class RunConfig(_Section):
             "seed": self.seed,
             "prompts": self.prompts.model_dump(exclude={"sentence_model": {"device", "batch_size"}}),
         }
-        if stage in ("generate", "score", "train", "fewshot"):
+        if stage in ("generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch"):
             parts["generator"] = self.generator.model_dump(exclude=runtime)
             parts["shards"] = self.shards.model_dump()
             if self.fewshot is not None and self.fewshot.real_guidance.enabled:
@@ -351,6 +427,13 @@ class RunConfig(_Section):
             parts["training"] = self.training.model_dump(exclude={"device"})
         if stage == "fewshot":
             parts["fewshot"] = self.fewshot.model_dump(exclude={"device"}) if self.fewshot else None
+        if stage in ("pretrain", "transfer"):
+            parts["pretrain"] = self.pretrain.model_dump(exclude={"device", "checkpoint_every"}) if self.pretrain else None
+        if stage == "transfer":
+            parts["transfer"] = self.transfer.model_dump(exclude={"device", "checkpoint_every"}) if self.transfer else None
+        if stage == "scratch":
+            parts["evaluation"] = self.evaluation.model_dump()
+            parts["scratch"] = self.scratch.model_dump(exclude={"device", "checkpoint_every"}) if self.scratch else None
         return stable_hash({"stage": stage, **parts})
 
 

@@ -28,7 +28,7 @@ from synthvision.training import normalize
 STRATEGIES = ("real_only", "mix", "syn_then_real", "real_then_syn")
 
 
-def sample_shots(labels: np.ndarray, shots: int, class_names: tuple[str, ...], seed: int) -> np.ndarray:
+def sample_shots(labels: np.ndarray, shots: int, class_names: tuple[str, ...], seed: int, field: str = "fewshot.train_set") -> np.ndarray:
     """Indices of `shots` images per class (sorted), the same for the same labels and seed, and nested:
     the M-shot set of a seed holds its smaller shot sets, so accuracy vs shots compares like with like."""
     rng = np.random.default_rng(seed)
@@ -36,7 +36,7 @@ def sample_shots(labels: np.ndarray, shots: int, class_names: tuple[str, ...], s
     for label, name in enumerate(class_names):
         members = np.flatnonzero(labels == label)
         if len(members) < shots:
-            raise DataError(f"fewshot.train_set: class {name!r} has {len(members)} image(s), fewer than {shots} shots")
+            raise DataError(f"{field}: class {name!r} has {len(members)} image(s), fewer than {shots} shots")
         chosen.append(members[rng.permutation(len(members))[:shots]])
     return np.sort(np.concatenate(chosen))
 

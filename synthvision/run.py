@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -60,7 +61,7 @@ class Run:
         self.config = config
         self.label_space: LabelSpace = load_label_space(config.label_space)
         self.storage = Storage(config.output, config.storage_options)
-        self.hashes = {stage: config.stage_hash(stage) for stage in ("prompts", "generate", "score", "train", "fewshot")}
+        self.hashes = {stage: config.stage_hash(stage) for stage in ("prompts", "generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch")}
         self._lock = threading.Lock()
         self._shots: list[list[Reference]] | None = None
         shards = config.shards
@@ -78,7 +79,14 @@ class Run:
         if config.prompts.strategy == "language_enhancement" and config.prompts.sentence_model.model != "tiny":
             resolve_model_source(config.prompts.sentence_model.model, "prompts.sentence_model.model")
         open_clip_name(config.clip)
-        local_sets = {"evaluation.test_set": config.evaluation.test_set, "fewshot.train_set": config.fewshot and config.fewshot.train_set}
+        local_sets = {
+            "evaluation.test_set": config.evaluation.test_set,
+            "fewshot.train_set": config.fewshot and config.fewshot.train_set,
+            "transfer.train_set": config.transfer and config.transfer.train_set,
+            "transfer.test_set": config.transfer and config.transfer.test_set,
+            "scratch.real_train_set": config.scratch and config.scratch.real_train_set,
+            "pretrain.init_backbone": config.pretrain and config.pretrain.init_backbone,
+        }
         for field, url in local_sets.items():
             if url and "://" not in url and not Path(url).exists():
                 raise DataError(f"{field} {url} does not exist")
@@ -147,6 +155,30 @@ class Run:
             self.config.generator.image_format,
             guidance=None if guidance is None else Guidance(self.guidance_shots, guidance.strength),
         )
+
+    def committed_shards(self) -> list[Manifest]:
+        """Every shard's manifest; an error naming the first missing shard if any is not committed."""
+        manifests = [self.committed_shard(index) for index in range(self.plan.num_shards)]
+        missing = [self.plan.shard(i).name for i, m in enumerate(manifests) if m is None]
+        if missing:
+            raise DataError(f"{len(missing)} shard(s) are not generated (first: {missing[0]}): run the generate stage first")
+        return manifests
+
+    # -- ResNet jobs (paper 3.3): synthvision/pretraining ------------------------------------------
+    def pretrain(self, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+        from synthvision.pretraining import stages
+
+        return stages.pretrain(self, on_step)
+
+    def transfer(self, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+        from synthvision.pretraining import stages
+
+        return stages.transfer(self, on_step)
+
+    def scratch(self, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+        from synthvision.pretraining import stages
+
+        return stages.scratch(self, on_step)
 
     def committed_shard(self, shard_index: int) -> Manifest | None:
         spec = self.plan.shard(shard_index)

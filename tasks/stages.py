@@ -70,3 +70,21 @@ def train_task(config: RunConfig) -> dict[str, Any]:
 def few_shot_task(config: RunConfig) -> dict[str, Any]:
     with gpu_slot(config):
         return open_run(config).few_shot()
+
+
+@task(name="pretrain", tags=["gpu"])
+def pretrain_task(config: RunConfig) -> dict[str, Any]:
+    with gpu_slot(config):
+        return open_run(config).pretrain()
+
+
+@task(name="transfer", tags=["gpu"])
+def transfer_task(config: RunConfig) -> dict[str, Any]:
+    with gpu_slot(config):
+        return open_run(config).transfer()
+
+
+@task(name="scratch", tags=["gpu"])
+def scratch_task(config: RunConfig) -> dict[str, Any]:
+    with gpu_slot(config):
+        return open_run(config).scratch()

@@ -40,3 +40,9 @@ def test_fewshot_without_its_section_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().endswith("no fewshot section (set at least fewshot.train_set)")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["pretrain", "transfer", "scratch"])
+def test_resnet_jobs_without_their_section_are_one_line_errors(tmp_path, command):
+    result = cli(command, "configs/demo.yaml", "--set", f"output={tmp_path / 'run'}")
+    assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (2, f"error: configs/demo.yaml: no {command} section")
