@@ -23,7 +23,8 @@ from synthvision.devices import resolve_device
 from synthvision.errors import ConfigError, ModelLoadError
 from synthvision.memo import once_per_config
 
-TINY_CLIP = "synthvision-tiny-clip"
+TINY_CLIP = "synthvision-tiny-clip"  # a small ViT
+TINY_CLIPS = {"tiny": TINY_CLIP, "tiny-rn": "synthvision-tiny-clip-rn"}  # tiny-rn: a small ResNet with BatchNorm
 LOCAL_DIR = "local-dir:"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -40,9 +41,9 @@ def _register_tiny_config() -> None:
 
 def open_clip_name(config: ClipConfig) -> str:
     """Validate `clip.model` and return the name open_clip knows it by."""
-    if config.model == "tiny":
+    if config.model in TINY_CLIPS:
         _register_tiny_config()
-        return TINY_CLIP
+        return TINY_CLIPS[config.model]
     if config.model.startswith(LOCAL_DIR):
         folder = Path(config.model[len(LOCAL_DIR) :]).expanduser()
         if not (folder / CONFIG_FILE).is_file():
@@ -66,7 +67,7 @@ class ClipModel:
         name = open_clip_name(config)
         device = resolve_device(config.device)
         pretrained = config.pretrained if name == config.model else None
-        if name == TINY_CLIP:
+        if name in TINY_CLIPS.values():
             torch.manual_seed(0)  # the tiny model's random weights are part of its definition
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)

@@ -101,7 +101,7 @@ class ShardsConfig(_Section):
 class ClipConfig(_Section):
     """The CLIP model used to score, filter and (frozen) to encode images for training."""
 
-    model: str = Field("tiny", description="open_clip name (e.g. RN50), 'local-dir:PATH', or 'tiny'")
+    model: str = Field("tiny", description="open_clip name (e.g. RN50), 'local-dir:PATH', 'tiny' (ViT) or 'tiny-rn' (ResNet with BatchNorm)")
     pretrained: str | None = Field(None, description="open_clip pretrained tag or checkpoint file")
     templates: list[str] | None = Field(None, description="zero-shot templates; default: the label space's")
     batch_size: int = Field(256, gt=0)
@@ -175,8 +175,8 @@ class FewShotConfig(_Section):
     train_set: str = Field(..., min_length=1, description="real labelled pool the shots are drawn from: image folder or WebDataset tar(s)")
     format: Literal["auto", "imagefolder", "webdataset"] = "auto"
     shots: list[int] = Field([1, 2, 4, 8, 16], min_length=1, description="M real images per class, one run each")
-    strategies: list[Literal["real_only", "mix", "syn_then_real", "real_then_syn"]] = Field(
-        ["real_only", "mix", "syn_then_real", "real_then_syn"], min_length=1, description="real_only is CT w. init on the shots alone"
+    strategies: list[Literal["real_only", "syn_only", "mix", "syn_then_real", "real_then_syn"]] = Field(
+        ["real_only", "mix", "syn_then_real", "real_then_syn"], min_length=1, description="real_only is CT w. init on the shots alone; syn_only on synthetic data alone"
     )
     real_filter: RealFilterConfig = RealFilterConfig()
     real_guidance: RealGuidanceConfig = RealGuidanceConfig()
@@ -188,6 +188,9 @@ class FewShotConfig(_Section):
     weight_decay: float = Field(0.1, ge=0)
     synthetic_loss: Literal["ce", "sce"] = Field("ce", description="loss on the synthetic part (sce: soft CLIP targets)")
     temperature: float = Field(2.0, gt=0)
+    batch_norm: Literal["frozen", "train"] = Field("frozen", description="train: BatchNorm of the image tower uses and updates batch statistics (Table 6)")
+    tune_encoder: bool = Field(False, description="also tune the image tower's weights (at encoder_lr)")
+    encoder_lr: float = Field(1e-5, gt=0)
     device: str = "auto"
 
     @field_validator("shots")

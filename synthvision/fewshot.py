@@ -7,25 +7,29 @@
 - Training a linear head initialised from CLIP's text embeddings (CT w. init) on the shots alone, or
   with the synthetic images by **mix** training (every step one real batch of 32 and one synthetic
   batch of 512, their losses added 1:1, lr 1e-3) or **phase-wise** (all epochs on one part, then all
-  on the other, lr 2e-3 each). The encoder is frozen (the paper's "BN frozen"), so features are cached.
+  on the other, lr 2e-3 each). By default the encoder is frozen with BatchNorm in eval mode (the
+  paper's "BN frozen"), so features are cached; `batch_norm: train` (Table 6) or a tuned encoder run
+  the image tower at every step instead (`Encoder`).
 Pure functions on arrays; the run reads and writes the data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from synthvision.config import FewShotConfig
-from synthvision.devices import resolve_device
 from synthvision.errors import DataError
 from synthvision.losses import LOSSES
 from synthvision.training import normalize
 
-STRATEGIES = ("real_only", "mix", "syn_then_real", "real_then_syn")
+STRATEGIES = ("real_only", "syn_only", "mix", "syn_then_real", "real_then_syn")
 
 
 def sample_shots(labels: np.ndarray, shots: int, class_names: tuple[str, ...], seed: int, field: str = "fewshot.train_set") -> np.ndarray:
@@ -57,20 +61,57 @@ class FewShotResult:
     steps: list[tuple[int, int]] = field(default_factory=list)  # (real, synthetic) samples per step
 
 
+class Encoder:
+    """CLIP's image tower run at every step, for the settings that cannot use cached features:
+    BatchNorm in train mode (batch statistics, running statistics updated; paper Table 6) and/or
+    the tower's weights tuned. Holds its own copy of the tower."""
+
+    def __init__(self, tower: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], device: torch.device, batch_norm: str, tune: bool):
+        self.tower = copy.deepcopy(tower).to(device).float()
+        self.preprocess, self.device, self.batch_norm, self.tune = preprocess, device, batch_norm, tune
+        for parameter in self.tower.parameters():
+            parameter.requires_grad = tune
+
+    def train_mode(self) -> None:
+        self.tower.train()
+        if self.batch_norm == "frozen":
+            for module in self.tower.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def features(self, images: list[Image.Image]) -> torch.Tensor:
+        return F.normalize(self.tower(torch.stack([self.preprocess(image) for image in images]).to(self.device)).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode(self, images: list[Image.Image], batch_size: int) -> torch.Tensor:
+        """Unit-norm features in eval mode (after training: with the running statistics it learnt)."""
+        self.tower.eval()
+        return torch.cat([self.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).cpu()
+
+
 @dataclass(frozen=True)
 class Part:
-    """Training data of one kind: unit-norm features, labels, teacher logits (for SCE), its loss."""
+    """Training data of one kind: features of an index batch (cached, or encoded now), labels,
+    teacher logits (for SCE) and its loss."""
 
-    x: torch.Tensor
+    features: Callable[[torch.Tensor], torch.Tensor]
     y: torch.Tensor
     teacher: torch.Tensor
     loss: str
 
     @classmethod
-    def of(cls, features: np.ndarray, labels: np.ndarray, teacher: np.ndarray | None, loss: str, device: torch.device) -> Part:
+    def cached(cls, features: np.ndarray, labels: np.ndarray, teacher: np.ndarray | None = None, loss: str = "ce", device: torch.device | str = "cpu") -> Part:
+        x = normalize(features).to(device)
+        return cls(lambda batch: x[batch], *cls._targets(labels, teacher, device), loss)
+
+    @classmethod
+    def images(cls, images: list[Image.Image], labels: np.ndarray, encoder: Encoder, teacher: np.ndarray | None = None, loss: str = "ce") -> Part:
+        return cls(lambda batch: encoder.features([images[i] for i in batch.tolist()]), *cls._targets(labels, teacher, encoder.device), loss)
+
+    @staticmethod
+    def _targets(labels: np.ndarray, teacher: np.ndarray | None, device) -> tuple[torch.Tensor, torch.Tensor]:
         teacher = np.zeros((len(labels), 1), np.float32) if teacher is None else teacher
-        labels = torch.as_tensor(labels, dtype=torch.long, device=device)
-        return cls(normalize(features).to(device), labels, torch.as_tensor(teacher, dtype=torch.float32, device=device), loss)
+        return torch.as_tensor(labels, dtype=torch.long, device=device), torch.as_tensor(teacher, dtype=torch.float32, device=device)
 
     def batches(self, size: int, order: torch.Generator) -> Iterator[torch.Tensor]:
         """Index batches over endless reshuffled epochs."""
@@ -78,7 +119,8 @@ class Part:
             yield from torch.randperm(len(self.y), generator=order).split(size)
 
     def loss_on(self, head: torch.nn.Linear, batch: torch.Tensor, temperature: float) -> torch.Tensor:
-        return LOSSES[self.loss](head(self.x[batch]), self.y[batch], self.teacher[batch], temperature)
+        batch = batch.to(self.y.device)
+        return LOSSES[self.loss](head(self.features(batch)), self.y[batch], self.teacher[batch], temperature)
 
 
 def _epoch_steps(samples: int, batch_size: int) -> int:
@@ -86,47 +128,51 @@ def _epoch_steps(samples: int, batch_size: int) -> int:
 
 
 def train_few_shot(
-    strategy: str,
-    head: torch.nn.Linear,
-    real: tuple[np.ndarray, np.ndarray],
-    synthetic: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    config: FewShotConfig,
-    seed: int,
+    strategy: str, head: torch.nn.Linear, real: Part, synthetic: Part | None, config: FewShotConfig, seed: int, encoder: Encoder | None = None
 ) -> FewShotResult:
-    """Tune `head` by `strategy` on real shots (features, labels) and synthetic data (features,
-    labels, CLIP logits); returns it on the CPU with the per-step (real, synthetic) batch sizes."""
+    """Tune `head` (and the encoder's tower, if it is tuned) by `strategy` on the real shots and the
+    synthetic data; returns the head on the CPU with the per-step (real, synthetic) batch sizes."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown few-shot strategy {strategy!r}: use one of {STRATEGIES}")
-    device = resolve_device(config.device)
-    head = head.to(device).train()
+    head = head.to(real.y.device).train()
     order = torch.Generator().manual_seed(seed)
-    real_part = Part.of(*real, None, "ce", device)
     result = FewShotResult(head)
-    real_phase = (real_part, None, config.epochs * _epoch_steps(len(real_part.y), config.real_batch_size))
+    real_phase = (real, None, config.epochs * _epoch_steps(len(real.y), config.real_batch_size))
     if strategy == "real_only" or synthetic is None:
-        _run(head, real_phase, config.phase_lr, config, order, result)
+        if strategy == "syn_only":
+            raise DataError("few-shot strategy syn_only: no synthetic image is left to train on")
+        _run(head, real_phase, config.phase_lr, config, order, result, encoder)
     else:
-        syn_part = Part.of(*synthetic, config.synthetic_loss, device)
-        syn_steps = config.epochs * _epoch_steps(len(syn_part.y), config.synthetic_batch_size)
-        if strategy == "mix":  # epochs counted over the synthetic part; the real shots cycle alongside
-            _run(head, (real_part, syn_part, syn_steps), config.mix_lr, config, order, result)
+        syn_steps = config.epochs * _epoch_steps(len(synthetic.y), config.synthetic_batch_size)
+        if strategy == "syn_only":
+            _run(head, (None, synthetic, syn_steps), config.phase_lr, config, order, result, encoder)
+        elif strategy == "mix":  # epochs counted over the synthetic part; the real shots cycle alongside
+            _run(head, (real, synthetic, syn_steps), config.mix_lr, config, order, result, encoder)
         else:
-            syn_phase = (None, syn_part, syn_steps)
+            syn_phase = (None, synthetic, syn_steps)
             for phase in (real_phase, syn_phase) if strategy == "real_then_syn" else (syn_phase, real_phase):
-                _run(head, phase, config.phase_lr, config, order, result)
+                _run(head, phase, config.phase_lr, config, order, result, encoder)
     result.head = head.cpu().eval()
     return result
 
 
-def _run(head: torch.nn.Linear, phase: tuple[Part | None, Part | None, int], lr: float, config: FewShotConfig, order: torch.Generator, result: FewShotResult) -> None:
+def _run(
+    head: torch.nn.Linear, phase: tuple[Part | None, Part | None, int], lr: float, config: FewShotConfig,
+    order: torch.Generator, result: FewShotResult, encoder: Encoder | None,
+) -> None:
     """One phase: `steps` AdamW steps on a cosine schedule, each summing the losses of one real batch
     and one synthetic batch (either part may be absent)."""
     real, synthetic, steps = phase
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay)
+    groups = [{"params": list(head.parameters()), "lr": lr}]
+    if encoder is not None and encoder.tune:
+        groups.append({"params": list(encoder.tower.parameters()), "lr": config.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     real_batches = real.batches(config.real_batch_size, order) if real else None
     syn_batches = synthetic.batches(config.synthetic_batch_size, order) if synthetic else None
     for _ in range(steps):
+        if encoder is not None:
+            encoder.train_mode()
         loss, sizes = 0.0, [0, 0]
         for i, (part, batches) in enumerate(((real, real_batches), (synthetic, syn_batches))):
             if part is not None:
@@ -138,4 +184,3 @@ def _run(head: torch.nn.Linear, phase: tuple[Part | None, Part | None, int], lr:
         optimizer.step()
         schedule.step()
         result.steps.append((sizes[0], sizes[1]))
-

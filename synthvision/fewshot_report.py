@@ -9,7 +9,7 @@ from typing import Any
 
 from synthvision.storage import Storage
 
-LABELS = {"real_only": "CT w. init (real only)", "mix": "mix", "syn_then_real": "syn -> real", "real_then_syn": "real -> syn"}
+LABELS = {"real_only": "CT w. init (real only)", "syn_only": "synthetic only", "mix": "mix", "syn_then_real": "syn -> real", "real_then_syn": "real -> syn"}
 
 
 def accuracy_table(results: list[dict[str, Any]]) -> tuple[list[int], list[str], dict[tuple[int, str], float]]:

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from synthvision.config import RealGuidanceConfig, RunConfig
+from synthvision.devices import resolve_device
 from synthvision.errors import ConfigError, DataError
 from synthvision.generation import SHARDS_DIR, Guidance, Reference, generate_shard
 from synthvision.label_spaces import LabelSpace, load_label_space
@@ -41,6 +43,7 @@ class SyntheticData:
     features: np.ndarray
     labels: np.ndarray
     teacher: np.ndarray  # CLIP zero-shot logits: soft targets for SCE
+    keys: list[str]  # sample keys, to find the images in the shards
     scored: int  # synthetic images scored
     passed: int  # of those, passing the CLIP filter
 
@@ -251,9 +254,22 @@ class Run:
             features=np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
             labels=np.asarray(table["label"])[use],
             teacher=np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
+            keys=[key for key, used in zip(table["key"].to_pylist(), use, strict=True) if used],
             scored=int(table.num_rows),
             passed=int(passed.sum()),
         )
+
+    def synthetic_images(self, keys: list[str]) -> list[Image.Image]:
+        """The generated images with these sample keys, in that order (read from the committed tars)."""
+        from synthvision.shard_io import decode_image, read_samples, sample_image_bytes
+
+        wanted, found = set(keys), {}
+        for manifest in self.committed_shards():
+            with self.storage.open(manifest.data_file) as stream:
+                for sample in read_samples(stream, manifest.data_file):
+                    if sample["__key__"] in wanted:
+                        found[sample["__key__"]] = decode_image(sample_image_bytes(sample))
+        return [found[key] for key in keys]
 
     def train_and_evaluate(self) -> dict[str, Any]:
         """CT on the committed scores, then top-1 on the test set against zero-shot CLIP; writes the report
@@ -320,7 +336,8 @@ class Run:
         if existing is not None:
             return existing
         from synthvision.evaluation import encode_labelled
-        from synthvision.fewshot import real_filter, sample_shots, train_few_shot
+        from synthvision.fewshot import Encoder, Part, real_filter, sample_shots, train_few_shot
+        from synthvision.pretraining.data import load_labelled
         from synthvision.fewshot_report import write_few_shot_report
         from synthvision.training import predict, top1, zero_shot_head
 
@@ -336,19 +353,35 @@ class Run:
         shared = set(pool.digests) & set(test.digests)
         if shared:
             raise DataError(f"fewshot.train_set shares {len(shared)} image(s) with the test set {url}: the shots must be disjoint from it")
+        device = resolve_device(fewshot.device)
+        image_level = fewshot.batch_norm == "train" or fewshot.tune_encoder
+        if image_level:  # the tower runs at every step: the images themselves are needed
+            pool_images = load_labelled(fewshot.train_set, fewshot.format, self.label_space, options, "fewshot.train_set").images
+            test_images = load_labelled(url, self.config.evaluation.format, self.label_space, options, "evaluation.test_set").images
+            syn_images = self.synthetic_images(synthetic.keys)
         rows = []
         for shots in fewshot.shots:
             chosen = sample_shots(pool.labels, shots, self.label_space.classes, self.config.seed)
-            real = (pool.features[chosen], pool.labels[chosen])
             keep = np.ones(len(synthetic.labels), bool)
             if fewshot.real_filter.enabled:
-                keep = real_filter(synthetic.features, synthetic.labels, *real, fewshot.real_filter.k)
+                keep = real_filter(synthetic.features, synthetic.labels, pool.features[chosen], pool.labels[chosen], fewshot.real_filter.k)
+            syn_labels, syn_teacher = synthetic.labels[keep], synthetic.teacher[keep]
             for strategy in fewshot.strategies:
                 head = zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale)
-                data = (synthetic.features[keep], synthetic.labels[keep], synthetic.teacher[keep]) if keep.any() else None
-                result = train_few_shot(strategy, head, real, data, fewshot, self.config.seed)
+                if image_level:
+                    encoder = Encoder(clip.model.visual, clip.preprocess, device, fewshot.batch_norm, fewshot.tune_encoder)
+                    real = Part.images([pool_images[i] for i in chosen], pool.labels[chosen], encoder)
+                    kept_images = [syn_images[i] for i in np.flatnonzero(keep)]
+                    syn = Part.images(kept_images, syn_labels, encoder, syn_teacher, fewshot.synthetic_loss) if keep.any() else None
+                    result = train_few_shot(strategy, head, real, syn, fewshot, self.config.seed, encoder)
+                    test_features = encoder.encode(test_images, self.config.clip.batch_size).numpy()
+                else:
+                    real = Part.cached(pool.features[chosen], pool.labels[chosen], device=device)
+                    syn = Part.cached(synthetic.features[keep], syn_labels, syn_teacher, fewshot.synthetic_loss, device) if keep.any() else None
+                    result = train_few_shot(strategy, head, real, syn, fewshot, self.config.seed)
+                    test_features = test.features
                 rows.append({
-                    "shots": shots, "strategy": strategy, "top1": top1(predict(result.head, test.features), test.labels),
+                    "shots": shots, "strategy": strategy, "top1": top1(predict(result.head, test_features), test.labels),
                     "steps": len(result.steps), "synthetic_used": 0 if strategy == "real_only" else int(keep.sum()),
                     "real_filter_dropped": int((~keep).sum()),
                 })
@@ -359,6 +392,7 @@ class Run:
             "test_images": int(len(test.labels)),
             "zero_shot_top1": top1(zero_shot.logits(test.features).argmax(axis=1), test.labels),
             "synthetic": {"scored": synthetic.scored, "after_clip_filter": len(synthetic.labels), "real_filter": fewshot.real_filter.model_dump()},
+            "encoder": {"batch_norm": fewshot.batch_norm, "tuned": fewshot.tune_encoder},
             "results": rows,
         }
         write_few_shot_report(self.storage, FEWSHOT_DIR, report)

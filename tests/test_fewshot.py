@@ -12,7 +12,7 @@ from PIL import Image
 
 from synthvision.config import FewShotConfig
 from synthvision.errors import DataError
-from synthvision.fewshot import real_filter, sample_shots, train_few_shot
+from synthvision.fewshot import Part, real_filter, sample_shots, train_few_shot
 
 
 def test_shots_are_per_class_deterministic_and_nested():
@@ -60,26 +60,26 @@ CONFIG = FewShotConfig(train_set="unused", real_batch_size=4, synthetic_batch_si
 
 
 def test_mix_training_sees_a_real_and_a_synthetic_batch_every_step():
-    real, (syn_x, syn_y) = _data(6, 3, 0), _data(20, 3, 1)
-    result = train_few_shot("mix", _head(), real, (syn_x, syn_y, np.zeros((20, 3), np.float32)), CONFIG, seed=0)
+    real, synthetic = Part.cached(*_data(6, 3, 0)), Part.cached(*_data(20, 3, 1))
+    result = train_few_shot("mix", _head(), real, synthetic, CONFIG, seed=0)
     assert len(result.steps) == 2 * 3  # epochs over the synthetic data: 2 x ceil(20 / 8)
     assert all(r > 0 and s > 0 for r, s in result.steps)
     assert sorted({r for r, _ in result.steps}) == [2, 4] and sorted({s for _, s in result.steps}) == [4, 8]
 
 
 def test_phase_wise_and_real_only_strategies_order_their_batches():
-    real, (syn_x, syn_y) = _data(6, 3, 0), _data(20, 3, 1)
-    synthetic = (syn_x, syn_y, np.zeros((20, 3), np.float32))
+    real, synthetic = Part.cached(*_data(6, 3, 0)), Part.cached(*_data(20, 3, 1))
     syn_first = train_few_shot("syn_then_real", _head(), real, synthetic, CONFIG, seed=0).steps
     assert [s > 0 for _, s in syn_first] == [True] * 6 + [False] * 4  # 2 x 3 synthetic steps, then 2 x 2 real
     assert [r > 0 for r, _ in syn_first] == [False] * 6 + [True] * 4
     real_first = train_few_shot("real_then_syn", _head(), real, synthetic, CONFIG, seed=0).steps
     assert [r > 0 for r, _ in real_first] == [True] * 4 + [False] * 6
     assert all(s == 0 for _, s in train_few_shot("real_only", _head(), real, synthetic, CONFIG, seed=0).steps)
+    assert all(r == 0 and s > 0 for r, s in train_few_shot("syn_only", _head(), real, synthetic, CONFIG, seed=0).steps)
 
 
 def test_training_on_separable_shots_learns_them():
-    real = _data(30, 3, 0)
+    real = Part.cached(*_data(30, 3, 0))
     head = train_few_shot("real_only", _head(), real, None, CONFIG.model_copy(update={"epochs": 30, "phase_lr": 0.05}), seed=0).head
     test_x, test_y = _data(60, 3, 5)
     with torch.no_grad():
@@ -173,3 +173,53 @@ def test_guided_shards_start_from_the_class_shots_and_record_them(make_config, t
             distances[strength].append(np.abs(np.asarray(decode_image(sample["png"]), np.float32) - reference).mean())
     assert np.mean(distances[0.1]) < 0.5 * np.mean(distances[1.0])  # little noise: near the reference
     assert {json.loads(s["json"])["reference"] for s in samples} <= pool_digests
+
+
+def _bn_stats(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize(
+    ("batch_norm", "tune", "stats_change", "weights_change"),
+    [("frozen", True, False, True), ("train", False, True, False), ("train", True, True, True)],
+)
+def test_batch_norm_and_encoder_tuning_settings(batch_norm, tune, stats_change, weights_change):
+    from synthvision.clip_model import load_clip
+    from synthvision.config import ClipConfig
+    from synthvision.fewshot import Encoder
+
+    clip = load_clip(ClipConfig(model="tiny-rn"))
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(6)]
+    encoder = Encoder(clip.model.visual, clip.preprocess, torch.device("cpu"), batch_norm, tune)
+    stats, weights = _bn_stats(encoder.tower), encoder.tower.conv1.weight.clone()
+    real = Part.images(images, np.array([0, 1, 2] * 2), encoder)
+    config = CONFIG.model_copy(update={"batch_norm": batch_norm, "tune_encoder": tune, "encoder_lr": 0.1})
+    train_few_shot("real_only", torch.nn.Linear(32, 3), real, None, config, seed=0, encoder=encoder)
+    after = _bn_stats(encoder.tower)
+    assert any(not torch.equal(stats[k], after[k]) for k in stats) is stats_change
+    assert (not torch.equal(weights, encoder.tower.conv1.weight)) is weights_change
+    assert _bn_stats(clip.model.visual).keys() == stats.keys() and all(torch.equal(v, _bn_stats(clip.model.visual)[k]) for k, v in stats.items())  # the shared model is untouched
+
+
+def test_few_shot_with_batch_norm_in_train_mode_runs_the_tower_on_images(make_config, tmp_path, monkeypatch):
+    from synthvision.demo_data import write_colour_test_set
+    from synthvision.fewshot import Encoder
+    from synthvision.run import Run
+    from synthvision.storage import Storage
+
+    pool = write_colour_test_set(Storage(str(tmp_path / "pool")), "train", Run(make_config()).label_space, 2, 32, seed=99)
+    fewshot = {"train_set": pool, "shots": [1], "strategies": ["mix"], "epochs": 2, "batch_norm": "train"}
+    run = Run(make_config(clip={"model": "tiny-rn"}, fewshot=fewshot))
+    run.ensure_prompts()
+    for index in range(run.plan.num_shards):
+        run.generate(index)
+        run.score(index)
+    encoded = []
+    monkeypatch.setattr(Encoder, "features", lambda self, images, original=Encoder.features: encoded.append(len(images)) or original(self, images))
+    report = run.few_shot()
+    assert report["encoder"] == {"batch_norm": "train", "tuned": False}
+    row = report["results"][0]
+    assert row["steps"] == 2  # 2 epochs of one synthetic batch (at most 12 images, batches of 512)
+    # every step runs the tower on its real batch (3 shots) and synthetic batch, then the 9 test images
+    assert sum(encoded) == 2 * (3 + row["synthetic_used"]) + 9
