@@ -41,7 +41,7 @@ def output(request, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_generation_resumes_with_every_key_exactly_once(output, tmp_path, colours_file, prefect_server, monkeypatch):
+def test_killed_generation_resumes_with_every_key_exactly_once(output, tmp_path, colours_file, prefect_server, monkeypatch, request):
     url, options = output
     config_path = tmp_path / "config.yaml"
     config_path.write_text(
@@ -55,9 +55,10 @@ def test_killed_generation_resumes_with_every_key_exactly_once(output, tmp_path,
                 "shards": {"images_per_class": SHARDS * SHARD_SIZE // 3, "shard_size": SHARD_SIZE},
                 "clip": {"model": "tiny"},
                 "training": {"epochs": 2},
-                # The killed process's GPU slot stays leased until its lease (>= 60 s) lapses; a limit
-                # with more slots than workers lets the rerun start at once.
-                "orchestration": {"max_workers": 1, "retry_delay_s": 0, "gpu_slots": 4},
+                # The killed process's GPU slot stays leased until its lease (>= 60 s) lapses: a limit of
+                # this test's own, with more slots than workers, lets the rerun start at once and
+                # leaves the shared `gpu` limit of the other tests whole.
+                "orchestration": {"max_workers": 1, "retry_delay_s": 0, "gpu_slots": 4, "gpu_limit": f"gpu-crash-{request.node.callspec.id}"},
             }
         )
     )
