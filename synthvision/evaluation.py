@@ -91,25 +91,30 @@ class EncodedSet:
     features: np.ndarray  # N x D CLIP image features
     labels: np.ndarray  # N class ids
     digests: list[str]  # sha256 of each image file
+    images: list[Image.Image] | None = None  # the decoded images, when asked to keep them
 
 
 def encode_labelled(
-    clip: ClipModel, url: str, fmt: str, label_space: LabelSpace, batch_size: int, storage_options: dict | None = None, field: str = "evaluation.test_set"
+    clip: ClipModel, url: str, fmt: str, label_space: LabelSpace, batch_size: int, storage_options: dict | None = None,
+    field: str = "evaluation.test_set", keep_images: bool = False,
 ) -> EncodedSet:
-    """CLIP features, labels and digests of a whole labelled set, encoded in batches."""
-    features, labels, digests, images = [], [], [], []
+    """CLIP features, labels and digests of a whole labelled set, encoded in batches (and the
+    images themselves with `keep_images`, for training that runs the image tower)."""
+    features, labels, digests, kept, images = [], [], [], [], []
     for image, label, digest in iter_labelled(url, fmt, label_space, storage_options, field):
         images.append(image)
         labels.append(label)
         digests.append(digest)
         if len(images) == batch_size:
             features.append(clip.encode_images(images))
+            kept += images if keep_images else []
             images = []
     if images:
         features.append(clip.encode_images(images))
+        kept += images if keep_images else []
     if not labels:
         raise DataError(f"{field} {url} holds no images")
-    return EncodedSet(np.concatenate(features), np.asarray(labels, dtype=np.int64), digests)
+    return EncodedSet(np.concatenate(features), np.asarray(labels, dtype=np.int64), digests, kept if keep_images else None)
 
 
 def encode_test_set(

@@ -337,7 +337,6 @@ class Run:
             return existing
         from synthvision.evaluation import encode_labelled
         from synthvision.fewshot import Encoder, Part, real_filter, sample_shots, train_few_shot
-        from synthvision.pretraining.data import load_labelled
         from synthvision.fewshot_report import write_few_shot_report
         from synthvision.training import predict, top1, zero_shot_head
 
@@ -348,17 +347,14 @@ class Run:
         synthetic = self.synthetic_training_data()
         clip, zero_shot = self.clip_and_head()
         batch, options = self.config.clip.batch_size, self.config.storage_options
-        pool = encode_labelled(clip, fewshot.train_set, fewshot.format, self.label_space, batch, options, field="fewshot.train_set")
-        test = encode_labelled(clip, url, self.config.evaluation.format, self.label_space, batch, options)
+        image_level = fewshot.batch_norm == "train" or fewshot.tune_encoder  # the tower runs at every step, on the images
+        pool = encode_labelled(clip, fewshot.train_set, fewshot.format, self.label_space, batch, options, "fewshot.train_set", image_level)
+        test = encode_labelled(clip, url, self.config.evaluation.format, self.label_space, batch, options, keep_images=image_level)
         shared = set(pool.digests) & set(test.digests)
         if shared:
             raise DataError(f"fewshot.train_set shares {len(shared)} image(s) with the test set {url}: the shots must be disjoint from it")
         device = resolve_device(fewshot.device)
-        image_level = fewshot.batch_norm == "train" or fewshot.tune_encoder
-        if image_level:  # the tower runs at every step: the images themselves are needed
-            pool_images = load_labelled(fewshot.train_set, fewshot.format, self.label_space, options, "fewshot.train_set").images
-            test_images = load_labelled(url, self.config.evaluation.format, self.label_space, options, "evaluation.test_set").images
-            syn_images = self.synthetic_images(synthetic.keys)
+        syn_images = self.synthetic_images(synthetic.keys) if image_level else []
         rows = []
         for shots in fewshot.shots:
             chosen = sample_shots(pool.labels, shots, self.label_space.classes, self.config.seed)
@@ -370,11 +366,11 @@ class Run:
                 head = zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale)
                 if image_level:
                     encoder = Encoder(clip.model.visual, clip.preprocess, device, fewshot.batch_norm, fewshot.tune_encoder)
-                    real = Part.images([pool_images[i] for i in chosen], pool.labels[chosen], encoder)
+                    real = Part.images([pool.images[i] for i in chosen], pool.labels[chosen], encoder)
                     kept_images = [syn_images[i] for i in np.flatnonzero(keep)]
                     syn = Part.images(kept_images, syn_labels, encoder, syn_teacher, fewshot.synthetic_loss) if keep.any() else None
                     result = train_few_shot(strategy, head, real, syn, fewshot, self.config.seed, encoder)
-                    test_features = encoder.encode(test_images, self.config.clip.batch_size).numpy()
+                    test_features = encoder.encode(test.images, batch).numpy()
                 else:
                     real = Part.cached(pool.features[chosen], pool.labels[chosen], device=device)
                     syn = Part.cached(synthetic.features[keep], syn_labels, syn_teacher, fewshot.synthetic_loss, device) if keep.any() else None
