@@ -114,6 +114,8 @@ def test_a_backbone_initialises_both_moco_encoders_and_a_wrong_one_is_refused():
 
 KILL_AT_STEP_3 = """
 import os, signal, sys
+import torch
+torch.set_num_threads(int(sys.argv[2]))  # as in the test process: float sums depend on the thread count
 from synthvision.config import load_config
 from synthvision.run import Run
 run = Run(load_config(sys.argv[1]))
@@ -141,7 +143,7 @@ def test_killed_pretraining_resumes_from_its_checkpoint_and_matches_an_unbroken_
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(killed_config.model_dump(mode="json")))
     _generated_run(killed_config)
-    process = subprocess.run([sys.executable, "-c", KILL_AT_STEP_3, str(path)], cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    process = subprocess.run([sys.executable, "-c", KILL_AT_STEP_3, str(path), str(torch.get_num_threads())], cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert process.returncode == -9, process.stderr
     killed = _generated_run(killed_config)
     assert killed.storage.list("pretrain/ckpt") == ["latest.json", "step-00000002.json", "step-00000002.safetensors"]
