@@ -21,6 +21,13 @@ from synthvision.shard_io import ShardWriter
 from synthvision.storage import Storage
 
 SHARDS_DIR = "shards"
+ALL_BLACK = "all_black"  # flag: every pixel 0 (what NaN latents or a safety checker's blank-out decode to)
+
+
+def image_flags(image: Image.Image) -> list[str]:
+    """Problems worth flagging in an image the generator returned (it is kept, and counted in the
+    manifest under the flag, so a bad model or dtype shows up in the run's records)."""
+    return [ALL_BLACK] if image.getextrema() in ((0, 0), ((0, 0),) * len(image.getbands())) else []
 
 
 def shard_tar_path(shard: str) -> str:
@@ -65,6 +72,7 @@ def generate_shard(
     generator = get_generator()
     shots = guidance.shots() if guidance is not None else None
     model_seconds = 0.0
+    flagged: dict[str, int] = {}
     data_file = shard_tar_path(spec.name)
     with storage.atomic_writer(data_file) as stream, ShardWriter(stream, image_format) as writer:
         for start in range(0, len(spec.samples), generator.batch_size):
@@ -80,6 +88,9 @@ def generate_shard(
             model_seconds += time.perf_counter() - tick
             for i, (sample, text, image) in enumerate(zip(batch, texts, images, strict=True)):
                 guided = {} if references is None else {"reference": references[i].digest, "real_guidance_strength": guidance.strength}
+                flags = image_flags(image)
+                for flag in flags:
+                    flagged[flag] = flagged.get(flag, 0) + 1
                 meta = {
                     "key": sample.key,
                     "prompt": text,
@@ -91,6 +102,7 @@ def generate_shard(
                     "config_hash": config_hash,
                     "shard": spec.name,
                     **guided,
+                    **({"flags": flags} if flags else {}),
                 }
                 writer.write(sample.key, image, meta, sample.class_id)
     manifest = Manifest(
@@ -103,6 +115,7 @@ def generate_shard(
         bytes=stream.bytes,
         sha256=stream.sha256,
         timings={"model_s": round(model_seconds, 4), "total_s": round(time.perf_counter() - started, 4)},
+        dropped=flagged,
     )
     storage.write_manifest(SHARDS_DIR, manifest)
     return manifest, True

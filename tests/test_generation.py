@@ -99,3 +99,25 @@ def test_a_shard_killed_mid_write_leaves_nothing_under_its_final_name(tmp_path, 
     with tarfile.open(storage.path(manifest.data_file)) as tar:
         names = tar.getnames()
     assert len(names) == 18 and {name.rsplit(".", 1)[1] for name in names} == {"jpg", "json", "cls"}
+
+
+class BlackForOddSeeds:
+    """A generator that returns an all-black image for odd seeds, as NaN latents decode."""
+
+    name, batch_size = "black-for-odd-seeds", 2
+
+    def generate(self, prompts, seeds):
+        from PIL import Image
+
+        return [Image.new("RGB", (8, 8), (0, 0, 0) if seed % 2 else (30, 60, 90)) for seed in seeds]
+
+
+def test_all_black_images_are_flagged_in_the_sample_and_counted_in_the_manifest(tmp_path):
+    storage = Storage(str(tmp_path))
+    spec = plan_from_prompts([0, 1], 2, images_per_class=3, shard_size=6, seed=0).shard(0)
+    manifest, _ = generate_shard(spec, PROMPTS, BlackForOddSeeds, storage, "cfg", "png")
+    odd = sum(sample.seed % 2 for sample in spec.samples)
+    assert 0 < odd < len(spec.samples) and manifest.dropped == {"all_black": odd}
+    with storage.open(manifest.data_file) as stream:
+        flags = {json.loads(s["json"])["seed"]: json.loads(s["json"]).get("flags") for s in read_samples(stream, manifest.data_file)}
+    assert flags == {sample.seed: ["all_black"] if sample.seed % 2 else None for sample in spec.samples}
