@@ -121,3 +121,14 @@ def test_all_black_images_are_flagged_in_the_sample_and_counted_in_the_manifest(
     with storage.open(manifest.data_file) as stream:
         flags = {json.loads(s["json"])["seed"]: json.loads(s["json"]).get("flags") for s in read_samples(stream, manifest.data_file)}
     assert flags == {sample.seed: ["all_black"] if sample.seed % 2 else None for sample in spec.samples}
+
+
+def test_a_10k_character_unicode_prompt_is_cut_quietly_to_the_text_encoder(tiny, capfd):
+    long = "a photo of a café ☕ 東京タワー " + "very " * 2000
+    images = tiny.generate([long, "a photo of a red"], [3, 4])
+    cut, short = tiny._fit([long, "a photo of a red"])
+    tokenizer = tiny.pipeline.tokenizer
+    assert len(long) > 10_000 and long.startswith(cut) and short == "a photo of a red"
+    assert len(tokenizer(cut).input_ids) <= tokenizer.model_max_length < len(tokenizer(long[: len(cut) + 1]).input_ids)
+    assert np.array_equal(pixels(images[:1]), pixels(tiny.generate([cut], [3])))
+    assert max(map(len, capfd.readouterr().err.splitlines() or [""])) < 1000

@@ -52,6 +52,28 @@ class DiffusersGenerator:
             return cls(pipeline if dtype == torch.float32 else pipeline.to(dtype=dtype), config, name="tiny")
         return cls(load_pipeline(config.model, dtype), config, name=f"diffusers:{config.model}")
 
+    def _fit(self, prompts: list[str]) -> list[str]:
+        """Each prompt, or its longest prefix that fits the text encoder's context. The pipeline would
+        cut an over-long prompt itself, but would also log it in full (10k characters a line)."""
+        tokenizer = getattr(self.pipeline, "tokenizer", None)
+        if tokenizer is None:
+            return prompts
+
+        def fits(text: str) -> bool:
+            return len(tokenizer(text, verbose=False).input_ids) <= tokenizer.model_max_length
+
+        fitted = []
+        for prompt in prompts:
+            if fits(prompt):  # nearly always: one tokenisation
+                fitted.append(prompt)
+                continue
+            low, high = 0, len(prompt)  # binary search on the prefix length: fits(prompt[:low]) holds
+            while low < high:
+                middle = (low + high + 1) // 2
+                low, high = (middle, high) if fits(prompt[:middle]) else (low, middle - 1)
+            fitted.append(prompt[:low])
+        return fitted
+
     @cached_property
     def image_to_image(self) -> DiffusionPipeline:
         """The same components as an img2img pipeline (no second copy of the weights)."""
@@ -67,7 +89,7 @@ class DiffusersGenerator:
             raise ConfigError(f"real guidance: generator.steps ({self.config.steps}) x t*/100 ({strength}) is less than one denoising step")
         size = (self.config.resolution, self.config.resolution)
         output = self.image_to_image(
-            prompt=prompts,
+            prompt=self._fit(prompts),
             image=[reference.convert("RGB").resize(size, Image.Resampling.BICUBIC) for reference in references],
             strength=strength,
             num_inference_steps=self.config.steps,
@@ -82,7 +104,7 @@ class DiffusersGenerator:
         # CPU generators are portable: the same seed gives the same initial noise on any device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         output = self.pipeline(
-            prompt=prompts,
+            prompt=self._fit(prompts),
             num_inference_steps=self.config.steps,
             guidance_scale=self.config.guidance_scale,
             height=self.config.resolution,
