@@ -161,10 +161,13 @@ class Run:
 
     def committed_shards(self) -> list[Manifest]:
         """Every shard's manifest; an error naming the first missing shard if any is not committed."""
-        manifests = [self.committed_shard(index) for index in range(self.plan.num_shards)]
+        return self._every_shard(self.committed_shard, "are not generated", "generate")
+
+    def _every_shard(self, committed: Callable[[int], Manifest | None], problem: str, stage: str) -> list[Manifest]:
+        manifests = [committed(index) for index in range(self.plan.num_shards)]
         missing = [self.plan.shard(i).name for i, m in enumerate(manifests) if m is None]
         if missing:
-            raise DataError(f"{len(missing)} shard(s) are not generated (first: {missing[0]}): run the generate stage first")
+            raise DataError(f"{len(missing)} shard(s) {problem} (first: {missing[0]}): run the {stage} stage first")
         return manifests
 
     # -- ResNet jobs (paper 3.3): synthvision/pretraining ------------------------------------------
@@ -241,11 +244,7 @@ class Run:
     def synthetic_training_data(self) -> SyntheticData:
         """Cached CLIP features, labels and logits of the committed, scored synthetic images (those
         that pass the CLIP filter, when it is on)."""
-        manifests = [self.committed_scores(index) for index in range(self.plan.num_shards)]
-        missing = [self.plan.shard(i).name for i, m in enumerate(manifests) if m is None]
-        if missing:
-            raise DataError(f"{len(missing)} shard(s) have no committed scores (first: {missing[0]}): run the score stage first")
-        table = read_scores(self.storage, manifests)
+        table = read_scores(self.storage, self._every_shard(self.committed_scores, "have no committed scores", "score"))
         passed = np.asarray(table["passed"])
         use = passed if self.config.filter.clip_filter else np.ones(table.num_rows, bool)
         if not use.any():
@@ -395,11 +394,8 @@ class Run:
         return report
 
     def _committed_report(self, reldir: str, stage: str) -> dict[str, Any] | None:
-        try:
-            report = json.loads(self.storage.read_bytes(f"{reldir}/report.json"))
-        except FileNotFoundError:
-            return None
-        return report if report["config_hashes"].get(stage) == self.hashes[stage] else None
+        report = self.storage.read_json(f"{reldir}/report.json")
+        return report if report is not None and report["config_hashes"].get(stage) == self.hashes[stage] else None
 
     def report(self) -> dict[str, Any] | None:
         """The committed report of this exact config, if any."""

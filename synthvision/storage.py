@@ -18,6 +18,7 @@ final name is written directly. Either way no reader ever sees half a file under
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import uuid
 from collections.abc import Iterable, Iterator
@@ -83,6 +84,13 @@ class Storage:
 
     def read_bytes(self, relpath: str) -> bytes:
         return self.fs.cat_file(self.path(relpath))
+
+    def read_json(self, relpath: str) -> Any | None:
+        """The JSON document at `relpath`, or None where there is none (a stage not yet committed)."""
+        try:
+            return json.loads(self.read_bytes(relpath))
+        except FileNotFoundError:
+            return None
 
     def open(self, relpath: str, mode: str = "rb"):
         return self.fs.open(self.path(relpath), mode)

@@ -60,17 +60,15 @@ class Checkpointer:
                 self.storage.fs.rm(self.storage.path(f"{self.reldir}/{previous}{suffix}"))
 
     def latest_name(self) -> str | None:
-        try:
-            return json.loads(self.storage.read_bytes(f"{self.reldir}/latest.json"))["checkpoint"]
-        except FileNotFoundError:
-            return None
+        latest = self.storage.read_json(f"{self.reldir}/latest.json")
+        return None if latest is None else latest["checkpoint"]
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         """Load the latest checkpoint into `model` and `optimizer`; its counters, or None if there is none."""
         name = self.latest_name()
         if name is None:
             return None
-        record = json.loads(self.storage.read_bytes(f"{self.reldir}/{name}.json"))
+        record = self.storage.read_json(f"{self.reldir}/{name}.json")
         tensors = load_safetensors(self.storage.read_bytes(f"{self.reldir}/{name}.safetensors"))
         model.load_state_dict(unflatten(record["skeleton"]["model"], tensors))
         optimizer.load_state_dict(unflatten(record["skeleton"]["optimizer"], tensors))

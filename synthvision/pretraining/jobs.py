@@ -4,7 +4,6 @@ there, and commits by writing `reldir/report.json` last."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,11 +33,8 @@ REPORT_FILE = "report.json"
 
 
 def committed_report(storage: Storage, reldir: str, config_hash: str) -> dict[str, Any] | None:
-    try:
-        report = json.loads(storage.read_bytes(f"{reldir}/{REPORT_FILE}"))
-    except FileNotFoundError:
-        return None
-    return report if report.get("config_hash") == config_hash else None
+    report = storage.read_json(f"{reldir}/{REPORT_FILE}")
+    return report if report is not None and report.get("config_hash") == config_hash else None
 
 
 def _steps_per_epoch(examples: int, batch_size: int) -> int:
