@@ -22,11 +22,14 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 ConfigPath = Annotated[Path, typer.Argument(help="run config (YAML)")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a field: --set training.epochs=5")]
+NewVersion = Annotated[
+    bool, typer.Option("--new-version", help="replace the data an output holds from a different config (orchestration.new_version)")
+]
 
 
-def _config(path: Path, overrides: list[str] | None) -> RunConfig:
+def _config(path: Path, overrides: list[str] | None, new_version: bool = False) -> RunConfig:
     """Load and validate everything that can be checked before work starts."""
-    config = load_config(path, overrides)
+    config = load_config(path, [*(overrides or []), *(["orchestration.new_version=true"] if new_version else [])])
     from synthvision.run import open_run  # imported after parsing: a config typo need not wait for torch
 
     open_run(config)
@@ -48,9 +51,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @app.command()
-def run(config: ConfigPath, set_: Overrides = None) -> None:
+def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """Run the whole pipeline: prompts, generate, score, train and evaluate."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, new_version)
     from flows.synthesize import synthesize
 
     result = synthesize(cfg)
@@ -63,27 +66,27 @@ def run(config: ConfigPath, set_: Overrides = None) -> None:
 
 
 @app.command()
-def prompts(config: ConfigPath, set_: Overrides = None) -> None:
+def prompts(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """Expand class names into prompts (strategy B or LE) and write prompts.parquet."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, new_version)
     from flows.stages import prompts_flow
 
     _print_summary(prompts_flow(cfg))
 
 
 @app.command()
-def generate(config: ConfigPath, set_: Overrides = None) -> None:
+def generate(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """Generate every missing shard (needs the prompts stage)."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, new_version)
     from flows.stages import generate_flow
 
     _print_summary(generate_flow(cfg))
 
 
 @app.command()
-def score(config: ConfigPath, set_: Overrides = None) -> None:
+def score(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """CLIP-score every generated shard that has no scores yet."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, new_version)
     from flows.stages import score_flow
 
     _print_summary(score_flow(cfg))

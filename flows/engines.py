@@ -60,6 +60,8 @@ def ensure_gpu_limit(config: RunConfig) -> int:
     local worker, and an existing one is left as the operator set it (it may be sized for a whole
     cluster), with a warning when it would leave local workers idle."""
     orchestration = config.orchestration
+    if orchestration.gpu_limit is None:
+        return local_workers(config)
     logger = get_run_logger()
     with get_client(sync_client=True) as client:
         if orchestration.gpu_slots is not None:

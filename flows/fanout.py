@@ -25,6 +25,7 @@ from synthvision.config import RunConfig
 from synthvision.manifest import Manifest
 from synthvision.planning import shard_name
 from synthvision.run import open_run
+from synthvision.storage import STORAGE_STATS
 from flows.engines import ensure_gpu_limit, shard_task_runner
 from tasks.policy import retry_options
 from tasks.stages import generate_shard_task, score_shard_task
@@ -54,11 +55,14 @@ def bounded_results(submit: Callable[[Any], PrefectFuture], items: Iterable[Any]
 
 
 def _summary_row(result: dict[str, Any]) -> dict[str, Any]:
+    if "quarantined" in result:  # a corrupt input shard, moved aside: the row says where and why
+        return {"shard": result["shard"], "samples": 0, "done_now": False, "attempts": 1, "quarantined": result["quarantined"]}
     return {
         "shard": result["shard"],
         "samples": result["count"],
         "bytes": result["bytes"],
         "done_now": result["done_now"],
+        "attempts": result.get("attempts", 1),
         "dropped": ", ".join(f"{reason}: {n}" for reason, n in sorted(result["dropped"].items())) or "-",
         "seconds": result["timings"].get("total_s"),
         # where and when the shard held its GPU slot (empty for shards committed before)
@@ -82,7 +86,8 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
     with tqdm(total=stop - start, desc=f"{stage} wave {wave}", unit="shard") as bar:
         for result in bounded_results(submit, range(start, stop), config.orchestration.max_in_flight):
             rows.append(_summary_row(result))
-            manifests.append(Manifest.from_record(result))
+            if "quarantined" not in result:
+                manifests.append(Manifest.from_record(result))
             bar.update()
             update_progress_artifact(progress_id, 100.0 * (start + len(rows)) / num_shards)
     open_run(config).index_wave(stage, wave, manifests)
@@ -96,7 +101,8 @@ def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
     num_shards = open_run(config).plan.num_shards
     per_wave = config.orchestration.shards_per_flow_run
     progress = create_progress_artifact(0.0, key=artifact_key(config, f"{stage}-progress"), description=describe(config, stage, f"{stage} shards committed (%)"))
-    summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0, "gpu_slots": ensure_gpu_limit(config)}
+    summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0, "gpu_slots": ensure_gpu_limit(config), "task_retries": 0, "quarantined": []}
+    requests_before = STORAGE_STATS.snapshot()
     with shard_task_runner(config) as runner:
         wave_flow = shard_wave.with_options(task_runner=runner)
         for wave, start in enumerate(range(0, num_shards, per_wave)):
@@ -104,4 +110,11 @@ def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
             summary["waves"] += 1
             summary["done_now"] += sum(row["done_now"] for row in rows)
             summary["samples"] += sum(row["samples"] for row in rows)
+            summary["task_retries"] += sum(row["attempts"] - 1 for row in rows if row["done_now"])
+            summary["quarantined"] += [row["shard"] for row in rows if "quarantined" in row]
+    if not summary["quarantined"]:
+        del summary["quarantined"]
+    if not open_run(config).storage.is_local:
+        # this process's object-store requests (the threads engine's; worker processes count their own)
+        summary["storage_requests"] = STORAGE_STATS.since(requests_before)
     return summary

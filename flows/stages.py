@@ -13,9 +13,11 @@ from synthvision.run import open_run
 from tasks.stages import expand_prompts_task, few_shot_task, pretrain_task, scratch_task, train_task, transfer_task
 from flows.engines import ensure_gpu_limit
 from flows.fanout import artifact_key, describe, run_shard_tasks
+from flows.output import writes_output
 
 
 @flow(name="prompts", flow_run_name="{config.run_name}-prompts")
+@writes_output
 def prompts_flow(config: RunConfig) -> dict[str, Any]:
     ensure_gpu_limit(config)
     summary = expand_prompts_task(config)
@@ -28,6 +30,7 @@ def prompts_flow(config: RunConfig) -> dict[str, Any]:
 
 
 @flow(name="generate", flow_run_name="{config.run_name}-generate")
+@writes_output
 def generate_flow(config: RunConfig) -> dict[str, Any]:
     summary = run_shard_tasks(config, "generate")
     sheet = open_run(config).contact_sheet()
@@ -41,11 +44,13 @@ def generate_flow(config: RunConfig) -> dict[str, Any]:
 
 
 @flow(name="score", flow_run_name="{config.run_name}-score")
+@writes_output
 def score_flow(config: RunConfig) -> dict[str, Any]:
     return run_shard_tasks(config, "score")
 
 
 @flow(name="train", flow_run_name="{config.run_name}-train")
+@writes_output
 def train_flow(config: RunConfig) -> dict[str, Any]:
     ensure_gpu_limit(config)
     report = train_task(config)
@@ -60,6 +65,7 @@ def train_flow(config: RunConfig) -> dict[str, Any]:
 
 
 @flow(name="fewshot", flow_run_name="{config.run_name}-fewshot")
+@writes_output
 def fewshot_flow(config: RunConfig) -> dict[str, Any]:
     """Few-shot CT per shot count and strategy, on the scored synthetic shards and real shots."""
     from synthvision.fewshot_report import render_markdown as render_few_shot
@@ -72,6 +78,7 @@ def fewshot_flow(config: RunConfig) -> dict[str, Any]:
 
 
 @flow(name="pretrain", flow_run_name="{config.run_name}-pretrain")
+@writes_output
 def pretrain_flow(config: RunConfig) -> dict[str, Any]:
     """Pre-train a ResNet (supervised or MoCo v2) on the run's synthetic shards; resumes from checkpoints."""
     ensure_gpu_limit(config)
@@ -84,6 +91,7 @@ def pretrain_flow(config: RunConfig) -> dict[str, Any]:
 
 
 @flow(name="transfer", flow_run_name="{config.run_name}-transfer")
+@writes_output
 def transfer_flow(config: RunConfig) -> dict[str, Any]:
     """Fine-tune the pre-trained backbone and a random init on a real dataset; top-1 of each."""
     ensure_gpu_limit(config)
@@ -93,6 +101,7 @@ def transfer_flow(config: RunConfig) -> dict[str, Any]:
 
 
 @flow(name="scratch", flow_run_name="{config.run_name}-scratch")
+@writes_output
 def scratch_flow(config: RunConfig) -> dict[str, Any]:
     """ResNets from random init on synthetic data and on k real images per class; top-1 of each."""
     ensure_gpu_limit(config)

@@ -321,12 +321,24 @@ class OrchestrationConfig(_Section):
         description="engine 'processes': one worker process per entry ('auto': one per CUDA GPU here, or one CPU worker)",
     )
     dask_address: str | None = Field(None, description="engine 'dask': scheduler address; empty starts a local cluster of max_workers processes")
-    gpu_limit: str = Field("gpu", min_length=1, description="Prefect global concurrency limit a model task holds one slot of while it computes")
+    gpu_limit: str | None = Field(
+        "gpu", min_length=1, description="Prefect global concurrency limit a model task holds one slot of while it computes; "
+        "null: none (one machine: the flow run's own workers bound model work, and a SQLite server is spared the slot writes)"
+    )
     gpu_slots: int | None = Field(
         None,
         gt=0,
         description="set the gpu_limit to this many slots before running; empty: create it if missing with one slot "
         "per local worker (len(devices) or max_workers) and otherwise leave the operator's setting",
+    )
+    lock_ttl_s: float = Field(
+        300.0, gt=0, description="a run's lock on its output expires this long after its holder's last heartbeat "
+        "(a holder on this host that is gone loses it at once)"
+    )
+    lock_wait_s: float = Field(86400.0, ge=0, description="how long a run waits for another run writing the same output")
+    new_version: bool = Field(
+        False, description="let this config replace the data of a different config in the output (`--new-version`); "
+        "without it such a run is refused, so that one output never mixes two configs' shards"
     )
     gpu_lease_s: float = Field(
         60.0,
@@ -423,7 +435,9 @@ class RunConfig(_Section):
                 parts["real_guidance"] = {"train_set": self.fewshot.train_set, **self.fewshot.real_guidance.model_dump()}
         if stage in ("score", "train", "fewshot"):
             parts["clip"] = self.clip.model_dump(exclude=runtime)
-            parts["filter"] = self.filter.model_dump()
+            # scores record pass/fail at the threshold; whether to drop the failures is the trainer's
+            # choice, so the no-CF ablation reuses the scores
+            parts["filter"] = self.filter.model_dump() if stage != "score" else {"threshold": self.filter.threshold}
         if stage in ("train", "fewshot"):
             parts["evaluation"] = self.evaluation.model_dump()
         if stage == "train":

@@ -32,7 +32,7 @@ def _folder_class_ids(label_space: LabelSpace) -> dict[str, int]:
     return ids
 
 
-def _image_folder(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[tuple[bytes, int]]:
+def _image_folder(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[tuple[bytes, int, str]]:
     class_ids = _folder_class_ids(label_space)
     folders = sorted(entry for entry in fs.ls(root, detail=False) if fs.isdir(entry))
     if not folders:
@@ -43,10 +43,10 @@ def _image_folder(fs, root: str, label_space: LabelSpace, field: str) -> Iterato
             raise DataError(f"{field}: folder {name!r} in {root} is not a class of label space {label_space.name}")
         for path in sorted(fs.ls(folder, detail=False)):
             if path.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS:
-                yield fs.cat_file(path), class_ids[name.lower()]
+                yield fs.cat_file(path), class_ids[name.lower()], path
 
 
-def _webdataset(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[tuple[bytes, int]]:
+def _webdataset(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[tuple[bytes, int, str]]:
     tars = [root] if root.endswith(".tar") else sorted(p for p in fs.ls(root, detail=False) if p.endswith(".tar"))
     if not tars:
         raise DataError(f"{field} {root}: no .tar files")
@@ -59,7 +59,7 @@ def _webdataset(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[
                 label = int(sample["cls"])
                 if not 0 <= label < label_space.num_classes:
                     raise DataError(f"{field} {tar}: sample {sample['__key__']} has class {label} outside the label space")
-                yield data, label
+                yield data, label, f"{tar} sample {sample['__key__']}"
 
 
 def iter_labelled(
@@ -72,11 +72,11 @@ def iter_labelled(
     if fmt == "auto":
         fmt = "webdataset" if root.endswith(".tar") or any(p.endswith(".tar") for p in fs.ls(root, detail=False)) else "imagefolder"
     reader = _webdataset if fmt == "webdataset" else _image_folder
-    for data, label in reader(fs, root, label_space, field):
+    for data, label, name in reader(fs, root, label_space, field):
         try:
             image = decode_image(data)
         except Exception as error:
-            raise DataError(f"{field} {url}: an image of class {label} does not decode ({error})") from None
+            raise DataError(f"{field}: image {name} does not decode ({type(error).__name__}: {error})") from None
         yield image, label, hashlib.sha256(data).hexdigest()
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from synthvision import failpoints
 from synthvision.generators import Generator
 from synthvision.manifest import Manifest
 from synthvision.planning import ShardSpec
@@ -105,6 +106,7 @@ def generate_shard(
                     **({"flags": flags} if flags else {}),
                 }
                 writer.write(sample.key, image, meta, sample.class_id)
+            failpoints.reach("generate.batch")
     manifest = Manifest(
         shard=spec.name,
         stage="generate",
@@ -117,5 +119,6 @@ def generate_shard(
         timings={"model_s": round(model_seconds, 4), "total_s": round(time.perf_counter() - started, 4)},
         dropped=flagged,
     )
+    failpoints.reach("generate.before_manifest")
     storage.write_manifest(SHARDS_DIR, manifest)
     return manifest, True

@@ -40,13 +40,13 @@ def parse_class_names(text: str, source: str) -> tuple[str, ...]:
     a shifted line would shift every class id after it.
     """
     stripped = text.strip()
-    if stripped.startswith("["):
+    if stripped.startswith("[") or source.endswith(".json"):
         try:
             names = json.loads(stripped)
         except json.JSONDecodeError as error:
             raise DataError(f"label space {source}: invalid JSON ({error.msg} at line {error.lineno})") from None
-        if not all(isinstance(name, str) for name in names):
-            raise DataError(f"label space {source}: the JSON list must hold only strings")
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise DataError(f"label space {source}: the JSON must be a list of class names (strings)")
         entries = [(index + 1, name) for index, name in enumerate(names)]
     else:
         entries = [(number, line) for number, line in enumerate(text.splitlines(), start=1)]

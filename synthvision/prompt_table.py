@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from synthvision import failpoints
 from synthvision.config import RunConfig
 from synthvision.label_spaces import LabelSpace
 from synthvision.prompts import Prompt, basic_prompts, language_enhanced_prompts
@@ -35,6 +36,7 @@ def expand_prompts(config: RunConfig, label_space: LabelSpace) -> list[Prompt]:
         sentences[class_id] = sample_sentences(
             model, tokenizer, name, config.prompts.sentences_per_class, config.prompts.sentence_model, config.seed
         )
+        failpoints.reach("prompts.class")
     return language_enhanced_prompts(label_space, template, sentences, config.prompts.sentences_per_class)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,23 +20,26 @@ import numpy as np
 from PIL import Image
 from safetensors.torch import save as save_safetensors
 
+from synthvision import failpoints
 from synthvision.config import RealGuidanceConfig, RunConfig
 from synthvision.devices import resolve_device
 from synthvision.errors import ConfigError, DataError
-from synthvision.generation import SHARDS_DIR, Guidance, Reference, generate_shard
+from synthvision.generation import SHARDS_DIR, Guidance, Reference, generate_shard, shard_tar_path
 from synthvision.label_spaces import LabelSpace, load_label_space
-from synthvision.manifest import Manifest
+from synthvision.manifest import Manifest, manifest_path
 from synthvision.memo import once_per_config
+from synthvision.output_lock import locked_output
 from synthvision.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name
 from synthvision.prompt_table import PROMPTS_FILE, expand_prompts, read_prompts, write_prompts
 from synthvision.prompts import Prompt
-from synthvision.scoring import SCORES_DIR, ZeroShotHead, read_scores, score_shard
+from synthvision.scoring import SCORES_DIR, CorruptShard, ZeroShotHead, read_scores, score_shard
 from synthvision.storage import Storage
 
 TRAIN_DIR = "train"
 FEWSHOT_DIR = "fewshot"
 STAGE_DIRS = {"generate": SHARDS_DIR, "score": SCORES_DIR}  # the stages committed shard by shard
 RUN_RECORD = "run.json"
+DATA_STAGES = ("prompts", "generate", "score")  # stages whose shards a changed config would overwrite
 
 
 @dataclass(frozen=True)
@@ -221,10 +225,21 @@ class Run:
             return self._clip_and_head
 
     def score(self, shard_index: int) -> tuple[Manifest, bool]:
+        """Score a committed shard. A shard whose manifest names a tar that is missing, of another
+        size or of other bytes is moved to `quarantine/` (so it is generated again) and reported
+        with CorruptShard."""
+        spec = self.plan.shard(shard_index)
         source = self.committed_shard(shard_index)
-        if source is None:
-            raise DataError(f"shard {self.plan.shard(shard_index).name} is not committed: run the generate stage first")
-        return score_shard(source, self.clip_and_head, self.storage, self.hashes["score"], self.threshold, self.config.clip.batch_size)
+        try:
+            if source is None:
+                recorded = self.storage.read_manifest(SHARDS_DIR, spec.name)
+                if recorded is None or not recorded.matches(self.hashes["generate"], spec.spec_hash):
+                    raise DataError(f"shard {spec.name} is not committed: run the generate stage first")
+                raise CorruptShard(f"{self.storage.url_of(recorded.data_file)} is missing or not the {recorded.bytes} bytes its manifest records")
+            return score_shard(source, self.clip_and_head, self.storage, self.hashes["score"], self.threshold, self.config.clip.batch_size)
+        except CorruptShard as error:
+            folder = self.storage.quarantine([manifest_path(SHARDS_DIR, spec.name), shard_tar_path(spec.name)])
+            raise CorruptShard(f"shard {spec.name} quarantined to {folder} (generate it again): {error}") from None
 
     def committed_scores(self, shard_index: int) -> Manifest | None:
         source = self.committed_shard(shard_index)
@@ -322,6 +337,7 @@ class Run:
             "training": {**self.config.training.model_dump(), "steps": result.steps, "epoch_losses": result.epoch_losses},
             "evaluation": evaluation,
         }
+        failpoints.reach("train.before_report")
         write_report(self.storage, TRAIN_DIR, report)
         return report
 
@@ -402,8 +418,39 @@ class Run:
         return self._committed_report(TRAIN_DIR, "train")
 
     # -- bookkeeping ----------------------------------------------------------------------------
-    def write_record(self) -> None:
-        record = {"config": self.config.model_dump(mode="json"), "config_hashes": self.hashes, "classes": list(self.label_space.classes)}
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the output's lock while the block writes, after checking (and recording in run.json)
+        that this config may write here: see `output_lock` and `_record_version`."""
+        orchestration = self.config.orchestration
+        with locked_output(self.storage, orchestration.lock_ttl_s, orchestration.lock_wait_s) as outermost:
+            if outermost:
+                self._record_version()
+            yield
+
+    def _record_version(self) -> None:
+        """Refuse to mix data of two configs in one output, unless this run is a new version.
+
+        The data stages (prompts, generate, score) name their shards by index, so a changed config
+        would overwrite an older config's shards one by one. `run.json` holds the config whose data the
+        output holds; a run whose data-stage hashes differ stops with the fields that changed, or,
+        with `orchestration.new_version`, archives that record under `versions/` and takes over."""
+        previous = self.storage.read_json(RUN_RECORD)
+        version = 1
+        if previous is not None:
+            version = previous.get("version", 1)
+            changed = [stage for stage in DATA_STAGES if previous["config_hashes"].get(stage) != self.hashes[stage]]
+            if changed:
+                if not self.config.orchestration.new_version:
+                    fields = _changed_fields(previous["config"], self.config.model_dump(mode="json"))
+                    raise ConfigError(
+                        f"output {self.storage.url} holds the {', '.join(changed)} data of another config "
+                        f"(changed: {'; '.join(fields[:4]) or 'the label space file'}). Refusing to mix them: "
+                        "choose another output, or pass --new-version (orchestration.new_version) to replace that data"
+                    )
+                self.storage.write_bytes(f"versions/v{version:04d}.json", json.dumps(previous, indent=1).encode("utf-8"))
+                version += 1
+        record = {"version": version, "config": self.config.model_dump(mode="json"), "config_hashes": self.hashes, "classes": list(self.label_space.classes)}
         self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
 
     def index_wave(self, stage: str, wave: int, manifests: list[Manifest]) -> None:
@@ -429,6 +476,19 @@ class Run:
             StageStatus("score", self.num_shards, sum(n in scores and scores[n].spec_hash == m.sha256 for n, m in shards.items())),
             StageStatus("train", 1, int(self.report() is not None)),
         ]
+
+
+def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """`field: old -> new` for each leaf that differs between two config dumps (the fields that
+    change no data aside)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            change
+            for key in sorted(set(old) | set(new))
+            if not (prefix == "" and key in ("orchestration", "output", "run_name", "storage_options"))
+            for change in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 @once_per_config

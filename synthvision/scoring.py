@@ -17,14 +17,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthvision import failpoints
 from synthvision.clip_model import ClipModel
 from synthvision.filtering import CLIP_FILTER_REASON, clip_filter, softmax, zero_shot_logits
 from synthvision.manifest import Manifest
 from synthvision.shard_io import decode_image, read_samples, sample_image_bytes
-from synthvision.storage import Storage
+from synthvision.errors import DataError
+from synthvision.storage import HashingReader, Storage
 
 SCORES_DIR = "scores"
 DECODE_ERROR = "decode_error"
+
+
+class CorruptShard(DataError):
+    """A committed shard's tar is not the one its manifest describes (changed, truncated or rotted
+    since it was written): the run quarantines it, regenerates it and goes on."""
 
 
 def scores_path(shard: str) -> str:
@@ -83,11 +90,22 @@ def score_shard(
     keys: list[str] = []
     labels: list[int] = []
     embeddings: list[np.ndarray] = []
-    with storage.open(source.data_file) as stream:
-        for batch in _batches(_decoded(read_samples(stream, storage.url_of(source.data_file)), dropped), batch_size):
-            keys += [key for key, _, _ in batch]
-            labels += [label for _, label, _ in batch]
-            embeddings.append(clip.encode_images([image for _, _, image in batch]))
+    with storage.open(source.data_file) as raw:
+        stream = HashingReader(raw)
+        try:
+            for batch in _batches(_decoded(read_samples(stream, storage.url_of(source.data_file)), dropped), batch_size):
+                keys += [key for key, _, _ in batch]
+                labels += [label for _, label, _ in batch]
+                embeddings.append(clip.encode_images([image for _, _, image in batch]))
+                failpoints.reach("score.batch")
+        except Exception as error:
+            # a tar that does not parse is corrupt if its bytes are not the committed ones; otherwise
+            # the fault was on the way (a dropped connection) and the task's retry reads it again
+            if storage.sha256(source.data_file) != source.sha256:
+                raise CorruptShard(f"{storage.url_of(source.data_file)} does not match its manifest's sha256 ({type(error).__name__}: {error})") from None
+            raise
+        if stream.finish() != source.sha256:
+            raise CorruptShard(f"{storage.url_of(source.data_file)} does not match its manifest's sha256")
     features = np.concatenate(embeddings) if embeddings else np.zeros((0, head.class_embeddings.shape[1]), np.float32)
     label_array = np.asarray(labels, dtype=np.int64)
     logits = head.logits(features).astype(np.float32)
@@ -124,6 +142,7 @@ def score_shard(
         timings={"total_s": round(time.perf_counter() - started, 4)},
         dropped=dropped,
     )
+    failpoints.reach("score.before_manifest")
     storage.write_manifest(SCORES_DIR, manifest)
     return manifest, True
 

@@ -17,21 +17,30 @@ final name is written directly. Either way no reader ever sees half a file under
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import posixpath
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
+from synthvision import failpoints
 from synthvision.errors import DataError
 from synthvision.manifest import INDEX_SUFFIX, MANIFEST_SUFFIX, Manifest, index_from_json, index_path, index_to_json, manifest_path
+
+
+class ShortUpload(OSError):
+    """The object store holds fewer bytes than were sent (a transient fault: the task is retried)."""
 
 
 class HashingWriter:
@@ -55,13 +64,101 @@ class HashingWriter:
         return self._sha.hexdigest()
 
 
+class RequestStats:
+    """Object-store requests of this process, counted from botocore's events: API calls, HTTP
+    attempts (a call that botocore retried has several), attempts that failed (5xx, throttling,
+    timeouts, dropped connections), and uploads found short after they completed and so redone."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        """Counts since `before` (a snapshot), with `retries`: attempts beyond the first of each call."""
+        now = self.snapshot()
+        delta = {name: now.get(name, 0) - before.get(name, 0) for name in ("calls", "attempts", "failed_attempts", "short_uploads")}
+        return {**delta, "retries": delta["attempts"] - delta["calls"] + delta["short_uploads"]}
+
+    def _on_call(self, **_: Any) -> None:
+        self.add("calls")
+
+    def _on_send(self, **_: Any) -> None:
+        self.add("attempts")
+
+    def _on_needs_retry(self, response=None, caught_exception=None, **_: Any) -> None:
+        status = response[0].status_code if response is not None else None
+        if caught_exception is not None or (status is not None and (status >= 500 or status == 429)):
+            self.add("failed_attempts")
+
+
+STORAGE_STATS = RequestStats()
+# botocore's standard retry mode (exponential backoff with jitter on 5xx, throttling and connection
+# errors) with more attempts than its default 3: a multi-day run meets every kind of transient fault
+DEFAULT_S3_RETRIES = {"mode": "standard", "max_attempts": 10}
+
+
+@functools.cache
+def _counted_session():
+    """One aiobotocore session per process whose clients report their requests to STORAGE_STATS
+    (one object, so fsspec's instance cache still shares one filesystem per set of options)."""
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    session.register("before-call.s3", STORAGE_STATS._on_call)
+    session.register("before-send.s3", STORAGE_STATS._on_send)
+    session.register("needs-retry.s3", STORAGE_STATS._on_needs_retry)
+    return session
+
+
+def _with_defaults(url: str, options: dict | None) -> dict:
+    """S3 options with counted requests and standard retries, unless the user set their own."""
+    options = dict(options or {})
+    if fsspec.core.split_protocol(url)[0] in ("s3", "s3a"):
+        options.setdefault("session", _counted_session())
+        config_kwargs = dict(options.get("config_kwargs") or {})
+        config_kwargs.setdefault("retries", DEFAULT_S3_RETRIES)
+        options["config_kwargs"] = config_kwargs
+    return options
+
+
+class HashingReader:
+    """A read-only file wrapper that computes sha256 of everything read through it."""
+
+    def __init__(self, raw: IO[bytes]):
+        self._raw = raw
+        self._sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._sha.update(data)
+        return data
+
+    def finish(self) -> str:
+        """Read what the consumer left (a tar's end blocks) and return the sha256 of the whole."""
+        while self.read(1 << 20):
+            pass
+        return self._sha.hexdigest()
+
+
 class Storage:
     """One run's output root. Paths passed in are relative to the root, with '/' separators."""
 
     def __init__(self, url: str, storage_options: dict | None = None):
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.fs, self.root = fsspec.core.url_to_fs(url, **_with_defaults(url, storage_options))
         self._local = isinstance(self.fs, LocalFileSystem)
+
+    @property
+    def is_local(self) -> bool:
+        return self._local
 
     def path(self, relpath: str) -> str:
         return posixpath.join(self.root, relpath)
@@ -111,14 +208,22 @@ class Storage:
         self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
         target = f"{final}.tmp-{uuid.uuid4().hex}" if self._local else final
         raw = self.fs.open(target, "wb")
+        writer = HashingWriter(raw)
         try:
-            yield HashingWriter(raw)
+            yield writer
         except BaseException:
             self._abandon(raw, target)
             raise
+        failpoints.reach("storage.before_commit")
         raw.close()
         if self._local:
             self.fs.mv(target, final)
+            return
+        stored = self.fs.info(final, refresh=True)["size"]
+        if stored != writer.bytes:  # an upload cut short on its way must not pass for the file
+            STORAGE_STATS.add("short_uploads")
+            self.fs.rm(final)
+            raise ShortUpload(f"{self.url_of(relpath)}: stored {stored} of {writer.bytes} bytes; removed it, to be written again")
 
     def _abandon(self, raw, target: str) -> None:
         """Drop a failed write. fsspec's buffered files upload on close() even after an error, so an
@@ -131,9 +236,59 @@ class Storage:
         if self.fs.exists(target):
             self.fs.rm(target)
 
-    def write_bytes(self, relpath: str, data: bytes) -> None:
-        with self.atomic_writer(relpath) as writer:
-            writer.write(data)
+    def write_bytes(self, relpath: str, data: bytes, attempts: int = 3) -> None:
+        """Write `data` atomically; an upload found short is sent again (streams from
+        `atomic_writer` cannot be replayed: their callers are retried whole, as shard tasks are)."""
+        for attempt in range(attempts):
+            try:
+                with self.atomic_writer(relpath) as writer:
+                    writer.write(data)
+                return
+            except ShortUpload:
+                if attempt == attempts - 1:
+                    raise
+
+    def create_exclusive(self, relpath: str, data: bytes) -> bool:
+        """Write `data` to `relpath` only if nothing is there; whether this call created it. Atomic
+        among writers: a local file is linked into place (which fails if the name exists), an S3 PUT
+        carries `If-None-Match: *`."""
+        final = self.path(relpath)
+        if self._local:
+            temp = f"{final}.tmp-{uuid.uuid4().hex}"
+            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+            self.fs.pipe_file(temp, data)
+            try:
+                os.link(temp, final)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(temp)
+        try:
+            self.fs.pipe_file(final, data, mode="create")  # s3fs raises FileExistsError on 412
+            return True
+        except FileExistsError:
+            return False
+
+    def sha256(self, relpath: str) -> str:
+        with self.open(relpath) as stream:
+            return HashingReader(stream).finish()
+
+    def quarantine(self, relpaths: list[str]) -> str:
+        """Move files (a shard's manifest first, which uncommits it, then its data) under
+        `quarantine/<UTC time>/`, keeping their relative paths; returns that folder's URL."""
+        folder = f"quarantine/{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
+        for relpath in relpaths:
+            if self.exists(relpath):
+                self.fs.makedirs(posixpath.dirname(self.path(f"{folder}/{relpath}")), exist_ok=True)
+                self.fs.mv(self.path(relpath), self.path(f"{folder}/{relpath}"))
+        return self.url_of(folder)
+
+    def delete(self, relpath: str) -> None:
+        try:
+            self.fs.rm(self.path(relpath))
+        except FileNotFoundError:
+            pass
 
     def read_manifest(self, stage_dir: str, shard: str) -> Manifest | None:
         relpath = manifest_path(stage_dir, shard)

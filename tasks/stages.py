@@ -7,25 +7,28 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import task_run
 
 from synthvision.config import RunConfig
 from synthvision.devices import bound_device
 from synthvision.manifest import Manifest
 from synthvision.run import open_run
+from synthvision.scoring import CorruptShard
 from tasks.policy import CommittedShard
 
 
 @contextmanager
 def gpu_slot(config: RunConfig) -> Iterator[dict[str, Any]]:
-    """Hold one slot of the run's GPU limit; yields a record of where and when it was held."""
+    """Hold one slot of the run's GPU limit (if it has one); yields a record of where and when it was held."""
     orchestration = config.orchestration
-    with concurrency(orchestration.gpu_limit, occupy=1, lease_duration=orchestration.gpu_lease_s, strict=True):
+    slot = nullcontext() if orchestration.gpu_limit is None else concurrency(orchestration.gpu_limit, occupy=1, lease_duration=orchestration.gpu_lease_s, strict=True)
+    with slot:
         held = {"device": bound_device(), "slot_start": round(time.time(), 3)}
         try:
             yield held
@@ -34,11 +37,12 @@ def gpu_slot(config: RunConfig) -> Iterator[dict[str, Any]]:
 
 
 def _shard_result(config: RunConfig, committed: Manifest | None, work: Callable[[], tuple[Manifest, bool]]) -> dict[str, Any]:
+    attempts = task_run.run_count  # > 1 when Prefect retried the shard after a fault
     if committed is not None:
-        return {**asdict(committed), "done_now": False, "device": "-"}
+        return {**asdict(committed), "done_now": False, "device": "-", "attempts": attempts}
     with gpu_slot(config) as held:
         manifest, done_now = work()
-    return {**asdict(manifest), "done_now": done_now, **held}
+    return {**asdict(manifest), "done_now": done_now, **held, "attempts": attempts}
 
 
 @task(name="expand-prompts", tags=["gpu"])
@@ -56,8 +60,14 @@ def generate_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
 
 @task(name="score-shard", tags=["gpu"], cache_policy=CommittedShard(stage="score"), result_serializer="json")
 def score_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
+    """A shard's scores; a corrupt shard is quarantined and reported (`quarantined`), and the stage
+    goes on with the others."""
     run = open_run(config)
-    return _shard_result(config, run.committed_scores(shard_index), lambda: run.score(shard_index))
+    try:
+        return _shard_result(config, run.committed_scores(shard_index), lambda: run.score(shard_index))
+    except CorruptShard as error:
+        get_run_logger().warning("%s", error)
+        return {"shard": run.plan.shard(shard_index).name, "quarantined": str(error)}
 
 
 @task(name="train-classifier", tags=["gpu"])

@@ -43,7 +43,7 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     config = make_config(run_name="e2e")
     result = synthesize(config)
     report = result["report"]
-    assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "waves": 1, "done_now": 3, "samples": 12, "gpu_slots": 4}
+    assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "waves": 1, "done_now": 3, "samples": 12, "gpu_slots": 4, "task_retries": 0}
     assert report["data"]["synthetic_images"] == 12
     assert 0 < report["data"]["trained_on"] == report["data"]["passed_filter"] <= 12
     assert report["evaluation"]["test_images"] == 9
@@ -103,7 +103,7 @@ def test_a_task_that_fails_once_is_retried_and_the_run_succeeds(make_config, mon
 
     monkeypatch.setattr(synthvision.run, "generate_shard", flaky)
     summary = generate_flow(config)
-    assert summary["done_now"] == 3
+    assert summary["done_now"] == 3 and summary["task_retries"] == 1  # reported in the stage's stats
     assert len(calls) == 4 and calls.count(calls[0]) == 2
     run_counts = {task.name: task.run_count for task in task_runs_of("flaky-generate-wave-0000", 3)}
     assert run_counts[f"generate-{calls[0]}"] == 2
@@ -145,7 +145,7 @@ def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
 
     monkeypatch.setattr(flows.fanout, "bounded_results", watched)
     summary = generate_flow(config)
-    assert summary == {"stage": "generate", "shards": 6, "waves": 3, "done_now": 6, "samples": 12, "gpu_slots": 4}
+    assert summary == {"stage": "generate", "shards": 6, "waves": 3, "done_now": 6, "samples": 12, "gpu_slots": 4, "task_retries": 0}
     assert peak[0] == 1
     names = [sorted(t.name for t in task_runs_of(f"waves-generate-wave-{wave:04d}", 2)) for wave in range(3)]
     assert names == [[f"generate-shard-{2 * w:05d}", f"generate-shard-{2 * w + 1:05d}"] for w in range(3)]

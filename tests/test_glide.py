@@ -113,7 +113,7 @@ def test_missing_or_unsafe_weights_are_clear_errors(tmp_path, tiny_models):
             return (print, ("owned",))
 
     (tmp_path / "upsample.pt").write_bytes(pickle.dumps({"w": Payload()}, protocol=2))
-    with pytest.raises(ModelLoadError, match="upsample.pt is not a loadable state dict"):
+    with pytest.raises(ModelLoadError, match="upsample.pt is not a tensors-only state dict"):
         load_glide_models(str(tmp_path))
     torch.save(tiny_models.base.state_dict(), tmp_path / "upsample.pt")  # the base where the upsampler belongs
     with pytest.raises(ModelLoadError, match="upsample: .*not a GLIDE upsampler checkpoint|upsample: .*size mismatch"):

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from synthvision import failpoints
 from synthvision.storage import Storage
 
 _TENSOR = "__tensor__"
@@ -54,6 +55,7 @@ class Checkpointer:
         previous = self.latest_name()
         self.storage.write_bytes(f"{self.reldir}/{name}.safetensors", save_safetensors(tensors))
         self.storage.write_bytes(f"{self.reldir}/{name}.json", json.dumps({"skeleton": skeleton, "counters": counters}).encode())
+        failpoints.reach("checkpoint.before_latest")
         self.storage.write_bytes(f"{self.reldir}/latest.json", json.dumps({"checkpoint": name, "step": step}).encode())
         if previous is not None and previous != name:
             for suffix in (".safetensors", ".json"):

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from synthvision import failpoints
 from synthvision.config import OptimConfig
 from synthvision.pretraining.checkpoint import Checkpointer
 
@@ -78,6 +79,7 @@ def run_loop(
                 counters["epoch_losses"].append(counters["loss_sum"] / steps_per_epoch)
                 counters["loss_sum"] = 0.0
             counters["step"] = step
+            failpoints.reach("pretrain.step")
             if step % checkpoint_every == 0 or step == total:
                 checkpointer.save(step, model, optimizer, counters)
             if on_step is not None:

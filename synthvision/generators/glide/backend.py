@@ -59,7 +59,10 @@ def _load_state_dict(folder: Path, stem: str) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an unpickler refusal or a truncated file: either way not loadable weights
-        raise ModelLoadError(f"generator.model: {path} is not a loadable state dict ({str(error).splitlines()[0]})") from None
+        raise ModelLoadError(
+            f"generator.model: {path} is not a tensors-only state dict: torch.load(weights_only=True) refused it "
+            f"({str(error).splitlines()[0]}). Only safetensors and tensors-only .pt files are loaded"
+        ) from None
 
 
 def _model(folder: Path, stem: str, arch: GlideArchitecture) -> GlideUNet:

@@ -1,0 +1,114 @@
+"""Kill anywhere: SIGKILL the running `synthvision` process at randomly chosen failpoints (prompt
+expansion, mid-shard, between tar and manifest, mid-commit of any file, mid-scoring, before the
+report, mid-training checkpoint), rerun after each kill, and check what a reader sees every time.
+
+The choice of points is random with a seed printed at the start (set SYNTHVISION_KILL_SEED to replay
+a run of the suite): each next point is drawn among those the remaining work still passes through.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+
+import pytest
+import yaml
+
+from synthvision.config import load_config
+from synthvision.run import Run
+from tests.reliability.harness import KILLED, TALLY, check_complete, check_visible, tail
+
+SEED = int(os.environ.get("SYNTHVISION_KILL_SEED") or random.SystemRandom().randrange(10**6))
+CLASSES, PER_CLASS, SHARD_SIZE = 3, 4, 2  # 6 shards of 2
+SHARDS = CLASSES * PER_CLASS // SHARD_SIZE
+
+
+def write_config(path, output: str, options: dict, label_space) -> str:
+    path.write_text(yaml.safe_dump({
+        "run_name": "kills",
+        "output": output,
+        "storage_options": options,
+        "label_space": str(label_space),
+        "prompts": {"strategy": "language_enhancement", "sentences_per_class": 2, "sentence_model": {"model": "tiny"}},
+        "generator": {"backend": "tiny", "steps": 2, "resolution": 32, "batch_size": 1},
+        "shards": {"images_per_class": PER_CLASS, "shard_size": SHARD_SIZE},
+        "clip": {"model": "tiny", "batch_size": 1},
+        "training": {"epochs": 2},
+        "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
+        "pretrain": {"arch": "resnet18", "image_size": 32, "checkpoint_every": 1, "optim": {"epochs": 2, "batch_size": 4, "lr": 0.01}},
+        # no GPU limit: a killed run's slot would stay leased for a minute (test_crash_resume covers that)
+        "orchestration": {"max_workers": 1, "retry_delay_s": 0, "gpu_limit": None},
+    }))
+    return str(path)
+
+
+def pipeline_points(run: Run, rng: random.Random) -> list[str]:
+    """Failpoints (with the visit to fire at) that the rest of this run's `synthvision run` passes."""
+    status = {row.stage: row.missing for row in run.status()}
+    points = [f"storage.before_commit:{rng.randint(1, 12)}"]
+    if status["prompts"]:
+        points.append(f"prompts.class:{rng.randint(1, CLASSES)}")
+    if status["generate"]:
+        points += [f"generate.batch:{rng.randint(1, 2 * status['generate'])}", f"generate.before_manifest:{rng.randint(1, status['generate'])}"]
+    if status["score"]:
+        points += [f"score.batch:{rng.randint(1, 2 * status['score'])}", f"score.before_manifest:{rng.randint(1, status['score'])}"]
+    if status["train"]:
+        points.append("train.before_report:1")
+    return points if any(status.values()) else []
+
+
+def checkpoint_step(run: Run) -> int | None:
+    latest = run.storage.read_json("pretrain/ckpt/latest.json")
+    return None if latest is None else latest["step"]
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "run"), {}
+    url, options = request.getfixturevalue("s3_bucket")
+    return f"{url}/run", options
+
+
+KILLS = {"local": 14, "s3": 8}  # per storage, pre-training's two included: 22 in all
+
+
+@pytest.mark.slow
+def test_runs_survive_sigkill_at_random_points(output, launcher, tmp_path, colours_file, request):
+    backend = request.node.callspec.id
+    rng = random.Random(f"{SEED}-{backend}")
+    print(f"kill points: SYNTHVISION_KILL_SEED={SEED}")
+    url, options = output
+    kills: list[str] = []
+
+    def rerun(run: Run, argv: list[str], point: str | None) -> int:
+        code = launcher.run(argv, kill_at=point)
+        assert code in (KILLED, 0), f"{point}: exit {code}\n{tail(launcher.logs / f'cli-{launcher.count:03d}.log')}"
+        check_visible(run.storage)
+        if code == KILLED:
+            kills.append(point)
+        return code
+
+    # the pipeline, killed again and again; when a run gets through, a fresh output, until enough kills landed
+    for attempt in itertools.count():
+        config_path = write_config(tmp_path / f"config-{attempt}.yaml", f"{url}-{attempt}", options, colours_file)
+        run = Run(load_config(config_path))
+        while len(kills) < KILLS[backend] - 2 and (points := pipeline_points(run, rng)):
+            rerun(run, ["run", config_path], rng.choice(points))
+        assert rerun(run, ["run", config_path], None) == 0
+        check_complete(run)
+        if len(kills) >= KILLS[backend] - 2:
+            break
+
+    # pre-training, killed mid-step and between a checkpoint's tensors and its `latest.json`
+    steps = 6  # 12 images / batch 4 = 3 steps per epoch, 2 epochs
+    for point in (f"pretrain.step:{rng.randint(2, steps - 1)}", f"checkpoint.before_latest:{rng.randint(1, 2)}"):
+        assert rerun(run, ["pretrain", config_path], point) == KILLED, point
+    resume_at = checkpoint_step(run)
+    assert rerun(run, ["pretrain", config_path], None) == 0
+    report = run.storage.read_json("pretrain/report.json")
+    assert report["resumed_from_step"] == resume_at and report["steps"] == steps
+
+    TALLY.kills += len(kills)
+    print(f"{backend}: survived {len(kills)} kills in {attempt + 1} run(s): {', '.join(kills)}")
