@@ -421,11 +421,13 @@ class Run:
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the output's lock while the block writes, after checking (and recording in run.json)
-        that this config may write here: see `output_lock` and `_record_version`."""
+        that this config may write here (see `output_lock` and `_record_version`), and clearing the
+        temporary files a killed run left."""
         orchestration = self.config.orchestration
         with locked_output(self.storage, orchestration.lock_ttl_s, orchestration.lock_wait_s) as outermost:
             if outermost:
                 self._record_version()
+                self.storage.sweep_temporaries()
             yield
 
     def _record_version(self) -> None:

@@ -254,7 +254,7 @@ class Storage:
         carries `If-None-Match: *`."""
         final = self.path(relpath)
         if self._local:
-            temp = f"{final}.tmp-{uuid.uuid4().hex}"
+            temp = f"{final}.claim-{uuid.uuid4().hex}"  # not a .tmp-: a lock holder sweeps those
             self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
             self.fs.pipe_file(temp, data)
             try:
@@ -283,6 +283,16 @@ class Storage:
                 self.fs.makedirs(posixpath.dirname(self.path(f"{folder}/{relpath}")), exist_ok=True)
                 self.fs.mv(self.path(relpath), self.path(f"{folder}/{relpath}"))
         return self.url_of(folder)
+
+    def sweep_temporaries(self) -> int:
+        """Remove the temporary files of writes that never finished (a killed process's); only safe
+        while holding the output's lock. Object stores have none: an upload is visible only whole."""
+        if not self._local:
+            return 0
+        leftovers = [path for path in self.fs.find(self.root) if ".tmp-" in posixpath.basename(path)]
+        for path in leftovers:
+            self.fs.rm(path)
+        return len(leftovers)
 
     def delete(self, relpath: str) -> None:
         try:

@@ -112,6 +112,15 @@ def s3_bucket(s3_endpoint, request):
     return f"s3://{bucket}", options
 
 
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path):
+    """(URL, storage options) of a run's output: on local disk, then on the loopback S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "run"), {}
+    url, options = request.getfixturevalue("s3_bucket")
+    return f"{url}/run", options
+
+
 @pytest.fixture
 def colours_file(tmp_path: Path) -> Path:
     path = tmp_path / "colours.txt"

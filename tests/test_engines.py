@@ -17,9 +17,11 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 def wave_rows(config) -> list[dict]:
     from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    with get_client(sync_client=True) as client:
-        artifacts = [a for a in client.read_artifacts() if a.key == f"{config.run_name}-generate-shards-wave-0000"]
+    key = f"{config.run_name}-generate-shards-wave-0000"
+    with get_client(sync_client=True) as client:  # filtered on the server: one page holds too few of the session's
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     return json.loads(artifacts[-1].data) if isinstance(artifacts[-1].data, str) else artifacts[-1].data
 
 

@@ -31,7 +31,7 @@ def test_user_files(tmp_path):
         ("\n\n", "is empty"),
         ("cat\n\ndog\n", "entry 2 is blank"),
         ("cat\ndog\nCat\n", "entry 3 'Cat' duplicates entry 1"),
-        ('["cat", 3]', "must hold only strings"),
+        ('["cat", 3]', "must be a list of class names \\(strings\\)"),
         ('["cat", "  "]', "entry 2 is blank"),
         ('["cat",', "invalid JSON"),
     ],

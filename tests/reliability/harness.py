@@ -120,6 +120,10 @@ def check_visible(storage: Storage) -> None:
         tar_keys(storage.read_bytes(f"shards/{name}"))
 
 
+def temporaries(storage: Storage) -> list[str]:
+    return [path for path in storage.fs.find(storage.root) if ".tmp-" in path]
+
+
 def check_complete(run: Run) -> None:
     """A finished run: exactly the planned keys, once each, in tars and in scores; tallies losses."""
     check_visible(run.storage)
@@ -139,3 +143,4 @@ def check_complete(run: Run) -> None:
     TALLY.duplicates += duplicates
     assert sorted(found) == sorted(planned) == sorted(scored), f"lost {lost}, duplicates {duplicates}, unplanned {set(found) - set(planned)}"
     assert run.report() is not None
+    assert not temporaries(run.storage)  # what killed writes left, the next run cleared

@@ -14,14 +14,6 @@ from synthvision.run import Run
 from tests.reliability.harness import check_complete, tail
 
 
-@pytest.fixture(params=["local", "s3"])
-def output(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "run"), {}
-    url, options = request.getfixturevalue("s3_bucket")
-    return f"{url}/run", options
-
-
 @pytest.mark.slow
 def test_two_runs_of_one_config_generate_each_shard_once(output, launcher, tmp_path, colours_file):
     url, options = output
