@@ -52,6 +52,20 @@ def test_moco_logits_put_the_positive_first_over_the_temperature():
     assert moco.contrastive_logits(q, k)[0].tolist() == pytest.approx([1.6, 1.2, 1.6, -1.2])  # (0.8; 0.6, 0.8, -0.6) / 0.5
 
 
+def test_a_checkpoint_of_another_config_is_not_resumed_from(tmp_path):
+    from synthvision.pretraining.checkpoint import Checkpointer
+    from synthvision.storage import Storage
+
+    storage = Storage(str(tmp_path / "run"))
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    Checkpointer(storage, "job/ckpt", "hash-a").save(4, model, optimizer, {"step": 4})
+    assert Checkpointer(storage, "job/ckpt", "hash-b").restore(model, optimizer) is None
+    assert Checkpointer(storage, "job/ckpt", "hash-a").restore(model, optimizer) == {"step": 4}
+    Checkpointer(storage, "job/ckpt", "hash-b").save(1, model, optimizer, {"step": 1})  # replaces the other config's
+    assert storage.list("job/ckpt") == ["latest.json", "step-00000001.json", "step-00000001.safetensors"]
+
+
 def test_optimizer_state_round_trips_through_safetensors_and_json():
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

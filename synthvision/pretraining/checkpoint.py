@@ -3,7 +3,8 @@
 A checkpoint is `step-00001000.safetensors` (model and optimizer tensors) plus `step-00001000.json`
 (the optimizer's non-tensor state and the loop's counters), then `latest.json` naming it, written
 last: a job killed mid-write resumes from the previous checkpoint. Older checkpoints are deleted
-once a newer one is committed.
+once a newer one is committed. `latest.json` also records the config hash of the job: a checkpoint
+of another config (the same output, a changed `pretrain` section) is never resumed from.
 """
 
 from __future__ import annotations
@@ -44,26 +45,28 @@ def unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 class Checkpointer:
-    def __init__(self, storage: Storage, reldir: str):
+    def __init__(self, storage: Storage, reldir: str, config_hash: str = ""):
         self.storage = storage
         self.reldir = reldir
+        self.config_hash = config_hash
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict[str, Any]) -> None:
         tensors: dict[str, torch.Tensor] = {}
         skeleton = {"model": flatten(model.state_dict(), "model", tensors), "optimizer": flatten(optimizer.state_dict(), "optimizer", tensors)}
         name = f"step-{step:08d}"
-        previous = self.latest_name()
+        previous = (self.storage.read_json(f"{self.reldir}/latest.json") or {}).get("checkpoint")  # of any config
         self.storage.write_bytes(f"{self.reldir}/{name}.safetensors", save_safetensors(tensors))
         self.storage.write_bytes(f"{self.reldir}/{name}.json", json.dumps({"skeleton": skeleton, "counters": counters}).encode())
         failpoints.reach("checkpoint.before_latest")
-        self.storage.write_bytes(f"{self.reldir}/latest.json", json.dumps({"checkpoint": name, "step": step}).encode())
+        self.storage.write_bytes(f"{self.reldir}/latest.json", json.dumps({"checkpoint": name, "step": step, "config_hash": self.config_hash}).encode())
         if previous is not None and previous != name:
             for suffix in (".safetensors", ".json"):
                 self.storage.fs.rm(self.storage.path(f"{self.reldir}/{previous}{suffix}"))
 
     def latest_name(self) -> str | None:
+        """The latest checkpoint of this config, if any."""
         latest = self.storage.read_json(f"{self.reldir}/latest.json")
-        return None if latest is None else latest["checkpoint"]
+        return None if latest is None or latest.get("config_hash", "") != self.config_hash else latest["checkpoint"]
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         """Load the latest checkpoint into `model` and `optimizer`; its counters, or None if there is none."""

@@ -78,6 +78,7 @@ def train_supervised(
     real: LabelledImages | None = None,
     batch_norm: str = "train",
     on_step: Callable[[int], None] | None = None,
+    config_hash: str = "",
 ) -> LoopResult:
     """Cross-entropy training with random resized crops and flips, on synthetic shards or a real set."""
     count, examples = _source(storage, manifests, real, seed)
@@ -96,7 +97,7 @@ def train_supervised(
     return run_loop(
         model, optim, _steps_per_epoch(count, optim.batch_size),
         lambda epoch, skip: batches(examples(epoch, skip * optim.batch_size), optim.batch_size, views),
-        step_loss, Checkpointer(storage, f"{reldir}/ckpt"), checkpoint_every, train_mode, on_step,
+        step_loss, Checkpointer(storage, f"{reldir}/ckpt", config_hash), checkpoint_every, train_mode, on_step,
     )
 
 
@@ -111,6 +112,7 @@ def train_moco(
     device: torch.device,
     manifests: list[Manifest],
     on_step: Callable[[int], None] | None = None,
+    config_hash: str = "",
 ) -> LoopResult:
     """MoCo v2 on synthetic shards: two augmented views of each image, InfoNCE against the queue."""
     count, examples = _source(storage, manifests, None, seed)
@@ -124,7 +126,7 @@ def train_moco(
     return run_loop(
         model, optim, _steps_per_epoch(count, optim.batch_size),
         lambda epoch, skip: batches(examples(epoch, skip * optim.batch_size), optim.batch_size, views),
-        step_loss, Checkpointer(storage, f"{reldir}/ckpt"), checkpoint_every, model.train, on_step,
+        step_loss, Checkpointer(storage, f"{reldir}/ckpt", config_hash), checkpoint_every, model.train, on_step,
     )
 
 

@@ -77,10 +77,11 @@ def pretrain(run: Run, on_step: OnStep = None) -> dict[str, Any]:
         with fsspec.open(config.init_backbone, "rb", **run.config.storage_options) as stream:
             load_backbone(stream.read(), model, f"pretrain.init_backbone {config.init_backbone}")
     if config.method == "moco":
-        result = train_moco(run.storage, PRETRAIN_DIR, model, config.optim, config.image_size, run.config.seed, config.checkpoint_every, device, manifests, on_step)
+        result = train_moco(run.storage, PRETRAIN_DIR, model, config.optim, config.image_size, run.config.seed, config.checkpoint_every, device, manifests, on_step, digest)
     else:
         result = train_supervised(
-            run.storage, PRETRAIN_DIR, model, config.optim, config.image_size, run.config.seed, config.checkpoint_every, device, manifests=manifests, on_step=on_step
+            run.storage, PRETRAIN_DIR, model, config.optim, config.image_size, run.config.seed, config.checkpoint_every, device, manifests=manifests, on_step=on_step,
+            config_hash=digest,
         )
     backbone = write_backbone(run.storage, PRETRAIN_DIR, model, config.arch, digest)
     return _commit(run, PRETRAIN_DIR, {
@@ -111,7 +112,7 @@ def transfer(run: Run, on_step: OnStep = None) -> dict[str, Any]:
             load_backbone(run.storage.read_bytes(f"{PRETRAIN_DIR}/{BACKBONE_FILE}"), model, run.storage.url_of(f"{PRETRAIN_DIR}/{BACKBONE_FILE}"))
         result = train_supervised(
             run.storage, f"{TRANSFER_DIR}/{init}", model, config.optim, config.image_size, run.config.seed,
-            config.checkpoint_every, device, real=train, batch_norm=config.batch_norm, on_step=on_step,
+            config.checkpoint_every, device, real=train, batch_norm=config.batch_norm, on_step=on_step, config_hash=digest,
         )
         rows.append({"init": init, "top1": top1(model, test, config.image_size, config.optim.batch_size, device), "steps": result.steps})
     return _commit(run, TRANSFER_DIR, {
@@ -147,7 +148,7 @@ def scratch(run: Run, on_step: OnStep = None) -> dict[str, Any]:
         model = build_resnet(config.arch, space.num_classes)
         result = train_supervised(
             run.storage, f"{SCRATCH_DIR}/{name}", model, config.optim, config.image_size, run.config.seed, config.checkpoint_every,
-            device, manifests=job.get("manifests"), real=job.get("real"), on_step=on_step,
+            device, manifests=job.get("manifests"), real=job.get("real"), on_step=on_step, config_hash=digest,
         )
         rows.append({"data": name, "images": job["images"], "top1": top1(model, test, config.image_size, config.optim.batch_size, device), "steps": result.steps})
     return _commit(run, SCRATCH_DIR, {"config_hash": digest, "arch": config.arch, "test_set": url, "test_images": len(test.labels), "results": rows})
