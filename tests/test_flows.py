@@ -42,7 +42,7 @@ def artifacts_by_key(prefix: str) -> dict:
 
 
 def test_synthesize_end_to_end_with_artifacts(make_config):
-    config = make_config(run_name="e2e")
+    config = make_config(run_name="e2e", orchestration={"gpu_limit": "gpu"})
     result = synthesize(config)
     report = result["report"]
     assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "waves": 1, "done_now": 3, "samples": 12, "gpu_slots": 4, "task_retries": 0}
@@ -147,7 +147,7 @@ def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
 
     monkeypatch.setattr(flows.fanout, "bounded_results", watched)
     summary = generate_flow(config)
-    assert summary == {"stage": "generate", "shards": 6, "waves": 3, "done_now": 6, "samples": 12, "gpu_slots": 4, "task_retries": 0}
+    assert summary == {"stage": "generate", "shards": 6, "waves": 3, "done_now": 6, "samples": 12, "gpu_slots": 2, "task_retries": 0}  # no limit: the 2 workers
     assert peak[0] == 1
     names = [sorted(t.name for t in task_runs_of(f"waves-generate-wave-{wave:04d}", 2)) for wave in range(3)]
     assert names == [[f"generate-shard-{2 * w:05d}", f"generate-shard-{2 * w + 1:05d}"] for w in range(3)]

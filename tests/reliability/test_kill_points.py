@@ -39,7 +39,7 @@ def write_config(path, output: str, options: dict, label_space) -> str:
         "training": {"epochs": 2},
         "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
         "pretrain": {"arch": "resnet18", "image_size": 32, "checkpoint_every": 1, "optim": {"epochs": 2, "batch_size": 4, "lr": 0.01}},
-        # no GPU limit: a killed run's slot would stay leased for a minute (test_crash_resume covers that)
+        # no GPU limit: a killed run's slot would stay leased for a minute or more
         "orchestration": {"max_workers": 1, "retry_delay_s": 0, "gpu_limit": None},
     }))
     return str(path)
@@ -62,6 +62,11 @@ def pipeline_points(run: Run, rng: random.Random) -> list[str]:
     return [*points, f"storage.before_commit:{rng.randint(1, 3)}"]
 
 
+def manifests(storage) -> dict[str, bytes]:
+    """Every committed manifest's bytes (they hold the shard's timings: a redone shard changes them)."""
+    return {f"{d}/{n}": storage.read_bytes(f"{d}/{n}") for d in ("shards", "scores") for n in storage.list(d, ".manifest.json")}
+
+
 def checkpoint_step(run: Run) -> int | None:
     latest = run.storage.read_json("pretrain/ckpt/latest.json")
     return None if latest is None else latest["step"]
@@ -79,9 +84,12 @@ def test_runs_survive_sigkill_at_random_points(output, launcher, tmp_path, colou
     kills: list[str] = []
 
     def rerun(run: Run, argv: list[str], point: str | None) -> int:
+        committed = manifests(run.storage)
         code = launcher.run(argv, kill_at=point)
         assert code in (KILLED, 0), f"{point}: exit {code}\n{tail(launcher.logs / f'cli-{launcher.count:03d}.log')}"
         check_visible(run.storage)
+        after = manifests(run.storage)
+        assert {name: after.get(name) for name in committed} == committed  # committed work is never redone
         if code == KILLED:
             kills.append(point)
         return code
