@@ -101,7 +101,8 @@ def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
     num_shards = open_run(config).plan.num_shards
     per_wave = config.orchestration.shards_per_flow_run
     progress = create_progress_artifact(0.0, key=artifact_key(config, f"{stage}-progress"), description=describe(config, stage, f"{stage} shards committed (%)"))
-    summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0, "gpu_slots": ensure_gpu_limit(config), "task_retries": 0, "quarantined": []}
+    summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0, "gpu_slots": ensure_gpu_limit(config), "task_retries": 0}
+    quarantined: list[str] = []
     requests_before = STORAGE_STATS.snapshot()
     with shard_task_runner(config) as runner:
         wave_flow = shard_wave.with_options(task_runner=runner)
@@ -111,9 +112,9 @@ def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
             summary["done_now"] += sum(row["done_now"] for row in rows)
             summary["samples"] += sum(row["samples"] for row in rows)
             summary["task_retries"] += sum(row["attempts"] - 1 for row in rows if row["done_now"])
-            summary["quarantined"] += [row["shard"] for row in rows if "quarantined" in row]
-    if not summary["quarantined"]:
-        del summary["quarantined"]
+            quarantined += [row["shard"] for row in rows if "quarantined" in row]
+    if quarantined:
+        summary["quarantined"] = quarantined
     if not open_run(config).storage.is_local:
         # this process's object-store requests (the threads engine's; worker processes count their own)
         summary["storage_requests"] = STORAGE_STATS.since(requests_before)

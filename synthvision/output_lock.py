@@ -126,6 +126,7 @@ class OutputLock:
             self.storage.write_bytes(LOCK_FILE, self._record())
 
     def release(self) -> None:
+        """Stop renewing and remove the lock if it is this one's (safe after a failed acquire too)."""
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
@@ -150,5 +151,5 @@ def locked_output(storage: Storage, ttl_s: float, wait_s: float) -> Iterator[boo
     finally:
         with _held_guard:
             _held[key] -= 1
-        if lock is not None and lock._heartbeat is not None:
+        if lock is not None:
             lock.release()
