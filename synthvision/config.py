@@ -172,8 +172,8 @@ class RealGuidanceConfig(_Section):
 class FewShotConfig(_Section):
     """Few-shot CT with synthetic data (paper 3.2, A.7.2) on the frozen CLIP encoder ("BN frozen")."""
 
-    train_set: str = Field(..., min_length=1, description="real labelled pool the shots are drawn from: image folder or WebDataset tar(s)")
-    format: Literal["auto", "imagefolder", "webdataset"] = "auto"
+    train_set: str = Field(..., min_length=1, description="real labelled pool the shots are drawn from: image folder, WebDataset tar(s) or idx images file")
+    format: Literal["auto", "imagefolder", "webdataset", "idx"] = "auto"
     shots: list[int] = Field([1, 2, 4, 8, 16], min_length=1, description="M real images per class, one run each")
     strategies: list[Literal["real_only", "syn_only", "mix", "syn_then_real", "real_then_syn"]] = Field(
         ["real_only", "mix", "syn_then_real", "real_then_syn"], min_length=1, description="real_only is CT w. init on the shots alone; syn_only on synthetic data alone"
@@ -252,9 +252,10 @@ class TransferConfig(_Section):
     """Fine-tuning a pre-trained backbone on a real dataset, against the same from random init."""
 
     label_space: str = Field(..., description="the real dataset's classes (built-in name or file), e.g. cifar100")
-    train_set: str = Field(..., min_length=1, description="image folder or WebDataset tar(s)")
+    train_set: str = Field(..., min_length=1, description="image folder, WebDataset tar(s) or idx images file")
+    per_class: int | None = Field(None, gt=0, description="fine-tune on this many images per class of train_set (seeded); empty: all")
     test_set: str = Field(..., min_length=1)
-    format: Literal["auto", "imagefolder", "webdataset"] = "auto"
+    format: Literal["auto", "imagefolder", "webdataset", "idx"] = "auto"
     image_size: int = Field(224, gt=0)
     inits: list[Literal["pretrained", "random"]] = Field(["pretrained", "random"], min_length=1)
     optim: OptimConfig = OptimConfig(epochs=200, batch_size=128, lr=0.003, weight_decay=5e-4, lr_milestones=[60, 120, 160], lr_gamma=0.2)
@@ -270,7 +271,7 @@ class ScratchConfig(_Section):
     image_size: int = Field(224, gt=0)
     synthetic: bool = Field(True, description="train on the run's synthetic shards")
     real_train_set: str | None = Field(None, description="real labelled pool for the k-per-class runs")
-    format: Literal["auto", "imagefolder", "webdataset"] = "auto"
+    format: Literal["auto", "imagefolder", "webdataset", "idx"] = "auto"
     real_per_class: list[int] = Field([], description="k real images per class, one run each")
     optim: OptimConfig = OptimConfig(epochs=100, batch_size=256, lr=0.1, lr_milestones=[50, 75])
     checkpoint_every: int = Field(1000, gt=0)
@@ -291,8 +292,8 @@ class DemoTestSetConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    test_set: str | None = Field(None, description="image folder (CLASS/*.png) or WebDataset tar(s)")
-    format: Literal["auto", "imagefolder", "webdataset"] = "auto"
+    test_set: str | None = Field(None, description="image folder (CLASS/*.png), WebDataset tar(s), or an idx images file (labels file beside it)")
+    format: Literal["auto", "imagefolder", "webdataset", "idx"] = "auto"
     demo_test_set: DemoTestSetConfig | None = None
 
     @model_validator(mode="after")
@@ -378,7 +379,7 @@ class RunConfig(_Section):
         description="fsspec options for output and test set (e.g. endpoint_url); never credentials",
     )
     seed: int = Field(0, ge=0)
-    label_space: str = Field("cifar10", description="built-in name (cifar10, cifar100, eurosat) or a file")
+    label_space: str = Field("cifar10", description="built-in name (cifar10, cifar100, eurosat, fashion-mnist) or a file")
     prompts: PromptsConfig = PromptsConfig()
     generator: GeneratorConfig = GeneratorConfig()
     shards: ShardsConfig = ShardsConfig()

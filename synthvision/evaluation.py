@@ -1,5 +1,5 @@
-"""Real labelled image sets (a test set, a few-shot pool): an image folder (`ROOT/<class name>/*.png|jpg`)
-or WebDataset tar(s).
+"""Real labelled image sets (a test set, a few-shot pool): an image folder (`ROOT/<class name>/*.png|jpg`),
+WebDataset tar(s), or an idx images file with its labels file beside it (MNIST, Fashion-MNIST).
 
 Test images are encoded once; the zero-shot head and the tuned head are both scored on the same
 features, so the comparison in the report differs only in the head. Each image also gets a digest of
@@ -62,17 +62,44 @@ def _webdataset(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[
                 yield data, label, f"{tar} sample {sample['__key__']}"
 
 
+def _idx(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[tuple[bytes | Image.Image, int, str]]:
+    from synthvision.fashion_mnist import labels_file, parse_split
+
+    companion = labels_file(root)
+    if not fs.exists(companion):
+        raise DataError(f"{field} {root}: no labels file {companion} beside it")
+    split = parse_split(fs.cat_file(root), fs.cat_file(companion), root)
+    if split.labels.max() >= label_space.num_classes:
+        raise DataError(f"{field} {root}: class {split.labels.max()} is outside label space {label_space.name}")
+    for index, (pixels, label) in enumerate(zip(split.images, split.labels, strict=True)):
+        yield Image.fromarray(pixels), int(label), f"{root} image {index}"
+
+
+def _format_of(fs, root: str) -> str:
+    from synthvision.fashion_mnist import is_idx_images
+
+    if is_idx_images(root):
+        return "idx"
+    if root.endswith(".tar") or any(p.endswith(".tar") for p in fs.ls(root, detail=False)):
+        return "webdataset"
+    return "imagefolder"
+
+
+READERS = {"imagefolder": _image_folder, "webdataset": _webdataset, "idx": _idx}
+
+
 def iter_labelled(
     url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None, field: str = "evaluation.test_set"
 ) -> Iterator[tuple[Image.Image, int, str]]:
-    """(image, class id, digest of the file bytes) of a labelled set, read through fsspec; errors name `field`."""
+    """(RGB image, class id, digest of its bytes) of a labelled set, read through fsspec; errors name
+    `field`. The digest is of the image file, or of the raw pixels for an idx set."""
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if not fs.exists(root):
         raise DataError(f"{field} {url} does not exist")
-    if fmt == "auto":
-        fmt = "webdataset" if root.endswith(".tar") or any(p.endswith(".tar") for p in fs.ls(root, detail=False)) else "imagefolder"
-    reader = _webdataset if fmt == "webdataset" else _image_folder
-    for data, label, name in reader(fs, root, label_space, field):
+    for data, label, name in READERS[_format_of(fs, root) if fmt == "auto" else fmt](fs, root, label_space, field):
+        if isinstance(data, Image.Image):
+            yield data.convert("RGB"), label, hashlib.sha256(data.tobytes()).hexdigest()
+            continue
         try:
             image = decode_image(data)
         except Exception as error:

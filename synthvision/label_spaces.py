@@ -12,7 +12,7 @@ from pathlib import Path
 
 from synthvision.errors import DataError
 
-BUILTIN_LABEL_SPACES = ("cifar10", "cifar100", "eurosat")
+BUILTIN_LABEL_SPACES = ("cifar10", "cifar100", "eurosat", "fashion-mnist")
 
 # Prompt templates per label space (strategy B); the paper's generic one otherwise.
 DEFAULT_TEMPLATE = "a photo of a {}"

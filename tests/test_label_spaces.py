@@ -12,6 +12,8 @@ def test_builtin_label_spaces():
     assert eurosat.num_classes == 10
     assert eurosat.default_template == "a centered satellite photo of {}"
     assert load_label_space("cifar10").default_template == "a photo of a {}"
+    fashion = load_label_space("fashion-mnist")
+    assert fashion.classes[0] == "t-shirt" and fashion.classes[9] == "ankle boot" and fashion.num_classes == 10
 
 
 def test_user_files(tmp_path):

@@ -185,7 +185,7 @@ def test_scratch_and_transfer_end_to_end(tmp_path, make_config, prefect_server):
     optim = {**TINY_OPTIM, "epochs": 1}
     config = make_config(
         pretrain={"arch": "resnet18", "image_size": 32, "optim": optim},
-        transfer={"label_space": str(colours), "train_set": pool, "test_set": test, "image_size": 32, "optim": optim},
+        transfer={"label_space": str(colours), "train_set": pool, "per_class": 1, "test_set": test, "image_size": 32, "optim": optim},
         scratch={"arch": "resnet18", "image_size": 32, "real_train_set": pool, "real_per_class": [1, 2], "optim": optim},
     )
     _generated_run(config)
@@ -193,7 +193,7 @@ def test_scratch_and_transfer_end_to_end(tmp_path, make_config, prefect_server):
     assert pretrained["steps"] == 3 and pretrained["backbone"].endswith("pretrain/backbone.safetensors")
     transfer = transfer_flow(config)
     assert [row["init"] for row in transfer["results"]] == ["pretrained", "random"]
-    assert transfer["train_images"] == 6 and all(0 <= row["top1"] <= 100 for row in transfer["results"])
+    assert transfer["train_images"] == 3 and all(0 <= row["top1"] <= 100 for row in transfer["results"])
     scratch = scratch_flow(config)
     assert [(row["data"], row["images"]) for row in scratch["results"]] == [("synthetic", 12), ("real-1-per-class", 3), ("real-2-per-class", 6)]
     assert scratch["test_images"] == 9

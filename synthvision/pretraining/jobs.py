@@ -149,8 +149,8 @@ def load_backbone(data: bytes, model: torch.nn.Module, source: str) -> None:
             raise DataError(f"{source} does not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def sample_per_class(data: LabelledImages, k: int, class_names: tuple[str, ...], seed: int) -> LabelledImages:
+def sample_per_class(data: LabelledImages, k: int, class_names: tuple[str, ...], seed: int, field: str = "scratch.real_train_set") -> LabelledImages:
     from synthvision.fewshot import sample_shots
 
-    return data.subset(sample_shots(data.labels, k, class_names, seed, field="scratch.real_train_set"))
+    return data.subset(sample_shots(data.labels, k, class_names, seed, field=field))
 

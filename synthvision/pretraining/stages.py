@@ -102,6 +102,8 @@ def transfer(run: Run, on_step: OnStep = None) -> dict[str, Any]:
     label_space = load_label_space(config.label_space)
     options = run.config.storage_options
     train = load_labelled(config.train_set, config.format, label_space, options, "transfer.train_set")
+    if config.per_class is not None:
+        train = sample_per_class(train, config.per_class, label_space.classes, run.config.seed, "transfer.train_set")
     test = load_labelled(config.test_set, config.format, label_space, options, "transfer.test_set")
     device = resolve_device(config.device)
     rows = []
