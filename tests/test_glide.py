@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import pickle
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 from synthvision.config import GeneratorConfig
 from synthvision.errors import ModelLoadError
 from synthvision.generators.glide.backend import GlideGenerator, GlideModels, guided_output, load_glide_models
-from synthvision.generators.glide.diffusion import SpacedDiffusion, beta_schedule, respaced_steps
+from synthvision.generators.glide.diffusion import SpacedDiffusion, beta_schedule, discretized_gaussian_log_likelihood, normal_kl, respaced_steps
 from synthvision.generators.glide.model import RELEASED_BASE, RELEASED_UPSAMPLER, GlideUNet
 from synthvision.generators.glide.tiny import build_tiny_glide, save_glide_folder, tiny_vocabulary
 from synthvision.generators.glide.tokenizer import GlideTokenizer
@@ -163,6 +164,35 @@ def test_schedules_and_respaced_process():
     assert np.allclose(spaced._table["alphas_cumprod"].numpy(), base[spaced.steps])
     assert spaced.model_timesteps(9, 2, torch.device("cpu")).tolist() == [999, 999]
 
+
+
+# -- the training objective (the toy GLIDE is trained with it) ----------------------------------------
+def test_gaussian_kl_and_discretised_likelihood_by_hand():
+    zero, ln4 = torch.tensor(0.0), torch.tensor(math.log(4.0))
+    assert normal_kl(zero, zero, zero, zero) == 0
+    # KL(N(0, 1) || N(1, 4)) = 0.5 (ln 4 + 1/4 + 1/4 - 1)
+    assert normal_kl(zero, zero, torch.tensor(1.0), ln4).item() == pytest.approx(0.5 * (math.log(4) - 0.5))
+    phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    x = torch.tensor([0.0, -1.0, 1.0])
+    log_p = discretized_gaussian_log_likelihood(x, torch.tensor([0.0, -1.0, 0.5]), torch.zeros(3))
+    expected = [math.log(phi(1 / 255) - phi(-1 / 255)), math.log(phi(1 / 255)), math.log(1 - phi(0.5 - 1 / 255))]  # middle bin; both open end bins
+    assert log_p.tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_perfect_model_has_zero_training_loss_except_the_decoder_term():
+    diffusion = SpacedDiffusion("linear", "50")
+    generator = torch.Generator().manual_seed(0)
+    x_start = torch.rand(4, 3, 4, 4, generator=generator) * 2 - 1
+    noise = torch.randn(4, 3, 4, 4, generator=generator)
+    index = torch.tensor([0, 1, 25, 49])
+    x_t = diffusion.q_sample(x_start, index, noise)
+    # the true noise, and v = -1: the posterior's own variance (beta tilde)
+    perfect = diffusion.training_losses(torch.cat([noise, -torch.ones_like(noise)], dim=1), x_start, x_t, index, noise)
+    assert perfect.mse.abs().max() < 1e-6
+    assert perfect.vb[1:].abs().max() < 1e-4 and perfect.vb[0] > 0  # step 0 is the decoder's NLL, never 0
+    wrong = diffusion.training_losses(torch.cat([noise + 0.1, torch.ones_like(noise)], dim=1), x_start, x_t, index, noise)
+    assert wrong.mse.tolist() == pytest.approx([0.01] * 4, rel=1e-4) and (wrong.vb[1:] > perfect.vb[1:] + 1e-5).all()
+    assert wrong.loss == pytest.approx((wrong.mse + wrong.vb).mean().item())
 
 # -- guidance and sampling ---------------------------------------------------------------------------
 def test_guidance_combines_the_halves():
