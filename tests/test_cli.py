@@ -21,7 +21,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     [
         ("generator.steps=0", "error: invalid config configs/demo.yaml: generator.steps: Input should be greater than 0"),
         ("label_space=/nope/classes.txt", "error: label_space '/nope/classes.txt' is neither a built-in"),
-        ("shards.shard_size=100", "error: shards.shard_size (100) is larger than the run (64 images"),
+        ("shards.shard_size=1000", "error: shards.shard_size (1000) is larger than the run (500 images"),
         ("clip.model=ViT-Nope", "error: clip.model: unknown open_clip model 'ViT-Nope'"),
         ("orchestration.engine=processes;orchestration.devices=[cuda:3]", "error: device 'cuda:3' asked for, but no CUDA device is available here"),
     ],

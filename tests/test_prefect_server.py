@@ -42,7 +42,9 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(tmp_path, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"report: {out}/train/report.md" in result.stdout
     report = json.loads((out / "train" / "report.json").read_text())
-    assert report["data"]["synthetic_images"] == 64 and report["evaluation"]["test_images"] == 40
+    assert report["data"]["synthetic_images"] == 500 and report["evaluation"]["test_images"] == 2000
+    # the toy world's point: tuning on its synthetic images beats its CLIP's zero-shot on real test images
+    assert report["evaluation"]["tuned_top1"] > report["evaluation"]["zero_shot_top1"] + 5, report["evaluation"]
 
     with client_of(prefect_cli_server) as client:
         flow_runs = {run.name: run for run in client.read_flow_runs()}
@@ -52,23 +54,23 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(tmp_path, 
         deadline = time.monotonic() + 30  # task-run states reach the server asynchronously
         while True:
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [wave.id]}))
-            if len(tasks) == 4 and all(task.state.is_completed() for task in tasks) or time.monotonic() > deadline:
+            if len(tasks) == 10 and all(task.state.is_completed() for task in tasks) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert sorted(task.name for task in tasks) == [f"generate-shard-{i:05d}" for i in range(4)]
+        assert sorted(task.name for task in tasks) == [f"generate-shard-{i:05d}" for i in range(10)]
         assert all(task.state.is_completed() for task in tasks)
         artifacts = {a.key: a for a in client.read_artifacts() if a.key and a.key.startswith("demo-")}
     assert artifacts["demo-generate-progress"].data == 100.0 and artifacts["demo-score-progress"].data == 100.0
     shard_rows = json.loads(artifacts["demo-generate-shards-wave-0000"].data)
-    assert [row["shard"] for row in shard_rows] == [f"shard-{i:05d}" for i in range(4)]
+    assert [row["shard"] for row in shard_rows] == [f"shard-{i:05d}" for i in range(10)]
     assert {"demo-score-shards-wave-0000", "demo-report", "demo-stages"} <= set(artifacts)
     assert str(out / "contact_sheet.png") in artifacts["demo-contact-sheet"].data
 
     status = cli("status", "configs/demo.yaml", "--set", f"output={out}")
     assert status.returncode == 0
-    assert status.stdout.split("\n")[2].split() == ["generate", "4", "4", "0"]
+    assert status.stdout.split("\n")[2].split() == ["generate", "10", "10", "0"]
     status = cli("status", "configs/demo.yaml", "--set", f"output={out}", "--set", "generator.steps=5")
-    assert status.stdout.split("\n")[2].split() == ["generate", "4", "0", "4"]
+    assert status.stdout.split("\n")[2].split() == ["generate", "10", "0", "10"]
 
 
 def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_server, colours_file):
