@@ -1,7 +1,7 @@
 """The typed run config: one YAML file, overridable from the CLI, validated before any work starts.
 
-Every stage's outputs are tagged with that stage's hash (`RunConfig.stage_hash`), computed only from
-the fields that change those outputs. Changing the training learning rate therefore reuses every
+Every stage's outputs are tagged with that stage's hash (`synthvision.stages.stage_hash`), computed only
+from the fields that change those outputs. Changing the training learning rate therefore reuses every
 generated shard and every CLIP score, while changing the generator's guidance scale regenerates the
 shards and everything downstream. Fields that only change *how* work runs (device, batch sizes,
 retries, workers) are in no hash.
@@ -16,7 +16,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synthvision.errors import ConfigError
-from synthvision.hashing import stable_hash
 
 
 class _Section(BaseModel):
@@ -420,39 +419,6 @@ class RunConfig(_Section):
                 if section.device != "auto":
                     raise ValueError(f"{name}.device is {section.device!r}, but engine 'processes' binds each worker to one of orchestration.devices: use device: auto")
         return self
-
-    def stage_hash(self, stage: Literal["prompts", "generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch"]) -> str:
-        """Hash of everything that changes `stage`'s outputs, its upstream stages included."""
-        runtime = {"device", "batch_size"}
-        parts: dict[str, Any] = {
-            "label_space": self.label_space,
-            "seed": self.seed,
-            "prompts": self.prompts.model_dump(exclude={"sentence_model": {"device", "batch_size"}}),
-        }
-        if stage in ("generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch"):
-            parts["generator"] = self.generator.model_dump(exclude=runtime)
-            parts["shards"] = self.shards.model_dump()
-            if self.fewshot is not None and self.fewshot.real_guidance.enabled:
-                parts["real_guidance"] = {"train_set": self.fewshot.train_set, **self.fewshot.real_guidance.model_dump()}
-        if stage in ("score", "train", "fewshot"):
-            parts["clip"] = self.clip.model_dump(exclude=runtime)
-            # scores record pass/fail at the threshold; whether to drop the failures is the trainer's
-            # choice, so the no-CF ablation reuses the scores
-            parts["filter"] = self.filter.model_dump() if stage != "score" else {"threshold": self.filter.threshold}
-        if stage in ("train", "fewshot"):
-            parts["evaluation"] = self.evaluation.model_dump()
-        if stage == "train":
-            parts["training"] = self.training.model_dump(exclude={"device"})
-        if stage == "fewshot":
-            parts["fewshot"] = self.fewshot.model_dump(exclude={"device"}) if self.fewshot else None
-        if stage in ("pretrain", "transfer"):
-            parts["pretrain"] = self.pretrain.model_dump(exclude={"device", "checkpoint_every"}) if self.pretrain else None
-        if stage == "transfer":
-            parts["transfer"] = self.transfer.model_dump(exclude={"device", "checkpoint_every"}) if self.transfer else None
-        if stage == "scratch":
-            parts["evaluation"] = self.evaluation.model_dump()
-            parts["scratch"] = self.scratch.model_dump(exclude={"device", "checkpoint_every"}) if self.scratch else None
-        return stable_hash({"stage": stage, **parts})
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:

@@ -19,9 +19,10 @@ from synthvision.manifest import Manifest
 from synthvision.planning import ShardSpec
 from synthvision.prompts import Prompt
 from synthvision.shard_io import ShardWriter
+from synthvision.stages import stage
 from synthvision.storage import Storage
 
-SHARDS_DIR = "shards"
+SHARDS_DIR = stage("generate").folder
 ALL_BLACK = "all_black"  # flag: every pixel 0 (what NaN latents or a safety checker's blank-out decode to)
 
 

@@ -17,9 +17,10 @@ from synthvision import failpoints
 from synthvision.config import RunConfig
 from synthvision.label_spaces import LabelSpace
 from synthvision.prompts import Prompt, basic_prompts, language_enhanced_prompts
+from synthvision.stages import stage
 from synthvision.storage import Storage
 
-PROMPTS_FILE = "prompts.parquet"
+PROMPTS_FILE = stage("prompts").output
 HASH_KEY = b"synthvision.config_hash"
 
 

@@ -33,13 +33,12 @@ from synthvision.planning import ShardPlan, check_shard_size, plan_from_prompts,
 from synthvision.prompt_table import PROMPTS_FILE, expand_prompts, read_prompts, write_prompts
 from synthvision.prompts import Prompt
 from synthvision.scoring import SCORES_DIR, CorruptShard, ZeroShotHead, read_scores, score_shard
+from synthvision.stages import STAGES, enabled, stage, stage_hash
 from synthvision.storage import Storage
 
-TRAIN_DIR = "train"
-FEWSHOT_DIR = "fewshot"
-STAGE_DIRS = {"generate": SHARDS_DIR, "score": SCORES_DIR}  # the stages committed shard by shard
+TRAIN_DIR = stage("train").folder
+FEWSHOT_DIR = stage("fewshot").folder
 RUN_RECORD = "run.json"
-DATA_STAGES = ("prompts", "generate", "score")  # stages whose shards a changed config would overwrite
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class Run:
         self.config = config
         self.label_space: LabelSpace = load_label_space(config.label_space)
         self.storage = Storage(config.output, config.storage_options)
-        self.hashes = {stage: config.stage_hash(stage) for stage in ("prompts", "generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch")}
+        self.hashes = {row.name: stage_hash(config, row.name) for row in STAGES}
         self._lock = threading.Lock()
         self._shots: list[list[Reference]] | None = None
         shards = config.shards
@@ -288,7 +287,7 @@ class Run:
     def train_and_evaluate(self) -> dict[str, Any]:
         """CT on the committed scores, then top-1 on the test set against zero-shot CLIP; writes the report
         (last, so it commits the stage). A committed report of this exact config is returned as is."""
-        existing = self.report()
+        existing = self.committed_report("train")
         if existing is not None:
             return existing
         from synthvision.evaluation import encode_test_set
@@ -347,7 +346,7 @@ class Run:
         the stage). A committed report of this exact config is returned as is."""
         if self.config.fewshot is None:
             raise ConfigError("fewshot: the config has no fewshot section (set fewshot.train_set)")
-        existing = self._committed_report(FEWSHOT_DIR, "fewshot")
+        existing = self.committed_report("fewshot")
         if existing is not None:
             return existing
         from synthvision.evaluation import encode_labelled
@@ -409,13 +408,15 @@ class Run:
         write_few_shot_report(self.storage, FEWSHOT_DIR, report)
         return report
 
-    def _committed_report(self, reldir: str, stage: str) -> dict[str, Any] | None:
-        report = self.storage.read_json(f"{reldir}/report.json")
-        return report if report is not None and report["config_hashes"].get(stage) == self.hashes[stage] else None
-
-    def report(self) -> dict[str, Any] | None:
-        """The committed report of this exact config, if any."""
-        return self._committed_report(TRAIN_DIR, "train")
+    def committed_report(self, name: str) -> dict[str, Any] | None:
+        """Stage `name`'s committed report (written last, it commits a whole-run stage) if it carries
+        this config's stage hash; else None. Train and fewshot reports record every stage's hash
+        (`config_hashes`), the ResNet stages their own (`config_hash`)."""
+        report = self.storage.read_json(stage(name).report_file)
+        if report is None:
+            return None
+        recorded = report["config_hashes"].get(name) if "config_hashes" in report else report.get("config_hash")
+        return report if recorded == self.hashes[name] else None
 
     # -- bookkeeping ----------------------------------------------------------------------------
     @contextmanager
@@ -441,7 +442,7 @@ class Run:
         version = 1
         if previous is not None:
             version = previous.get("version", 1)
-            changed = [stage for stage in DATA_STAGES if previous["config_hashes"].get(stage) != self.hashes[stage]]
+            changed = [row.name for row in STAGES if row.versioned and previous["config_hashes"].get(row.name) != self.hashes[row.name]]
             if changed:
                 if not self.config.orchestration.new_version:
                     fields = _changed_fields(previous["config"], self.config.model_dump(mode="json"))
@@ -455,16 +456,18 @@ class Run:
         record = {"version": version, "config": self.config.model_dump(mode="json"), "config_hashes": self.hashes, "classes": list(self.label_space.classes)}
         self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
 
-    def index_wave(self, stage: str, wave: int, manifests: list[Manifest]) -> None:
-        """Index the manifests a wave of `stage` committed, so `status` need not read them one by one."""
-        self.storage.write_index(STAGE_DIRS[stage], f"wave-{wave:04d}", sorted(manifests, key=lambda m: m.shard))
+    def index_wave(self, name: str, wave: int, manifests: list[Manifest]) -> None:
+        """Index the manifests a wave of stage `name` committed, so `status` need not read them one by one."""
+        self.storage.write_index(stage(name).folder, f"wave-{wave:04d}", sorted(manifests, key=lambda m: m.shard))
 
     def status(self) -> list[StageStatus]:
-        """Planned and committed counts per stage, read from storage alone (no model, no Prefect).
+        """Planned and committed counts for every stage the config enables, read from storage alone
+        (no model, no Prefect).
 
         A shard counts as committed when its manifest carries this config's stage hash and its data
         file is whole (specs are a pure function of the config, so their hashes are not recomputed);
-        scores count when they were computed from exactly the committed tar.
+        scores count when they were computed from exactly the committed tar; a whole-run stage when
+        its report carries this config's stage hash.
         """
         planned = set(shard_name(index) for index in range(self.num_shards))
         prompts = read_prompts(self.storage, self.hashes["prompts"])
@@ -472,11 +475,14 @@ class Run:
         if prompts is not None:
             shards = {n: m for n, m in self.storage.committed_by_hash(SHARDS_DIR, self.hashes["generate"]).items() if n in planned}
             scores = self.storage.committed_by_hash(SCORES_DIR, self.hashes["score"])
+        committed = {
+            "prompts": int(prompts is not None),
+            "generate": len(shards),
+            "score": sum(n in scores and scores[n].spec_hash == m.sha256 for n, m in shards.items()),
+        }
         return [
-            StageStatus("prompts", 1, int(prompts is not None)),
-            StageStatus("generate", self.num_shards, len(shards)),
-            StageStatus("score", self.num_shards, sum(n in scores and scores[n].spec_hash == m.sha256 for n, m in shards.items())),
-            StageStatus("train", 1, int(self.report() is not None)),
+            StageStatus(row.name, self.num_shards if row.per_shard else 1, committed[row.name] if row.name in committed else int(self.committed_report(row.name) is not None))
+            for row in enabled(self.config)
         ]
 
 

@@ -23,9 +23,10 @@ from synthvision.filtering import CLIP_FILTER_REASON, clip_filter, softmax, zero
 from synthvision.manifest import Manifest
 from synthvision.shard_io import decode_image, read_samples, sample_image_bytes
 from synthvision.errors import DataError
+from synthvision.stages import stage
 from synthvision.storage import HashingReader, Storage
 
-SCORES_DIR = "scores"
+SCORES_DIR = stage("score").folder
 DECODE_ERROR = "decode_error"
 
 

@@ -32,11 +32,6 @@ BACKBONE_FILE = "backbone.safetensors"
 REPORT_FILE = "report.json"
 
 
-def committed_report(storage: Storage, reldir: str, config_hash: str) -> dict[str, Any] | None:
-    report = storage.read_json(f"{reldir}/{REPORT_FILE}")
-    return report if report is not None and report.get("config_hash") == config_hash else None
-
-
 def _steps_per_epoch(examples: int, batch_size: int) -> int:
     if examples == 0:
         raise DataError("no training images")

@@ -18,7 +18,6 @@ from synthvision.pretraining.jobs import (
     BACKBONE_FILE,
     REPORT_FILE,
     build_moco,
-    committed_report,
     load_backbone,
     sample_per_class,
     top1,
@@ -27,11 +26,12 @@ from synthvision.pretraining.jobs import (
     write_backbone,
 )
 from synthvision.pretraining.models import build_resnet
+from synthvision.stages import stage
 
 if TYPE_CHECKING:
     from synthvision.run import Run
 
-PRETRAIN_DIR, TRANSFER_DIR, SCRATCH_DIR = "pretrain", "transfer", "scratch"
+PRETRAIN_DIR, TRANSFER_DIR, SCRATCH_DIR = (stage(name).folder for name in ("pretrain", "transfer", "scratch"))
 OnStep = Callable[[int], None] | None
 
 
@@ -57,7 +57,7 @@ def _section(run: Run, name: str):
 def _begin(run: Run, stage: str) -> tuple[Any, str, dict[str, Any] | None]:
     """The stage's config section, its config hash, and its committed report if there is one."""
     digest = run.hashes[stage]
-    return _section(run, stage), digest, committed_report(run.storage, stage, digest)
+    return _section(run, stage), digest, run.committed_report(stage)
 
 
 def pretrain(run: Run, on_step: OnStep = None) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def transfer(run: Run, on_step: OnStep = None) -> dict[str, Any]:
     if existing is not None:
         return existing
     pre = _section(run, "pretrain")
-    if "pretrained" in config.inits and committed_report(run.storage, PRETRAIN_DIR, run.hashes["pretrain"]) is None:
+    if "pretrained" in config.inits and run.committed_report("pretrain") is None:
         raise DataError("transfer: no committed pre-training for this config: run `synthvision pretrain` first")
     label_space = load_label_space(config.label_space)
     options = run.config.storage_options

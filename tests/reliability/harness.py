@@ -142,5 +142,5 @@ def check_complete(run: Run) -> None:
     TALLY.samples_lost += lost
     TALLY.duplicates += duplicates
     assert sorted(found) == sorted(planned) == sorted(scored), f"lost {lost}, duplicates {duplicates}, unplanned {set(found) - set(planned)}"
-    assert run.report() is not None
+    assert run.committed_report("train") is not None
     assert not temporaries(run.storage)  # what killed writes left, the next run cleared
