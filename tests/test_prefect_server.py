@@ -91,7 +91,11 @@ def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_s
         result = cli("submit", str(config_file), "--deployment", "synthesize/local", "--wait", env=env)
     finally:
         worker.terminate()
-        worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a worker busy with the API may outlive SIGTERM; the run is judged below
+            worker.kill()
+            worker.wait()
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "flow run deployed" in result.stdout and ": Completed" in result.stdout
 
