@@ -33,7 +33,9 @@ def start(database: str = "sqlite") -> None:
     if database == "postgres":
         os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = _postgres_url()
 
-    import tasks  # noqa: F401  (synthvision's Prefect defaults)
+    import tasks  # noqa: F401  (synthvision's Prefect defaults, set before Prefect is imported)
+
+    # isort: split
     from prefect import flow
 
     @flow(name="bench-warm-up")

@@ -32,16 +32,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--backend", choices=["tiny", "glide"], default="tiny")
     parser.add_argument("--glide-steps", type=int, nargs=2, default=[10, 5], metavar=("BASE", "UPSAMPLER"))
-    parser.add_argument("--database", choices=embedded_prefect.DATABASES, default="sqlite", help="the embedded server's database")
+    parser.add_argument(
+        "--database", choices=embedded_prefect.DATABASES, default="sqlite", help="the embedded server's database"
+    )
     args = parser.parse_args()
     if args.backend == "glide":
         generator_section = {
-            "backend": "glide", "model": "tiny", "resolution": 64, "batch_size": args.batch_size,
+            "backend": "glide",
+            "model": "tiny",
+            "resolution": 64,
+            "batch_size": args.batch_size,
             "glide": {"base_respacing": str(args.glide_steps[0]), "upsample_respacing": str(args.glide_steps[1])},
         }
         described = f"tiny GLIDE, {args.glide_steps[0]} + {args.glide_steps[1]} steps, 16 -> 64 px"
     else:
-        generator_section = {"backend": "tiny", "steps": args.steps, "resolution": args.resolution, "batch_size": args.batch_size}
+        generator_section = {
+            "backend": "tiny",
+            "steps": args.steps,
+            "resolution": args.resolution,
+            "batch_size": args.batch_size,
+        }
         described = f"tiny diffusers model, {args.steps} steps, {args.resolution}px"
     embedded_prefect.start(args.database)  # before the imports below: Prefect reads its settings when imported
 
@@ -94,7 +104,10 @@ def main() -> None:
         model = sum(manifest.timings["model_s"] for manifest in manifests)
         rows.append(("generate flow", workers, elapsed, images / elapsed, bare / elapsed, model))
 
-    print(f"\n{images} images = {run.plan.num_shards} shards x {args.shard_size}, {described}, batch {args.batch_size}, {os.cpu_count()} CPU cores, Prefect on {args.database}\n")
+    print(
+        f"\n{images} images = {run.plan.num_shards} shards x {args.shard_size}, {described}, batch "
+        f"{args.batch_size}, {os.cpu_count()} CPU cores, Prefect on {args.database}\n"
+    )
     print(f"| {'path':<22} | {'workers':>7} | {'seconds':>8} | {'images/s':>8} | {'vs bare':>7} | {'model s':>8} |")
     print(f"|{'-' * 24}|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 9}|{'-' * 10}|")
     for name, workers, seconds, rate, ratio, model in rows:

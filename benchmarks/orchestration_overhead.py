@@ -25,7 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, nargs="+", default=[10, 100, 500, 2000])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--database", choices=embedded_prefect.DATABASES, default="sqlite", help="the embedded server's database")
+    parser.add_argument(
+        "--database", choices=embedded_prefect.DATABASES, default="sqlite", help="the embedded server's database"
+    )
     args = parser.parse_args()
     embedded_prefect.start(args.database)  # before the imports below: Prefect reads its settings when imported
 
@@ -56,7 +58,10 @@ def main() -> None:
             passes.append(time.perf_counter() - started)
         rows.append((shards, *passes))
 
-    print(f"\ntrivial shards (1 image, 1 step, 8 px), {args.workers} workers, {os.cpu_count()} CPU cores, Prefect on {args.database}\n")
+    print(
+        f"\ntrivial shards (1 image, 1 step, 8 px), {args.workers} workers, {os.cpu_count()} CPU cores, "
+        f"Prefect on {args.database}\n"
+    )
     print("| shards | first pass s | s / shard | skip pass s | s / shard |")
     print("|---:|---:|---:|---:|---:|")
     for shards, first, skip in rows:

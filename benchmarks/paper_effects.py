@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from synthvision.config import RunConfig, load_config  # noqa: E402
 from synthvision.fashion_mnist import available, split_file  # noqa: E402
+from synthvision.pretraining import stages  # noqa: E402
 from synthvision.run import Run  # noqa: E402
 from synthvision.toy.assets import TEST_SUBSET, TRAIN_POOL, shipped  # noqa: E402
 
@@ -42,8 +43,16 @@ TOY = REPO / "synthvision" / "data" / "toy"
 def real_sets(subset: bool) -> tuple[str, str, str]:
     """(test set, few-shot pool, what they are): the full splits where installed, else the shipped ones."""
     if not subset and available():
-        return str(split_file("test")), str(split_file("train")), "full Fashion-MNIST test split (10,000 images); shots from the train split"
-    return str(shipped(TEST_SUBSET)), str(shipped(TRAIN_POOL)), "shipped test subset (2,000 images); shots from the shipped train pool"
+        return (
+            str(split_file("test")),
+            str(split_file("train")),
+            "full Fashion-MNIST test split (10,000 images); shots from the train split",
+        )
+    return (
+        str(shipped(TEST_SUBSET)),
+        str(shipped(TRAIN_POOL)),
+        "shipped test subset (2,000 images); shots from the shipped train pool",
+    )
 
 
 def config(name: str, output: Path, *overrides: str) -> RunConfig:
@@ -86,11 +95,15 @@ def fidelity(samples_per_class: int, demo_output: Path) -> dict:
     """Judge top-1 on fresh samples at guidance 1 and 3, and on the demo's own shards."""
     from synthvision.shard_io import decode_image, read_samples, sample_image_bytes
     from synthvision.toy.judge import judge_images, load_judge
-    from synthvision.toy.measures import class_prompts, fidelity as judged, glide_samples
+    from synthvision.toy.measures import class_prompts, glide_samples
+    from synthvision.toy.measures import fidelity as judged
 
     judge = load_judge(TOY / "judge")
     prompts, labels, seeds = class_prompts(samples_per_class)
-    result = {f"guidance_{g:g}": judged(judge, glide_samples(str(TOY / "glide"), prompts, seeds, g), labels) for g in (1.0, 3.0)}
+    result = {
+        f"guidance_{g:g}": judged(judge, glide_samples(str(TOY / "glide"), prompts, seeds, g), labels)
+        for g in (1.0, 3.0)
+    }
     run = Run(config("demo.yaml", demo_output))
     images, classes = [], []
     for manifest in run.committed_shards():
@@ -105,7 +118,11 @@ def fidelity(samples_per_class: int, demo_output: Path) -> dict:
 
 def few_shot(out: Path, test_set: str, pool: str) -> dict:
     # the few-shot config shares the demo's data stages, so it runs in the demo's output
-    run = Run(config("fashion_mnist_fewshot.yaml", out / "demo", f"evaluation.test_set={test_set}", f"fewshot.train_set={pool}"))
+    run = Run(
+        config(
+            "fashion_mnist_fewshot.yaml", out / "demo", f"evaluation.test_set={test_set}", f"fewshot.train_set={pool}"
+        )
+    )
     data_stages(run)
     with run.writing():
         report = run.few_shot()
@@ -116,12 +133,22 @@ def few_shot(out: Path, test_set: str, pool: str) -> dict:
 
 
 def pretraining(out: Path, test_set: str) -> dict:
-    run = Run(config("fashion_mnist_pretrain.yaml", out / "pretrain", f"evaluation.test_set={test_set}", f"transfer.test_set={test_set}"))
+    run = Run(
+        config(
+            "fashion_mnist_pretrain.yaml",
+            out / "pretrain",
+            f"evaluation.test_set={test_set}",
+            f"transfer.test_set={test_set}",
+        )
+    )
     data_stages(run)
     with run.writing():
-        run.pretrain()
-        report = run.transfer()
-    return {row["init"]: row["top1"] for row in report["results"]} | {"train_images": report["train_images"], "synthetic_images": run.pretrain()["synthetic_images"]}
+        pretrained = stages.pretrain(run)
+        report = stages.transfer(run)
+    return {row["init"]: row["top1"] for row in report["results"]} | {
+        "train_images": report["train_images"],
+        "synthetic_images": pretrained["synthetic_images"],
+    }
 
 
 def table(results: dict) -> list[tuple[str, str, str, str]]:
@@ -129,31 +156,57 @@ def table(results: dict) -> list[tuple[str, str, str, str]]:
     ct, fid, fs, pre = results["zero_shot_ct"], results["fidelity"], results["few_shot"], results["pretraining"]
     sce = ct["sce_cf"]
     rows = [
-        ("Table 1: zero-shot -> CT on synthetic (B+CF+SCE)", "CIFAR-10 70.31 -> 80.06; EuroSAT 37.51 -> 55.37; 17-set mean 55.13 -> 59.47",
-         f"{sce['zero_shot_top1']:.2f} -> {sce['tuned_top1']:.2f} ({sce['gain']:+.2f})", _holds(sce["tuned_top1"] > sce["zero_shot_top1"])),
-        ("Table 2: CF off -> on (SCE)", "CIFAR-10 77.55 -> 80.06; EuroSAT 54.94 -> 55.37 (LE -> LE+CF)",
-         f"{ct['sce_no_cf']['tuned_top1']:.2f} -> {sce['tuned_top1']:.2f}", _holds(sce["tuned_top1"] > ct["sce_no_cf"]["tuned_top1"])),
-        ("Table 2: CE -> SCE (CF on)", "CIFAR-10 77.39 -> 78.23; EuroSAT 45.64 -> 48.23 (B)",
-         f"{ct['ce_cf']['tuned_top1']:.2f} -> {sce['tuned_top1']:.2f}", _holds(sce["tuned_top1"] >= ct["ce_cf"]["tuned_top1"])),
-        ("Generator: judged as its prompt's class, guidance 1 -> 3", "samples at guidance 3 (GLIDE: guidance buys fidelity)",
-         f"{fid['guidance_1']:.2f} -> {fid['guidance_3']:.2f} ({fid['samples_per_guidance']} samples each)", _holds(fid["guidance_3"] > fid["guidance_1"])),
+        (
+            "Table 1: zero-shot -> CT on synthetic (B+CF+SCE)",
+            "CIFAR-10 70.31 -> 80.06; EuroSAT 37.51 -> 55.37; 17-set mean 55.13 -> 59.47",
+            f"{sce['zero_shot_top1']:.2f} -> {sce['tuned_top1']:.2f} ({sce['gain']:+.2f})",
+            _holds(sce["tuned_top1"] > sce["zero_shot_top1"]),
+        ),
+        (
+            "Table 2: CF off -> on (SCE)",
+            "CIFAR-10 77.55 -> 80.06; EuroSAT 54.94 -> 55.37 (LE -> LE+CF)",
+            f"{ct['sce_no_cf']['tuned_top1']:.2f} -> {sce['tuned_top1']:.2f}",
+            _holds(sce["tuned_top1"] > ct["sce_no_cf"]["tuned_top1"]),
+        ),
+        (
+            "Table 2: CE -> SCE (CF on)",
+            "CIFAR-10 77.39 -> 78.23; EuroSAT 45.64 -> 48.23 (B)",
+            f"{ct['ce_cf']['tuned_top1']:.2f} -> {sce['tuned_top1']:.2f}",
+            _holds(sce["tuned_top1"] >= ct["ce_cf"]["tuned_top1"]),
+        ),
+        (
+            "Generator: judged as its prompt's class, guidance 1 -> 3",
+            "samples at guidance 3 (GLIDE: guidance buys fidelity)",
+            f"{fid['guidance_1']:.2f} -> {fid['guidance_3']:.2f} ({fid['samples_per_guidance']} samples each)",
+            _holds(fid["guidance_3"] > fid["guidance_1"]),
+        ),
     ]
     shots = sorted(fs["by_shots"])
     real_only = [fs["by_shots"][m]["real_only"] for m in shots]
     mix = [fs["by_shots"][m]["mix"] for m in shots]
     phase = [max(fs["by_shots"][m]["syn_then_real"], fs["by_shots"][m]["real_then_syn"]) for m in shots]
     rows += [
-        (f"Figure 1: {'/'.join(map(str, shots))} real shots per class, real only -> mix with synthetic",
-         "EuroSAT and 7 more: synthetic data lifts every shot count, less as shots grow",
-         f"{_series(real_only)} -> {_series(mix)}", _per_shot(shots, [m > r for m, r in zip(mix, real_only, strict=True)])),
-        ("Table 7: best phase-wise (syn -> real, real -> syn) -> mix, same shots",
-         "EuroSAT RG: 63.32 -> 64.36, 72.85 -> 73.62, 79.21 -> 79.88, 83.99 -> 84.57, 87.44 -> 88.47",
-         f"{_series(phase)} -> {_series(mix)}", _per_shot(shots, [m >= p for m, p in zip(mix, phase, strict=True)])),
+        (
+            f"Figure 1: {'/'.join(map(str, shots))} real shots per class, real only -> mix with synthetic",
+            "EuroSAT and 7 more: synthetic data lifts every shot count, less as shots grow",
+            f"{_series(real_only)} -> {_series(mix)}",
+            _per_shot(shots, [m > r for m, r in zip(mix, real_only, strict=True)]),
+        ),
+        (
+            "Table 7: best phase-wise (syn -> real, real -> syn) -> mix, same shots",
+            "EuroSAT RG: 63.32 -> 64.36, 72.85 -> 73.62, 79.21 -> 79.88, 83.99 -> 84.57, 87.44 -> 88.47",
+            f"{_series(phase)} -> {_series(mix)}",
+            _per_shot(shots, [m >= p for m, p in zip(mix, phase, strict=True)]),
+        ),
     ]
-    rows.append((
-        f"Table 8: fine-tuned on {pre['train_images']} real images, random init -> synthetic pre-training", "CIFAR-100 78.83 -> 83.90 (1.2M synthetic)",
-        f"{pre['random']:.2f} -> {pre['pretrained']:.2f} ({pre['synthetic_images']} synthetic)", _holds(pre["pretrained"] > pre["random"]),
-    ))
+    rows.append(
+        (
+            f"Table 8: fine-tuned on {pre['train_images']} real images, random init -> synthetic pre-training",
+            "CIFAR-100 78.83 -> 83.90 (1.2M synthetic)",
+            f"{pre['random']:.2f} -> {pre['pretrained']:.2f} ({pre['synthetic_images']} synthetic)",
+            _holds(pre["pretrained"] > pre["random"]),
+        )
+    )
     return rows
 
 
@@ -168,19 +221,35 @@ def _series(values: list[float]) -> str:
 def _per_shot(shots: list[int], holds: list[bool]) -> str:
     if all(holds) or not any(holds):
         return _holds(all(holds))
-    return "at " + ", ".join(str(m) for m, h in zip(shots, holds, strict=True) if h) + " shots; not at " + ", ".join(str(m) for m, h in zip(shots, holds, strict=True) if not h)
+    return (
+        "at "
+        + ", ".join(str(m) for m, h in zip(shots, holds, strict=True) if h)
+        + " shots; not at "
+        + ", ".join(str(m) for m, h in zip(shots, holds, strict=True) if not h)
+    )
 
 
 def markdown(rows: list[tuple[str, str, str, str]], test_set: str) -> str:
-    lines = [f"Top-1 (%) on the {test_set}.", "", "| effect | paper | toy world | paper's direction holds |", "|---|---|---|---|"]
+    lines = [
+        f"Top-1 (%) on the {test_set}.",
+        "",
+        "| effect | paper | toy world | paper's direction holds |",
+        "|---|---|---|---|",
+    ]
     return "\n".join(lines + [f"| {' | '.join(row)} |" for row in rows]) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "paper-effects")
-    parser.add_argument("--samples-per-class", type=int, default=50, help="toy-GLIDE samples per class and guidance for the judge")
-    parser.add_argument("--subset", action="store_true", help="evaluate on the shipped 2,000 test images even where the full split is installed")
+    parser.add_argument(
+        "--samples-per-class", type=int, default=50, help="toy-GLIDE samples per class and guidance for the judge"
+    )
+    parser.add_argument(
+        "--subset",
+        action="store_true",
+        help="evaluate on the shipped 2,000 test images even where the full split is installed",
+    )
     args = parser.parse_args()
     test_set, pool, described = real_sets(args.subset)
     started = time.perf_counter()

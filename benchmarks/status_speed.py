@@ -34,7 +34,11 @@ def start_moto() -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen([shutil.which("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [shutil.which("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -63,7 +67,12 @@ def main() -> None:
         output = "s3://bench/run"
     # cifar100: 100 classes x (shards / 100) images, one image per shard
     config = parse_config(
-        {"output": output, "storage_options": options, "label_space": "cifar100", "shards": {"images_per_class": args.shards // 100, "shard_size": 1}}
+        {
+            "output": output,
+            "storage_options": options,
+            "label_space": "cifar100",
+            "shards": {"images_per_class": args.shards // 100, "shard_size": 1},
+        }
     )
     run = Run(config)
     run.ensure_prompts()
@@ -100,13 +109,20 @@ def main() -> None:
     # The floor: one listing and a plain batched read of every manifest, nothing parsed or checked.
     # status / floor near 1 means status costs what the store takes to serve the manifests.
     started = time.perf_counter()
-    paths = [entry for entry in run.storage.fs.ls(run.storage.path(SHARDS_DIR), detail=False, refresh=True) if entry.endswith(".manifest.json")]
+    paths = [
+        entry
+        for entry in run.storage.fs.ls(run.storage.path(SHARDS_DIR), detail=False, refresh=True)
+        if entry.endswith(".manifest.json")
+    ]
     run.storage.fs.cat(paths)
     floor = time.perf_counter() - started
 
     where = "S3 (moto_server, loopback)" if args.s3 else "local disk"
     print("\nstatus s: best of 3; floor: one listing and a plain batched read of every manifest\n")
-    print("| storage | shards | write (setup) s | status s, wave indexes | status s, no indexes | floor s | indexed / floor | shards/s indexed |")
+    print(
+        "| storage | shards | write (setup) s | status s, wave indexes | status s, no indexes | floor s | "
+        "indexed / floor | shards/s indexed |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print(
         f"| {where} | {run.num_shards} | {setup:.1f} | {indexed:.2f} | {unindexed:.2f} | {floor:.2f} "

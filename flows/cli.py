@@ -12,18 +12,23 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import tasks  # noqa: F401  (sets Prefect defaults before prefect is imported)
 import typer
 
+import tasks  # noqa: F401  (sets Prefect defaults before prefect is imported)
 from synthvision.config import RunConfig, load_config
 from synthvision.errors import ConfigError, SynthvisionError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0]
+)
 
 ConfigPath = Annotated[Path, typer.Argument(help="run config (YAML)")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a field: --set training.epochs=5")]
 NewVersion = Annotated[
-    bool, typer.Option("--new-version", help="replace the data an output holds from a different config (orchestration.new_version)")
+    bool,
+    typer.Option(
+        "--new-version", help="replace the data an output holds from a different config (orchestration.new_version)"
+    ),
 ]
 
 
@@ -61,7 +66,10 @@ def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = Fa
         _print_summary(summary)
     evaluation = result["report"]["evaluation"]
     if evaluation.get("test_set"):
-        typer.echo(f"top-1: zero-shot {evaluation['zero_shot_top1']:.2f}%, tuned {evaluation['tuned_top1']:.2f}% ({evaluation['gain']:+.2f})")
+        typer.echo(
+            f"top-1: zero-shot {evaluation['zero_shot_top1']:.2f}%, tuned {evaluation['tuned_top1']:.2f}% "
+            f"({evaluation['gain']:+.2f})"
+        )
     typer.echo(f"report: {_report_path(cfg)}")
 
 
@@ -160,7 +168,9 @@ def status(config: ConfigPath, set_: Overrides = None) -> None:
 def submit(
     config: ConfigPath,
     set_: Overrides = None,
-    deployment: Annotated[str, typer.Option(help="FLOW/DEPLOYMENT, as deployed from deployments/prefect.yaml")] = "synthesize/local",
+    deployment: Annotated[
+        str, typer.Option(help="FLOW/DEPLOYMENT, as deployed from deployments/prefect.yaml")
+    ] = "synthesize/local",
     wait: Annotated[bool, typer.Option(help="wait for the run to finish; exit 1 unless it completes")] = False,
 ) -> None:
     """Validate a config here, then start a run of a deployment with it (a worker of its pool runs it)."""
@@ -170,7 +180,9 @@ def submit(
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     try:
-        flow_run = run_deployment(deployment, parameters={"config": cfg.model_dump(mode="json")}, timeout=None if wait else 0)
+        flow_run = run_deployment(
+            deployment, parameters={"config": cfg.model_dump(mode="json")}, timeout=None if wait else 0
+        )
     except ObjectNotFound:
         raise ConfigError(
             f"deployment {deployment!r} not found on the Prefect server {PREFECT_API_URL.value() or '(embedded)'}: "

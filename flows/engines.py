@@ -30,7 +30,9 @@ from synthvision.devices import bind_device, expand_devices
 def local_workers(config: RunConfig) -> int:
     """How many shard tasks this run executes at once."""
     orchestration = config.orchestration
-    return len(expand_devices(orchestration.devices)) if orchestration.engine == "processes" else orchestration.max_workers
+    return (
+        len(expand_devices(orchestration.devices)) if orchestration.engine == "processes" else orchestration.max_workers
+    )
 
 
 @contextmanager
@@ -49,7 +51,12 @@ def shard_task_runner(config: RunConfig) -> Iterator[TaskRunner]:
         if orchestration.dask_address:
             yield DaskTaskRunner(address=orchestration.dask_address)
         else:
-            cluster = {"n_workers": orchestration.max_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+            cluster = {
+                "n_workers": orchestration.max_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
             yield DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
 
 
@@ -71,13 +78,19 @@ def ensure_gpu_limit(config: RunConfig) -> int:
         try:
             limit = client.read_global_concurrency_limit_by_name(orchestration.gpu_limit)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=orchestration.gpu_limit, limit=workers))
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=orchestration.gpu_limit, limit=workers)
+            )
             logger.info("created global concurrency limit %r with %d slots", orchestration.gpu_limit, workers)
             return workers
     if not limit.active or limit.limit < workers:
         logger.warning(
             "global concurrency limit %r has %d slots%s for %d local workers: set orchestration.gpu_slots, "
             "or `prefect global-concurrency-limit update %s --limit N`",
-            orchestration.gpu_limit, limit.limit, "" if limit.active else " and is inactive", workers, orchestration.gpu_limit,
+            orchestration.gpu_limit,
+            limit.limit,
+            "" if limit.active else " and is inactive",
+            workers,
+            orchestration.gpu_limit,
         )
     return limit.limit

@@ -21,12 +21,12 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import PrefectFuture, as_completed
 from tqdm import tqdm
 
+from flows.engines import ensure_gpu_limit, shard_task_runner
 from synthvision.config import RunConfig
 from synthvision.manifest import Manifest
 from synthvision.planning import shard_name
 from synthvision.run import open_run
 from synthvision.storage import STORAGE_STATS
-from flows.engines import ensure_gpu_limit, shard_task_runner
 from tasks.policy import retry_options
 from tasks.stages import generate_shard_task, score_shard_task
 
@@ -56,7 +56,13 @@ def bounded_results(submit: Callable[[Any], PrefectFuture], items: Iterable[Any]
 
 def _summary_row(result: dict[str, Any]) -> dict[str, Any]:
     if "quarantined" in result:  # a corrupt input shard, moved aside: the row says where and why
-        return {"shard": result["shard"], "samples": 0, "done_now": False, "attempts": 1, "quarantined": result["quarantined"]}
+        return {
+            "shard": result["shard"],
+            "samples": 0,
+            "done_now": False,
+            "attempts": 1,
+            "quarantined": result["quarantined"],
+        }
     return {
         "shard": result["shard"],
         "samples": result["count"],
@@ -73,7 +79,9 @@ def _summary_row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 @flow(name="shard-wave", flow_run_name="{config.run_name}-{stage}-wave-{wave:04d}")
-def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, progress_id: str) -> list[dict[str, Any]]:
+def shard_wave(
+    config: RunConfig, stage: str, wave: int, start: int, stop: int, progress_id: str
+) -> list[dict[str, Any]]:
     """Shards `start..stop-1` of `stage`, one task run each; returns their summary rows."""
     options = retry_options(config.orchestration)
     task = SHARD_TASKS[stage]
@@ -92,7 +100,11 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
             update_progress_artifact(progress_id, 100.0 * (start + len(rows)) / num_shards)
     open_run(config).index_wave(stage, wave, manifests)
     rows.sort(key=lambda row: row["shard"])
-    create_table_artifact(rows, key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"), description=describe(config, stage, f"{stage} wave {wave} per shard"))
+    create_table_artifact(
+        rows,
+        key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"),
+        description=describe(config, stage, f"{stage} wave {wave} per shard"),
+    )
     return rows
 
 
@@ -100,8 +112,20 @@ def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
     """Run `stage`'s shard task over every shard, in waves; returns a summary of the stage."""
     num_shards = open_run(config).plan.num_shards
     per_wave = config.orchestration.shards_per_flow_run
-    progress = create_progress_artifact(0.0, key=artifact_key(config, f"{stage}-progress"), description=describe(config, stage, f"{stage} shards committed (%)"))
-    summary = {"stage": stage, "shards": num_shards, "waves": 0, "done_now": 0, "samples": 0, "gpu_slots": ensure_gpu_limit(config), "task_retries": 0}
+    progress = create_progress_artifact(
+        0.0,
+        key=artifact_key(config, f"{stage}-progress"),
+        description=describe(config, stage, f"{stage} shards committed (%)"),
+    )
+    summary = {
+        "stage": stage,
+        "shards": num_shards,
+        "waves": 0,
+        "done_now": 0,
+        "samples": 0,
+        "gpu_slots": ensure_gpu_limit(config),
+        "task_retries": 0,
+    }
     quarantined: list[str] = []
     requests_before = STORAGE_STATS.snapshot()
     with shard_task_runner(config) as runner:

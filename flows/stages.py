@@ -7,13 +7,13 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.engines import ensure_gpu_limit
+from flows.fanout import artifact_key, describe, run_shard_tasks
+from flows.output import writes_output
 from synthvision.config import RunConfig
 from synthvision.reporting import render_markdown
 from synthvision.run import open_run
 from tasks.stages import expand_prompts_task, few_shot_task, pretrain_task, scratch_task, train_task, transfer_task
-from flows.engines import ensure_gpu_limit
-from flows.fanout import artifact_key, describe, run_shard_tasks
-from flows.output import writes_output
 
 
 @flow(name="prompts", flow_run_name="{config.run_name}-prompts")
@@ -36,7 +36,8 @@ def generate_flow(config: RunConfig) -> dict[str, Any]:
     sheet = open_run(config).contact_sheet()
     if sheet is not None:
         create_markdown_artifact(
-            f"# {config.run_name}: contact sheet\n\nFirst generated images with their prompts: [{sheet}]({sheet})\n\n![contact sheet]({sheet})\n",
+            f"# {config.run_name}: contact sheet\n\nFirst generated images with their prompts: "
+            f"[{sheet}]({sheet})\n\n![contact sheet]({sheet})\n",
             key=artifact_key(config, "contact-sheet"),
             description=describe(config, "generate", "contact sheet"),
         )
@@ -54,10 +55,15 @@ def score_flow(config: RunConfig) -> dict[str, Any]:
 def train_flow(config: RunConfig) -> dict[str, Any]:
     ensure_gpu_limit(config)
     report = train_task(config)
-    create_markdown_artifact(render_markdown(report), key=artifact_key(config, "report"), description=describe(config, "train", "report"))
+    create_markdown_artifact(
+        render_markdown(report), key=artifact_key(config, "report"), description=describe(config, "train", "report")
+    )
     evaluation = report["evaluation"]
     create_table_artifact(
-        [{"model": "CLIP zero-shot", "top1": evaluation.get("zero_shot_top1")}, {"model": "CLIP + synthetic (CT)", "top1": evaluation.get("tuned_top1")}],
+        [
+            {"model": "CLIP zero-shot", "top1": evaluation.get("zero_shot_top1")},
+            {"model": "CLIP + synthetic (CT)", "top1": evaluation.get("tuned_top1")},
+        ],
         key=artifact_key(config, "train"),
         description=describe(config, "train", f"top-1 on {evaluation.get('test_set')}"),
     )
@@ -72,8 +78,16 @@ def fewshot_flow(config: RunConfig) -> dict[str, Any]:
 
     ensure_gpu_limit(config)
     report = few_shot_task(config)
-    create_markdown_artifact(render_few_shot(report), key=artifact_key(config, "fewshot-report"), description=describe(config, "fewshot", "few-shot report"))
-    create_table_artifact(report["results"], key=artifact_key(config, "fewshot"), description=describe(config, "fewshot", "top-1 per shots and strategy"))
+    create_markdown_artifact(
+        render_few_shot(report),
+        key=artifact_key(config, "fewshot-report"),
+        description=describe(config, "fewshot", "few-shot report"),
+    )
+    create_table_artifact(
+        report["results"],
+        key=artifact_key(config, "fewshot"),
+        description=describe(config, "fewshot", "top-1 per shots and strategy"),
+    )
     return report
 
 
@@ -84,8 +98,17 @@ def pretrain_flow(config: RunConfig) -> dict[str, Any]:
     ensure_gpu_limit(config)
     report = pretrain_task(config)
     create_table_artifact(
-        [{"method": report["method"], "arch": report["arch"], "images": report["synthetic_images"], "steps": report["steps"], "backbone": report["backbone"]}],
-        key=artifact_key(config, "pretrain"), description=describe(config, "pretrain", "pre-training"),
+        [
+            {
+                "method": report["method"],
+                "arch": report["arch"],
+                "images": report["synthetic_images"],
+                "steps": report["steps"],
+                "backbone": report["backbone"],
+            }
+        ],
+        key=artifact_key(config, "pretrain"),
+        description=describe(config, "pretrain", "pre-training"),
     )
     return report
 
@@ -96,7 +119,11 @@ def transfer_flow(config: RunConfig) -> dict[str, Any]:
     """Fine-tune the pre-trained backbone and a random init on a real dataset; top-1 of each."""
     ensure_gpu_limit(config)
     report = transfer_task(config)
-    create_table_artifact(report["results"], key=artifact_key(config, "transfer"), description=describe(config, "transfer", f"top-1 on {report['dataset']}"))
+    create_table_artifact(
+        report["results"],
+        key=artifact_key(config, "transfer"),
+        description=describe(config, "transfer", f"top-1 on {report['dataset']}"),
+    )
     return report
 
 
@@ -106,5 +133,9 @@ def scratch_flow(config: RunConfig) -> dict[str, Any]:
     """ResNets from random init on synthetic data and on k real images per class; top-1 of each."""
     ensure_gpu_limit(config)
     report = scratch_task(config)
-    create_table_artifact(report["results"], key=artifact_key(config, "scratch"), description=describe(config, "scratch", "top-1 from scratch"))
+    create_table_artifact(
+        report["results"],
+        key=artifact_key(config, "scratch"),
+        description=describe(config, "scratch", "top-1 from scratch"),
+    )
     return report

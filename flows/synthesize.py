@@ -7,10 +7,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from synthvision.config import RunConfig
 from flows.fanout import artifact_key, describe
 from flows.output import writes_output
 from flows.stages import generate_flow, prompts_flow, score_flow, train_flow
+from synthvision.config import RunConfig
 
 
 @flow(name="synthesize", flow_run_name="{config.run_name}")
@@ -23,12 +23,19 @@ def synthesize(config: RunConfig) -> dict[str, Any]:
     }
     if summaries["score"].get("quarantined"):
         # corrupt shards were moved aside: generate them again (deterministic: the same images) and score them
-        get_run_logger().warning("regenerating %d quarantined shard(s): %s", len(summaries["score"]["quarantined"]), ", ".join(summaries["score"]["quarantined"]))
+        get_run_logger().warning(
+            "regenerating %d quarantined shard(s): %s",
+            len(summaries["score"]["quarantined"]),
+            ", ".join(summaries["score"]["quarantined"]),
+        )
         summaries["regenerate"] = generate_flow(config)
         summaries["rescore"] = score_flow(config)
     report = train_flow(config)
     create_table_artifact(
-        [{"stage": stage, **{k: v for k, v in summary.items() if k != "by_source"}} for stage, summary in summaries.items()],
+        [
+            {"stage": stage, **{k: v for k, v in summary.items() if k != "by_source"}}
+            for stage, summary in summaries.items()
+        ],
         key=artifact_key(config, "stages"),
         description=describe(config, "train", "work done per stage in this flow run"),
     )

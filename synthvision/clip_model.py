@@ -116,14 +116,22 @@ def load_clip(config: ClipConfig) -> ClipModel:
     return ClipModel.load(config)
 
 
-def save_clip(model: torch.nn.Module, model_cfg: dict, folder: str | Path, preprocess_cfg: dict | None = None, dtype: torch.dtype | None = None) -> None:
+def save_clip(
+    model: torch.nn.Module,
+    model_cfg: dict,
+    folder: str | Path,
+    preprocess_cfg: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
     """Write `model` in open_clip's `local-dir:` layout (config JSON, with its preprocessing if given,
     + safetensors weights, cast to `dtype` if given: open_clip loads them into its float32 model)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     record = {"model_cfg": model_cfg, **({"preprocess_cfg": preprocess_cfg} if preprocess_cfg else {})}
     (folder / CONFIG_FILE).write_text(json.dumps(record, indent=1))
-    state = {key: value.detach().cpu().to(dtype or value.dtype).contiguous() for key, value in model.state_dict().items()}
+    state = {
+        key: value.detach().cpu().to(dtype or value.dtype).contiguous() for key, value in model.state_dict().items()
+    }
     save_file(state, folder / WEIGHTS_FILE)
 
 

@@ -57,7 +57,9 @@ class PromptsConfig(_Section):
 class GlideConfig(_Section):
     """GLIDE sampling (generator.backend: glide), as in the paper (A.1.2, A.7.1)."""
 
-    base_respacing: str = Field("100", description="base model steps: a count, section counts ('10,10,3'), 'ddimN' or 'fast27'")
+    base_respacing: str = Field(
+        "100", description="base model steps: a count, section counts ('10,10,3'), 'ddimN' or 'fast27'"
+    )
     upsample: bool = Field(True, description="run the 64 -> 256 px upsampler (off: 64 px images)")
     upsample_respacing: str = Field("fast27", description="upsampler steps, as base_respacing")
     upsample_temperature: float = Field(0.997, gt=0, description="scale of the upsampler's initial noise")
@@ -65,7 +67,7 @@ class GlideConfig(_Section):
     @field_validator("base_respacing", "upsample_respacing")
     @classmethod
     def _respacing(cls, value: str) -> str:
-        from synthvision.generators.glide.diffusion import respaced_steps
+        from synthvision.respacing import respaced_steps
 
         respaced_steps(value)  # raises ValueError naming the problem
         return value
@@ -75,7 +77,9 @@ class GeneratorConfig(_Section):
     """The text-to-image model."""
 
     backend: Literal["diffusers", "glide", "tiny"] = "tiny"
-    model: str | None = Field(None, description="diffusers: hub id or local folder of a DiffusionPipeline; glide: weights folder or 'tiny'")
+    model: str | None = Field(
+        None, description="diffusers: hub id or local folder of a DiffusionPipeline; glide: weights folder or 'tiny'"
+    )
     guidance_scale: float = Field(3.0, ge=0, description="classifier-free guidance scale (paper: 3)")
     steps: int = Field(50, gt=0, description="diffusers: denoising steps (glide: glide.base_respacing)")
     resolution: int = Field(256, gt=0, multiple_of=8)
@@ -100,7 +104,10 @@ class ShardsConfig(_Section):
 class ClipConfig(_Section):
     """The CLIP model used to score, filter and (frozen) to encode images for training."""
 
-    model: str = Field("tiny", description="open_clip name (e.g. RN50), 'local-dir:PATH', 'tiny' (ViT) or 'tiny-rn' (ResNet with BatchNorm)")
+    model: str = Field(
+        "tiny",
+        description="open_clip name (e.g. RN50), 'local-dir:PATH', 'tiny' (ViT) or 'tiny-rn' (ResNet with BatchNorm)",
+    )
     pretrained: str | None = Field(None, description="open_clip pretrained tag or checkpoint file")
     templates: list[str] | None = Field(None, description="zero-shot templates; default: the label space's")
     batch_size: int = Field(256, gt=0)
@@ -153,8 +160,12 @@ class RealGuidanceConfig(_Section):
     denoised with the class's prompt (SDEdit / img2img), instead of from pure noise."""
 
     enabled: bool = False
-    shots: int = Field(16, gt=0, description="M: shots per class used as references (the class's budget is split over them)")
-    start_step: int | None = Field(None, gt=0, le=100, description="t* of 100; none: the paper's for M (16:15, 8:20, 4:35, 2:40, 1:50)")
+    shots: int = Field(
+        16, gt=0, description="M: shots per class used as references (the class's budget is split over them)"
+    )
+    start_step: int | None = Field(
+        None, gt=0, le=100, description="t* of 100; none: the paper's for M (16:15, 8:20, 4:35, 2:40, 1:50)"
+    )
 
     @model_validator(mode="after")
     def _start_step_known(self) -> RealGuidanceConfig:
@@ -171,11 +182,17 @@ class RealGuidanceConfig(_Section):
 class FewShotConfig(_Section):
     """Few-shot CT with synthetic data (paper 3.2, A.7.2) on the frozen CLIP encoder ("BN frozen")."""
 
-    train_set: str = Field(..., min_length=1, description="real labelled pool the shots are drawn from: image folder, WebDataset tar(s) or idx images file")
+    train_set: str = Field(
+        ...,
+        min_length=1,
+        description="real labelled pool the shots are drawn from: image folder, WebDataset tar(s) or idx images file",
+    )
     format: Literal["auto", "imagefolder", "webdataset", "idx"] = "auto"
     shots: list[int] = Field([1, 2, 4, 8, 16], min_length=1, description="M real images per class, one run each")
     strategies: list[Literal["real_only", "syn_only", "mix", "syn_then_real", "real_then_syn"]] = Field(
-        ["real_only", "mix", "syn_then_real", "real_then_syn"], min_length=1, description="real_only is CT w. init on the shots alone; syn_only on synthetic data alone"
+        ["real_only", "mix", "syn_then_real", "real_then_syn"],
+        min_length=1,
+        description="real_only is CT w. init on the shots alone; syn_only on synthetic data alone",
     )
     real_filter: RealFilterConfig = RealFilterConfig()
     real_guidance: RealGuidanceConfig = RealGuidanceConfig()
@@ -185,9 +202,13 @@ class FewShotConfig(_Section):
     phase_lr: float = Field(2e-3, gt=0, description="real_only and each phase of the phase-wise strategies")
     epochs: int = Field(30, gt=0, description="per phase; mix counts epochs over the synthetic data")
     weight_decay: float = Field(0.1, ge=0)
-    synthetic_loss: Literal["ce", "sce"] = Field("ce", description="loss on the synthetic part (sce: soft CLIP targets)")
+    synthetic_loss: Literal["ce", "sce"] = Field(
+        "ce", description="loss on the synthetic part (sce: soft CLIP targets)"
+    )
     temperature: float = Field(2.0, gt=0)
-    batch_norm: Literal["frozen", "train"] = Field("frozen", description="train: BatchNorm of the image tower uses and updates batch statistics (Table 6)")
+    batch_norm: Literal["frozen", "train"] = Field(
+        "frozen", description="train: BatchNorm of the image tower uses and updates batch statistics (Table 6)"
+    )
     tune_encoder: bool = Field(False, description="also tune the image tower's weights (at encoder_lr)")
     encoder_lr: float = Field(1e-5, gt=0)
     device: str = "auto"
@@ -205,7 +226,10 @@ class FewShotConfig(_Section):
         fewer shots would let more real data in than the shot count says."""
         guidance = self.real_guidance
         if guidance.enabled and self.shots != [guidance.shots]:
-            raise ValueError(f"real guidance from {guidance.shots} shots: set fewshot.shots to [{guidance.shots}] (one run per shot count)")
+            raise ValueError(
+                f"real guidance from {guidance.shots} shots: set fewshot.shots to [{guidance.shots}] (one run "
+                "per shot count)"
+            )
         return self
 
 
@@ -220,7 +244,9 @@ class OptimConfig(_Section):
     momentum: float = Field(0.9, ge=0, description="sgd only")
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["step", "cosine"] = "step"
-    lr_milestones: list[int] = Field([30, 60], description="epochs at which a step schedule multiplies the lr by lr_gamma")
+    lr_milestones: list[int] = Field(
+        [30, 60], description="epochs at which a step schedule multiplies the lr by lr_gamma"
+    )
     lr_gamma: float = Field(0.1, gt=0)
 
 
@@ -242,7 +268,9 @@ class PretrainConfig(_Section):
     image_size: int = Field(224, gt=0)
     optim: OptimConfig = OptimConfig()  # paper, downstream-agnostic supervised: 90 epochs, lr 0.2 x0.1 every 30, bs 512
     moco: MocoConfig = MocoConfig()
-    init_backbone: str | None = Field(None, description="start from this backbone (.safetensors, torchvision/timm ResNet keys), e.g. ImageNet weights")
+    init_backbone: str | None = Field(
+        None, description="start from this backbone (.safetensors, torchvision/timm ResNet keys), e.g. ImageNet weights"
+    )
     checkpoint_every: int = Field(1000, gt=0, description="steps between checkpoints in the run's storage")
     device: str = "auto"
 
@@ -252,13 +280,19 @@ class TransferConfig(_Section):
 
     label_space: str = Field(..., description="the real dataset's classes (built-in name or file), e.g. cifar100")
     train_set: str = Field(..., min_length=1, description="image folder, WebDataset tar(s) or idx images file")
-    per_class: int | None = Field(None, gt=0, description="fine-tune on this many images per class of train_set (seeded); empty: all")
+    per_class: int | None = Field(
+        None, gt=0, description="fine-tune on this many images per class of train_set (seeded); empty: all"
+    )
     test_set: str = Field(..., min_length=1)
     format: Literal["auto", "imagefolder", "webdataset", "idx"] = "auto"
     image_size: int = Field(224, gt=0)
     inits: list[Literal["pretrained", "random"]] = Field(["pretrained", "random"], min_length=1)
-    optim: OptimConfig = OptimConfig(epochs=200, batch_size=128, lr=0.003, weight_decay=5e-4, lr_milestones=[60, 120, 160], lr_gamma=0.2)
-    batch_norm: Literal["train", "frozen"] = Field("train", description="frozen: BatchNorm keeps its running statistics")
+    optim: OptimConfig = OptimConfig(
+        epochs=200, batch_size=128, lr=0.003, weight_decay=5e-4, lr_milestones=[60, 120, 160], lr_gamma=0.2
+    )
+    batch_norm: Literal["train", "frozen"] = Field(
+        "train", description="frozen: BatchNorm keeps its running statistics"
+    )
     checkpoint_every: int = Field(1000, gt=0)
     device: str = "auto"
 
@@ -291,7 +325,9 @@ class DemoTestSetConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    test_set: str | None = Field(None, description="image folder (CLASS/*.png), WebDataset tar(s), or an idx images file (labels file beside it)")
+    test_set: str | None = Field(
+        None, description="image folder (CLASS/*.png), WebDataset tar(s), or an idx images file (labels file beside it)"
+    )
     format: Literal["auto", "imagefolder", "webdataset", "idx"] = "auto"
     demo_test_set: DemoTestSetConfig | None = None
 
@@ -310,7 +346,9 @@ class OrchestrationConfig(_Section):
     retry_jitter: float = Field(0.5, ge=0, description="random extra delay, as a fraction of the delay")
     max_workers: int = Field(2, gt=0, description="shard tasks running at once in one flow run")
     max_in_flight: int = Field(64, gt=0, description="shard futures submitted but not finished, per flow run")
-    shards_per_flow_run: int = Field(500, gt=0, description="shards per wave sub-flow (Prefect slows past thousands of task runs per flow run)")
+    shards_per_flow_run: int = Field(
+        500, gt=0, description="shards per wave sub-flow (Prefect slows past thousands of task runs per flow run)"
+    )
     engine: Literal["threads", "processes", "dask"] = Field(
         "threads",
         description="where shard tasks run: threads of the flow process (max_workers of them); one worker "
@@ -318,12 +356,19 @@ class OrchestrationConfig(_Section):
     )
     devices: list[str] = Field(
         default_factory=lambda: ["auto"],
-        description="engine 'processes': one worker process per entry ('auto': one per CUDA GPU here, or one CPU worker)",
+        description=(
+            "engine 'processes': one worker process per entry ('auto': one per CUDA GPU here, or one CPU worker)"
+        ),
     )
-    dask_address: str | None = Field(None, description="engine 'dask': scheduler address; empty starts a local cluster of max_workers processes")
+    dask_address: str | None = Field(
+        None, description="engine 'dask': scheduler address; empty starts a local cluster of max_workers processes"
+    )
     gpu_limit: str | None = Field(
-        "gpu", min_length=1, description="Prefect global concurrency limit a model task holds one slot of while it computes; "
-        "null: none (one machine: the flow run's own workers bound model work, and a SQLite server is spared the slot writes)"
+        "gpu",
+        min_length=1,
+        description="Prefect global concurrency limit a model task holds one slot of while it computes; "
+        "null: none (one machine: the flow run's own workers bound model work, and a SQLite server is spared "
+        "the slot writes)",
     )
     gpu_slots: int | None = Field(
         None,
@@ -332,13 +377,18 @@ class OrchestrationConfig(_Section):
         "per local worker (len(devices) or max_workers) and otherwise leave the operator's setting",
     )
     lock_ttl_s: float = Field(
-        300.0, gt=0, description="a run's lock on its output expires this long after its holder's last heartbeat "
-        "(a holder on this host that is gone loses it at once)"
+        300.0,
+        gt=0,
+        description="a run's lock on its output expires this long after its holder's last heartbeat "
+        "(a holder on this host that is gone loses it at once)",
     )
-    lock_wait_s: float = Field(86400.0, ge=0, description="how long a run waits for another run writing the same output")
+    lock_wait_s: float = Field(
+        86400.0, ge=0, description="how long a run waits for another run writing the same output"
+    )
     new_version: bool = Field(
-        False, description="let this config replace the data of a different config in the output (`--new-version`); "
-        "without it such a run is refused, so that one output never mixes two configs' shards"
+        False,
+        description="let this config replace the data of a different config in the output (`--new-version`); "
+        "without it such a run is refused, so that one output never mixes two configs' shards",
     )
     gpu_lease_s: float = Field(
         60.0,
@@ -378,7 +428,9 @@ class RunConfig(_Section):
         description="fsspec options for output and test set (e.g. endpoint_url); never credentials",
     )
     seed: int = Field(0, ge=0)
-    label_space: str = Field("cifar10", description="built-in name (cifar10, cifar100, eurosat, fashion-mnist) or a file")
+    label_space: str = Field(
+        "cifar10", description="built-in name (cifar10, cifar100, eurosat, fashion-mnist) or a file"
+    )
     prompts: PromptsConfig = PromptsConfig()
     generator: GeneratorConfig = GeneratorConfig()
     shards: ShardsConfig = ShardsConfig()
@@ -414,10 +466,18 @@ class RunConfig(_Section):
         """With one worker process per device, each worker's models go on its own device, which is
         what `device: auto` means there; a fixed device would put every worker on the same one."""
         if self.orchestration.engine == "processes":
-            sections = {"prompts.sentence_model": self.prompts.sentence_model, "generator": self.generator, "clip": self.clip, "training": self.training}
+            sections = {
+                "prompts.sentence_model": self.prompts.sentence_model,
+                "generator": self.generator,
+                "clip": self.clip,
+                "training": self.training,
+            }
             for name, section in sections.items():
                 if section.device != "auto":
-                    raise ValueError(f"{name}.device is {section.device!r}, but engine 'processes' binds each worker to one of orchestration.devices: use device: auto")
+                    raise ValueError(
+                        f"{name}.device is {section.device!r}, but engine 'processes' binds each worker to one "
+                        "of orchestration.devices: use device: auto"
+                    )
         return self
 
 

@@ -17,7 +17,9 @@ CONTACT_SHEET = "contact_sheet.png"
 LINE_HEIGHT = 12
 
 
-def render(samples: list[tuple[Image.Image, str]], columns: int = 8, cell: int = 128, caption_lines: int = 3) -> Image.Image:
+def render(
+    samples: list[tuple[Image.Image, str]], columns: int = 8, cell: int = 128, caption_lines: int = 3
+) -> Image.Image:
     """Images as `cell`-pixel squares in rows of `columns`, each with its caption wrapped beneath."""
     rows = -(-len(samples) // columns)
     row_height = cell + caption_lines * LINE_HEIGHT + 4

@@ -27,7 +27,9 @@ def render_image(colour: str, size: int, rng: random.Random) -> Image.Image:
     return image
 
 
-def write_colour_test_set(storage: Storage, reldir: str, label_space: LabelSpace, per_class: int, size: int, seed: int) -> str:
+def write_colour_test_set(
+    storage: Storage, reldir: str, label_space: LabelSpace, per_class: int, size: int, seed: int
+) -> str:
     """Render `per_class` images per class under `reldir/<class>/`; returns the folder's URL.
 
     Deterministic for a given seed, and skipped when already complete.

@@ -58,7 +58,9 @@ def _webdataset(fs, root: str, label_space: LabelSpace, field: str) -> Iterator[
                     raise DataError(f"{field} {tar}: sample {sample.get('__key__')} lacks an image or .cls")
                 label = int(sample["cls"])
                 if not 0 <= label < label_space.num_classes:
-                    raise DataError(f"{field} {tar}: sample {sample['__key__']} has class {label} outside the label space")
+                    raise DataError(
+                        f"{field} {tar}: sample {sample['__key__']} has class {label} outside the label space"
+                    )
                 yield data, label, f"{tar} sample {sample['__key__']}"
 
 
@@ -107,7 +109,9 @@ def iter_labelled(
         yield image, label, hashlib.sha256(data).hexdigest()
 
 
-def iter_test_set(url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None) -> Iterator[tuple[Image.Image, int]]:
+def iter_test_set(
+    url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None
+) -> Iterator[tuple[Image.Image, int]]:
     """(image, class id) pairs of a test set."""
     for image, label, _ in iter_labelled(url, fmt, label_space, storage_options):
         yield image, label
@@ -122,8 +126,14 @@ class EncodedSet:
 
 
 def encode_labelled(
-    clip: ClipModel, url: str, fmt: str, label_space: LabelSpace, batch_size: int, storage_options: dict | None = None,
-    field: str = "evaluation.test_set", keep_images: bool = False,
+    clip: ClipModel,
+    url: str,
+    fmt: str,
+    label_space: LabelSpace,
+    batch_size: int,
+    storage_options: dict | None = None,
+    field: str = "evaluation.test_set",
+    keep_images: bool = False,
 ) -> EncodedSet:
     """CLIP features, labels and digests of a whole labelled set, encoded in batches (and the
     images themselves with `keep_images`, for training that runs the image tower)."""
@@ -141,7 +151,9 @@ def encode_labelled(
         kept += images if keep_images else []
     if not labels:
         raise DataError(f"{field} {url} holds no images")
-    return EncodedSet(np.concatenate(features), np.asarray(labels, dtype=np.int64), digests, kept if keep_images else None)
+    return EncodedSet(
+        np.concatenate(features), np.asarray(labels, dtype=np.int64), digests, kept if keep_images else None
+    )
 
 
 def encode_test_set(

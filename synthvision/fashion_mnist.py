@@ -68,7 +68,10 @@ def parse_split(images: bytes, labels: bytes, images_file: str) -> Split:
     image_array = parse_idx(images, images_file)
     label_array = parse_idx(labels, labels_file(images_file)).astype(np.int64)
     if image_array.ndim != 3 or label_array.ndim != 1 or len(image_array) != len(label_array):
-        raise DataError(f"{images_file}: {image_array.shape} images do not match {label_array.shape} labels in {labels_file(images_file)}")
+        raise DataError(
+            f"{images_file}: {image_array.shape} images do not match {label_array.shape} labels in "
+            f"{labels_file(images_file)}"
+        )
     return Split(image_array, label_array)
 
 

@@ -32,7 +32,9 @@ from synthvision.training import normalize
 STRATEGIES = ("real_only", "syn_only", "mix", "syn_then_real", "real_then_syn")
 
 
-def sample_shots(labels: np.ndarray, shots: int, class_names: tuple[str, ...], seed: int, field: str = "fewshot.train_set") -> np.ndarray:
+def sample_shots(
+    labels: np.ndarray, shots: int, class_names: tuple[str, ...], seed: int, field: str = "fewshot.train_set"
+) -> np.ndarray:
     """Indices of `shots` images per class (sorted), the same for the same labels and seed, and nested:
     the M-shot set of a seed holds its smaller shot sets, so accuracy vs shots compares like with like."""
     rng = np.random.default_rng(seed)
@@ -45,7 +47,9 @@ def sample_shots(labels: np.ndarray, shots: int, class_names: tuple[str, ...], s
     return np.sort(np.concatenate(chosen))
 
 
-def real_filter(syn_features: np.ndarray, syn_labels: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray, k: int) -> np.ndarray:
+def real_filter(
+    syn_features: np.ndarray, syn_labels: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray, k: int
+) -> np.ndarray:
     """Keep-mask of the synthetic images: False where more than half of the k nearest real shots
     (cosine similarity) are of another class than the synthetic image's own."""
     k = min(k, len(real_labels))
@@ -66,7 +70,14 @@ class Encoder:
     BatchNorm in train mode (batch statistics, running statistics updated; paper Table 6) and/or
     the tower's weights tuned. Holds its own copy of the tower."""
 
-    def __init__(self, tower: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], device: torch.device, batch_norm: str, tune: bool):
+    def __init__(
+        self,
+        tower: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        device: torch.device,
+        batch_norm: str,
+        tune: bool,
+    ):
         self.tower = copy.deepcopy(tower).to(device).float()
         self.preprocess, self.device, self.batch_norm, self.tune = preprocess, device, batch_norm, tune
         for parameter in self.tower.parameters():
@@ -80,7 +91,9 @@ class Encoder:
                     module.eval()
 
     def features(self, images: list[Image.Image]) -> torch.Tensor:
-        return F.normalize(self.tower(torch.stack([self.preprocess(image) for image in images]).to(self.device)).float(), dim=-1)
+        return F.normalize(
+            self.tower(torch.stack([self.preprocess(image) for image in images]).to(self.device)).float(), dim=-1
+        )
 
     @torch.no_grad()
     def encode(self, images: list[Image.Image], batch_size: int) -> torch.Tensor:
@@ -100,18 +113,38 @@ class Part:
     loss: str
 
     @classmethod
-    def cached(cls, features: np.ndarray, labels: np.ndarray, teacher: np.ndarray | None = None, loss: str = "ce", device: torch.device | str = "cpu") -> Part:
+    def cached(
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        teacher: np.ndarray | None = None,
+        loss: str = "ce",
+        device: torch.device | str = "cpu",
+    ) -> Part:
         x = normalize(features).to(device)
         return cls(lambda batch: x[batch], *cls._targets(labels, teacher, device), loss)
 
     @classmethod
-    def images(cls, images: list[Image.Image], labels: np.ndarray, encoder: Encoder, teacher: np.ndarray | None = None, loss: str = "ce") -> Part:
-        return cls(lambda batch: encoder.features([images[i] for i in batch.tolist()]), *cls._targets(labels, teacher, encoder.device), loss)
+    def images(
+        cls,
+        images: list[Image.Image],
+        labels: np.ndarray,
+        encoder: Encoder,
+        teacher: np.ndarray | None = None,
+        loss: str = "ce",
+    ) -> Part:
+        return cls(
+            lambda batch: encoder.features([images[i] for i in batch.tolist()]),
+            *cls._targets(labels, teacher, encoder.device),
+            loss,
+        )
 
     @staticmethod
     def _targets(labels: np.ndarray, teacher: np.ndarray | None, device) -> tuple[torch.Tensor, torch.Tensor]:
         teacher = np.zeros((len(labels), 1), np.float32) if teacher is None else teacher
-        return torch.as_tensor(labels, dtype=torch.long, device=device), torch.as_tensor(teacher, dtype=torch.float32, device=device)
+        return torch.as_tensor(labels, dtype=torch.long, device=device), torch.as_tensor(
+            teacher, dtype=torch.float32, device=device
+        )
 
     def batches(self, size: int, order: torch.Generator) -> Iterator[torch.Tensor]:
         """Index batches over endless reshuffled epochs."""
@@ -128,7 +161,13 @@ def _epoch_steps(samples: int, batch_size: int) -> int:
 
 
 def train_few_shot(
-    strategy: str, head: torch.nn.Linear, real: Part, synthetic: Part | None, config: FewShotConfig, seed: int, encoder: Encoder | None = None
+    strategy: str,
+    head: torch.nn.Linear,
+    real: Part,
+    synthetic: Part | None,
+    config: FewShotConfig,
+    seed: int,
+    encoder: Encoder | None = None,
 ) -> FewShotResult:
     """Tune `head` (and the encoder's tower, if it is tuned) by `strategy` on the real shots and the
     synthetic data; returns the head on the CPU with the per-step (real, synthetic) batch sizes."""
@@ -157,8 +196,13 @@ def train_few_shot(
 
 
 def _run(
-    head: torch.nn.Linear, phase: tuple[Part | None, Part | None, int], lr: float, config: FewShotConfig,
-    order: torch.Generator, result: FewShotResult, encoder: Encoder | None,
+    head: torch.nn.Linear,
+    phase: tuple[Part | None, Part | None, int],
+    lr: float,
+    config: FewShotConfig,
+    order: torch.Generator,
+    result: FewShotResult,
+    encoder: Encoder | None,
 ) -> None:
     """One phase: `steps` AdamW steps on a cosine schedule, each summing the losses of one real batch
     and one synthetic batch (either part may be absent)."""

@@ -9,7 +9,13 @@ from typing import Any
 
 from synthvision.storage import Storage
 
-LABELS = {"real_only": "CT w. init (real only)", "syn_only": "synthetic only", "mix": "mix", "syn_then_real": "syn -> real", "real_then_syn": "real -> syn"}
+LABELS = {
+    "real_only": "CT w. init (real only)",
+    "syn_only": "synthetic only",
+    "mix": "mix",
+    "syn_then_real": "syn -> real",
+    "real_then_syn": "real -> syn",
+}
 
 
 def accuracy_table(results: list[dict[str, Any]]) -> tuple[list[int], list[str], dict[tuple[int, str], float]]:
@@ -24,9 +30,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# synthvision few-shot report: {report['run_name']}",
         "",
-        f"Top-1 (%) on `{report['test_set']}` ({report['test_images']} images); CLIP zero-shot: {report['zero_shot_top1']:.2f}.",
+        f"Top-1 (%) on `{report['test_set']}` ({report['test_images']} images); CLIP zero-shot: "
+        f"{report['zero_shot_top1']:.2f}.",
         f"Synthetic images: {synthetic['scored']} scored, {synthetic['after_clip_filter']} after the CLIP filter; "
-        f"real filter {'on (k = ' + str(synthetic['real_filter']['k']) + ')' if synthetic['real_filter']['enabled'] else 'off'}.",
+        "real filter "
+        f"{'on (k = ' + str(synthetic['real_filter']['k']) + ')' if synthetic['real_filter']['enabled'] else 'off'}.",
         "",
         "| shots | " + " | ".join(LABELS[s] for s in strategies) + " |",
         "|---:|" + "---:|" * len(strategies),

@@ -89,7 +89,11 @@ def generate_shard(
                 images = generator.generate_guided(texts, seeds, [r.image for r in references], guidance.strength)
             model_seconds += time.perf_counter() - tick
             for i, (sample, text, image) in enumerate(zip(batch, texts, images, strict=True)):
-                guided = {} if references is None else {"reference": references[i].digest, "real_guidance_strength": guidance.strength}
+                guided = (
+                    {}
+                    if references is None
+                    else {"reference": references[i].digest, "real_guidance_strength": guidance.strength}
+                )
                 flags = image_flags(image)
                 for flag in flags:
                     flagged[flag] = flagged.get(flag, 0) + 1

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
 

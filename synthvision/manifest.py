@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MANIFEST_VERSION = 1
 
@@ -33,12 +33,14 @@ class Manifest:
     sha256: str
     timings: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> samples dropped or flagged
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     version: int = MANIFEST_VERSION
 
     def matches(self, config_hash: str, spec_hash: str | None = None) -> bool:
         """Written by this manifest format and config; and for exactly `spec_hash`, when given."""
-        return self.version == MANIFEST_VERSION and self.config_hash == config_hash and spec_hash in (None, self.spec_hash)
+        return (
+            self.version == MANIFEST_VERSION and self.config_hash == config_hash and spec_hash in (None, self.spec_hash)
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

@@ -70,10 +70,16 @@ class OutputLock:
 
     def _record(self) -> bytes:
         pid = os.getpid()
-        return json.dumps({
-            "token": self.token, "host": socket.gethostname(), "pid": pid, "process_started": _process_started(pid),
-            "heartbeat": time.time(), "ttl_s": self.ttl_s,
-        }).encode()
+        return json.dumps(
+            {
+                "token": self.token,
+                "host": socket.gethostname(),
+                "pid": pid,
+                "process_started": _process_started(pid),
+                "heartbeat": time.time(),
+                "ttl_s": self.ttl_s,
+            }
+        ).encode()
 
     def _read(self) -> tuple[bytes, dict[str, Any]] | None:
         try:
@@ -92,7 +98,10 @@ class OutputLock:
             try:
                 created = self.storage.create_exclusive(LOCK_FILE, self._record())
             except PermissionError as error:  # the first write of every run: a read-only output fails here
-                raise DataError(f"output {self.storage.url}: permission denied writing {LOCK_FILE} there ({error.strerror or error})") from None
+                raise DataError(
+                    f"output {self.storage.url}: permission denied writing {LOCK_FILE} there "
+                    f"({error.strerror or error})"
+                ) from None
             if created:
                 self._heartbeat = threading.Thread(target=self._renew, name="output-lock-heartbeat", daemon=True)
                 self._heartbeat.start()
@@ -102,18 +111,29 @@ class OutputLock:
                 continue  # released between our attempt and our read
             raw, record = held
             if _owner_gone(record, self.ttl_s):
-                log.warning("taking over %s from a run that is gone (%s pid %s)", self.storage.url_of(LOCK_FILE), record.get("host"), record.get("pid"))
+                log.warning(
+                    "taking over %s from a run that is gone (%s pid %s)",
+                    self.storage.url_of(LOCK_FILE),
+                    record.get("host"),
+                    record.get("pid"),
+                )
                 again = self._read()
                 if again is not None and again[0] == raw:  # still the stale record, not a new holder's
                     self.storage.delete(LOCK_FILE)
                 continue
             if time.monotonic() > deadline:
                 raise DataError(
-                    f"output {self.storage.url} is being written by another run ({record.get('host')} pid {record.get('pid')}; "
+                    f"output {self.storage.url} is being written by another run ({record.get('host')} pid "
+                    f"{record.get('pid')}; "
                     f"{self.storage.url_of(LOCK_FILE)}): waited {self.wait_s:.0f} s (orchestration.lock_wait_s)"
                 )
             if not announced:
-                log.warning("output %s is being written by another run (%s pid %s): waiting for it", self.storage.url, record.get("host"), record.get("pid"))
+                log.warning(
+                    "output %s is being written by another run (%s pid %s): waiting for it",
+                    self.storage.url,
+                    record.get("host"),
+                    record.get("pid"),
+                )
                 announced = True
             time.sleep(self.poll_s)
 

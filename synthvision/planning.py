@@ -57,7 +57,12 @@ class ShardSpec:
 
     @cached_property
     def spec_hash(self) -> str:
-        return stable_hash([[s.key, s.class_id, s.prompt_id, s.seed, *([] if s.reference is None else [s.reference])] for s in self.samples])
+        return stable_hash(
+            [
+                [s.key, s.class_id, s.prompt_id, s.seed, *([] if s.reference is None else [s.reference])]
+                for s in self.samples
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,12 @@ class ShardPlan:
 
 
 def plan_from_prompts(
-    prompt_class_ids: list[int], num_classes: int, images_per_class: int, shard_size: int, seed: int, references_per_class: int = 0
+    prompt_class_ids: list[int],
+    num_classes: int,
+    images_per_class: int,
+    shard_size: int,
+    seed: int,
+    references_per_class: int = 0,
 ) -> ShardPlan:
     """Build the plan from the prompt table's class-id column (prompt id = row number)."""
     by_class: list[list[int]] = [[] for _ in range(num_classes)]

@@ -41,8 +41,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     else:
         lines.append("No test set configured (evaluation.test_set): the head was trained but not evaluated.")
     losses = report["training"]["epoch_losses"]
-    lines += ["", f"Training: {report['training']['epochs']} epochs, {report['training']['steps']} steps, "
-              f"loss {losses[0]:.4f} -> {losses[-1]:.4f}.", ""]
+    lines += [
+        "",
+        f"Training: {report['training']['epochs']} epochs, {report['training']['steps']} steps, "
+        f"loss {losses[0]:.4f} -> {losses[-1]:.4f}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -111,7 +111,9 @@ class Run:
     def prompts(self) -> list[Prompt]:
         prompts = read_prompts(self.storage, self.hashes["prompts"])
         if prompts is None:
-            raise DataError(f"{self.storage.url_of(PROMPTS_FILE)} is missing or from another config: run the prompts stage first")
+            raise DataError(
+                f"{self.storage.url_of(PROMPTS_FILE)} is missing or from another config: run the prompts stage first"
+            )
         return prompts
 
     @cached_property
@@ -139,8 +141,21 @@ class Run:
                 from synthvision.fewshot import sample_shots
 
                 fewshot = self.config.fewshot
-                pool = list(iter_labelled(fewshot.train_set, fewshot.format, self.label_space, self.config.storage_options, field="fewshot.train_set"))
-                chosen = sample_shots(np.array([label for _, label, _ in pool]), self.guidance.shots, self.label_space.classes, self.config.seed)
+                pool = list(
+                    iter_labelled(
+                        fewshot.train_set,
+                        fewshot.format,
+                        self.label_space,
+                        self.config.storage_options,
+                        field="fewshot.train_set",
+                    )
+                )
+                chosen = sample_shots(
+                    np.array([label for _, label, _ in pool]),
+                    self.guidance.shots,
+                    self.label_space.classes,
+                    self.config.seed,
+                )
                 self._shots = [[] for _ in self.label_space.classes]
                 for index in chosen:
                     image, label, digest = pool[index]
@@ -173,22 +188,6 @@ class Run:
             raise DataError(f"{len(missing)} shard(s) {problem} (first: {missing[0]}): run the {stage} stage first")
         return manifests
 
-    # -- ResNet jobs (paper 3.3): synthvision/pretraining ------------------------------------------
-    def pretrain(self, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-        from synthvision.pretraining import stages
-
-        return stages.pretrain(self, on_step)
-
-    def transfer(self, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-        from synthvision.pretraining import stages
-
-        return stages.transfer(self, on_step)
-
-    def scratch(self, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-        from synthvision.pretraining import stages
-
-        return stages.scratch(self, on_step)
-
     def committed_shard(self, shard_index: int) -> Manifest | None:
         spec = self.plan.shard(shard_index)
         return self.storage.committed(SHARDS_DIR, spec.name, self.hashes["generate"], spec.spec_hash)
@@ -198,7 +197,9 @@ class Run:
         from synthvision.contact_sheet import write_contact_sheet
 
         needed = -(-count // self.config.shards.shard_size)
-        manifests = [m for m in (self.committed_shard(i) for i in range(min(needed, self.plan.num_shards))) if m is not None]
+        manifests = [
+            m for m in (self.committed_shard(i) for i in range(min(needed, self.plan.num_shards))) if m is not None
+        ]
         return write_contact_sheet(self.storage, manifests, count)
 
     # -- scoring --------------------------------------------------------------------------------
@@ -234,8 +235,18 @@ class Run:
                 recorded = self.storage.read_manifest(SHARDS_DIR, spec.name)
                 if recorded is None or not recorded.matches(self.hashes["generate"], spec.spec_hash):
                     raise DataError(f"shard {spec.name} is not committed: run the generate stage first")
-                raise CorruptShard(f"{self.storage.url_of(recorded.data_file)} is missing or not the {recorded.bytes} bytes its manifest records")
-            return score_shard(source, self.clip_and_head, self.storage, self.hashes["score"], self.threshold, self.config.clip.batch_size)
+                raise CorruptShard(
+                    f"{self.storage.url_of(recorded.data_file)} is missing or not the {recorded.bytes} bytes "
+                    "its manifest records"
+                )
+            return score_shard(
+                source,
+                self.clip_and_head,
+                self.storage,
+                self.hashes["score"],
+                self.threshold,
+                self.config.clip.batch_size,
+            )
         except CorruptShard as error:
             folder = self.storage.quarantine([manifest_path(SHARDS_DIR, spec.name), shard_tar_path(spec.name)])
             raise CorruptShard(f"shard {spec.name} quarantined to {folder} (generate it again): {error}") from None
@@ -243,7 +254,11 @@ class Run:
     def committed_scores(self, shard_index: int) -> Manifest | None:
         source = self.committed_shard(shard_index)
         # scores count only if computed from exactly the tar committed now
-        return None if source is None else self.storage.committed(SCORES_DIR, source.shard, self.hashes["score"], source.sha256)
+        return (
+            None
+            if source is None
+            else self.storage.committed(SCORES_DIR, source.shard, self.hashes["score"], source.sha256)
+        )
 
     # -- training and evaluation ----------------------------------------------------------------
     def test_set_url(self) -> str | None:
@@ -252,7 +267,9 @@ class Run:
             from synthvision.demo_data import write_colour_test_set
 
             demo = evaluation.demo_test_set
-            return write_colour_test_set(self.storage, "demo_test_set", self.label_space, demo.per_class, demo.size, self.config.seed)
+            return write_colour_test_set(
+                self.storage, "demo_test_set", self.label_space, demo.per_class, demo.size, self.config.seed
+            )
         return evaluation.test_set
 
     def synthetic_training_data(self) -> SyntheticData:
@@ -262,7 +279,9 @@ class Run:
         passed = np.asarray(table["passed"])
         use = passed if self.config.filter.clip_filter else np.ones(table.num_rows, bool)
         if not use.any():
-            raise DataError("the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)")
+            raise DataError(
+                "the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)"
+            )
         return SyntheticData(
             features=np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
             labels=np.asarray(table["label"])[use],
@@ -299,16 +318,32 @@ class Run:
 
         clip, zero_shot = self.clip_and_head()
         result = tune_classifier(
-            features, labels, teacher, zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale), self.config.training, self.config.seed
+            features,
+            labels,
+            teacher,
+            zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale),
+            self.config.training,
+            self.config.seed,
         )
-        head_state = {"weight": result.head.weight.detach().contiguous(), "bias": result.head.bias.detach().contiguous()}
-        self.storage.write_bytes(f"{TRAIN_DIR}/head.safetensors", save_safetensors(head_state, metadata={"config_hash": self.hashes["train"]}))
+        head_state = {
+            "weight": result.head.weight.detach().contiguous(),
+            "bias": result.head.bias.detach().contiguous(),
+        }
+        self.storage.write_bytes(
+            f"{TRAIN_DIR}/head.safetensors",
+            save_safetensors(head_state, metadata={"config_hash": self.hashes["train"]}),
+        )
 
         evaluation: dict[str, Any] = {"test_set": None}
         url = self.test_set_url()
         if url is not None:
             test_features, test_labels = encode_test_set(
-                clip, url, self.config.evaluation.format, self.label_space, self.config.clip.batch_size, self.config.storage_options
+                clip,
+                url,
+                self.config.evaluation.format,
+                self.label_space,
+                self.config.clip.batch_size,
+                self.config.storage_options,
             )
             evaluation = {
                 "test_set": url,
@@ -333,7 +368,11 @@ class Run:
                 "trained_on": len(labels),
                 "filter_threshold": self.threshold,
             },
-            "training": {**self.config.training.model_dump(), "steps": result.steps, "epoch_losses": result.epoch_losses},
+            "training": {
+                **self.config.training.model_dump(),
+                "steps": result.steps,
+                "epoch_losses": result.epoch_losses,
+            },
             "evaluation": evaluation,
         }
         failpoints.reach("train.before_report")
@@ -361,12 +400,21 @@ class Run:
         synthetic = self.synthetic_training_data()
         clip, zero_shot = self.clip_and_head()
         batch, options = self.config.clip.batch_size, self.config.storage_options
-        image_level = fewshot.batch_norm == "train" or fewshot.tune_encoder  # the tower runs at every step, on the images
-        pool = encode_labelled(clip, fewshot.train_set, fewshot.format, self.label_space, batch, options, "fewshot.train_set", image_level)
-        test = encode_labelled(clip, url, self.config.evaluation.format, self.label_space, batch, options, keep_images=image_level)
+        image_level = (
+            fewshot.batch_norm == "train" or fewshot.tune_encoder
+        )  # the tower runs at every step, on the images
+        pool = encode_labelled(
+            clip, fewshot.train_set, fewshot.format, self.label_space, batch, options, "fewshot.train_set", image_level
+        )
+        test = encode_labelled(
+            clip, url, self.config.evaluation.format, self.label_space, batch, options, keep_images=image_level
+        )
         shared = set(pool.digests) & set(test.digests)
         if shared:
-            raise DataError(f"fewshot.train_set shares {len(shared)} image(s) with the test set {url}: the shots must be disjoint from it")
+            raise DataError(
+                f"fewshot.train_set shares {len(shared)} image(s) with the test set {url}: the shots must be "
+                "disjoint from it"
+            )
         device = resolve_device(fewshot.device)
         syn_images = self.synthetic_images(synthetic.keys) if image_level else []
         rows = []
@@ -374,34 +422,59 @@ class Run:
             chosen = sample_shots(pool.labels, shots, self.label_space.classes, self.config.seed)
             keep = np.ones(len(synthetic.labels), bool)
             if fewshot.real_filter.enabled:
-                keep = real_filter(synthetic.features, synthetic.labels, pool.features[chosen], pool.labels[chosen], fewshot.real_filter.k)
+                keep = real_filter(
+                    synthetic.features,
+                    synthetic.labels,
+                    pool.features[chosen],
+                    pool.labels[chosen],
+                    fewshot.real_filter.k,
+                )
             syn_labels, syn_teacher = synthetic.labels[keep], synthetic.teacher[keep]
             for strategy in fewshot.strategies:
                 head = zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale)
                 if image_level:
-                    encoder = Encoder(clip.model.visual, clip.preprocess, device, fewshot.batch_norm, fewshot.tune_encoder)
+                    encoder = Encoder(
+                        clip.model.visual, clip.preprocess, device, fewshot.batch_norm, fewshot.tune_encoder
+                    )
                     real = Part.images([pool.images[i] for i in chosen], pool.labels[chosen], encoder)
                     kept_images = [syn_images[i] for i in np.flatnonzero(keep)]
-                    syn = Part.images(kept_images, syn_labels, encoder, syn_teacher, fewshot.synthetic_loss) if keep.any() else None
+                    syn = (
+                        Part.images(kept_images, syn_labels, encoder, syn_teacher, fewshot.synthetic_loss)
+                        if keep.any()
+                        else None
+                    )
                     result = train_few_shot(strategy, head, real, syn, fewshot, self.config.seed, encoder)
                     test_features = encoder.encode(test.images, batch).numpy()
                 else:
                     real = Part.cached(pool.features[chosen], pool.labels[chosen], device=device)
-                    syn = Part.cached(synthetic.features[keep], syn_labels, syn_teacher, fewshot.synthetic_loss, device) if keep.any() else None
+                    syn = (
+                        Part.cached(synthetic.features[keep], syn_labels, syn_teacher, fewshot.synthetic_loss, device)
+                        if keep.any()
+                        else None
+                    )
                     result = train_few_shot(strategy, head, real, syn, fewshot, self.config.seed)
                     test_features = test.features
-                rows.append({
-                    "shots": shots, "strategy": strategy, "top1": top1(predict(result.head, test_features), test.labels),
-                    "steps": len(result.steps), "synthetic_used": 0 if strategy == "real_only" else int(keep.sum()),
-                    "real_filter_dropped": int((~keep).sum()),
-                })
+                rows.append(
+                    {
+                        "shots": shots,
+                        "strategy": strategy,
+                        "top1": top1(predict(result.head, test_features), test.labels),
+                        "steps": len(result.steps),
+                        "synthetic_used": 0 if strategy == "real_only" else int(keep.sum()),
+                        "real_filter_dropped": int((~keep).sum()),
+                    }
+                )
         report = {
             "run_name": self.config.run_name,
             "config_hashes": self.hashes,
             "test_set": url,
             "test_images": int(len(test.labels)),
             "zero_shot_top1": top1(zero_shot.logits(test.features).argmax(axis=1), test.labels),
-            "synthetic": {"scored": synthetic.scored, "after_clip_filter": len(synthetic.labels), "real_filter": fewshot.real_filter.model_dump()},
+            "synthetic": {
+                "scored": synthetic.scored,
+                "after_clip_filter": len(synthetic.labels),
+                "real_filter": fewshot.real_filter.model_dump(),
+            },
             "encoder": {"batch_norm": fewshot.batch_norm, "tuned": fewshot.tune_encoder},
             "results": rows,
         }
@@ -442,7 +515,11 @@ class Run:
         version = 1
         if previous is not None:
             version = previous.get("version", 1)
-            changed = [row.name for row in STAGES if row.versioned and previous["config_hashes"].get(row.name) != self.hashes[row.name]]
+            changed = [
+                row.name
+                for row in STAGES
+                if row.versioned and previous["config_hashes"].get(row.name) != self.hashes[row.name]
+            ]
             if changed:
                 if not self.config.orchestration.new_version:
                     fields = _changed_fields(previous["config"], self.config.model_dump(mode="json"))
@@ -451,9 +528,16 @@ class Run:
                         f"(changed: {'; '.join(fields[:4]) or 'the label space file'}). Refusing to mix them: "
                         "choose another output, or pass --new-version (orchestration.new_version) to replace that data"
                     )
-                self.storage.write_bytes(f"versions/v{version:04d}.json", json.dumps(previous, indent=1).encode("utf-8"))
+                self.storage.write_bytes(
+                    f"versions/v{version:04d}.json", json.dumps(previous, indent=1).encode("utf-8")
+                )
                 version += 1
-        record = {"version": version, "config": self.config.model_dump(mode="json"), "config_hashes": self.hashes, "classes": list(self.label_space.classes)}
+        record = {
+            "version": version,
+            "config": self.config.model_dump(mode="json"),
+            "config_hashes": self.hashes,
+            "classes": list(self.label_space.classes),
+        }
         self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
 
     def index_wave(self, name: str, wave: int, manifests: list[Manifest]) -> None:
@@ -473,7 +557,11 @@ class Run:
         prompts = read_prompts(self.storage, self.hashes["prompts"])
         shards = scores = {}
         if prompts is not None:
-            shards = {n: m for n, m in self.storage.committed_by_hash(SHARDS_DIR, self.hashes["generate"]).items() if n in planned}
+            shards = {
+                n: m
+                for n, m in self.storage.committed_by_hash(SHARDS_DIR, self.hashes["generate"]).items()
+                if n in planned
+            }
             scores = self.storage.committed_by_hash(SCORES_DIR, self.hashes["score"])
         committed = {
             "prompts": int(prompts is not None),
@@ -481,7 +569,11 @@ class Run:
             "score": sum(n in scores and scores[n].spec_hash == m.sha256 for n, m in shards.items()),
         }
         return [
-            StageStatus(row.name, self.num_shards if row.per_shard else 1, committed[row.name] if row.name in committed else int(self.committed_report(row.name) is not None))
+            StageStatus(
+                row.name,
+                self.num_shards if row.per_shard else 1,
+                committed[row.name] if row.name in committed else int(self.committed_report(row.name) is not None),
+            )
             for row in enabled(self.config)
         ]
 

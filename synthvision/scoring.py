@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 
 from synthvision import failpoints
 from synthvision.clip_model import ClipModel
+from synthvision.errors import DataError
 from synthvision.filtering import CLIP_FILTER_REASON, clip_filter, softmax, zero_shot_logits
 from synthvision.manifest import Manifest
 from synthvision.shard_io import decode_image, read_samples, sample_image_bytes
-from synthvision.errors import DataError
 from synthvision.stages import stage
 from synthvision.storage import HashingReader, Storage
 
@@ -94,7 +94,9 @@ def score_shard(
     with storage.open(source.data_file) as raw:
         stream = HashingReader(raw)
         try:
-            for batch in _batches(_decoded(read_samples(stream, storage.url_of(source.data_file)), dropped), batch_size):
+            for batch in _batches(
+                _decoded(read_samples(stream, storage.url_of(source.data_file)), dropped), batch_size
+            ):
                 keys += [key for key, _, _ in batch]
                 labels += [label for _, label, _ in batch]
                 embeddings.append(clip.encode_images([image for _, _, image in batch]))
@@ -103,7 +105,10 @@ def score_shard(
             # a tar that does not parse is corrupt if its bytes are not the committed ones; otherwise
             # the fault was on the way (a dropped connection) and the task's retry reads it again
             if storage.sha256(source.data_file) != source.sha256:
-                raise CorruptShard(f"{storage.url_of(source.data_file)} does not match its manifest's sha256 ({type(error).__name__}: {error})") from None
+                raise CorruptShard(
+                    f"{storage.url_of(source.data_file)} does not match its manifest's sha256 "
+                    f"({type(error).__name__}: {error})"
+                ) from None
             raise
         if stream.finish() != source.sha256:
             raise CorruptShard(f"{storage.url_of(source.data_file)} does not match its manifest's sha256")

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from synthvision.config import SentenceModelConfig
 from synthvision.devices import resolve_device
@@ -65,7 +71,9 @@ def load_sentence_model(config: SentenceModelConfig):
 
 
 @torch.inference_mode()
-def sample_sentences(model, tokenizer, class_name: str, count: int, config: SentenceModelConfig, seed: int) -> list[str]:
+def sample_sentences(
+    model, tokenizer, class_name: str, count: int, config: SentenceModelConfig, seed: int
+) -> list[str]:
     """`count` sampled sentences for one class; the same seed gives the same sentences."""
     inputs = tokenizer([config.input_template.format(class_name)], return_tensors="pt").to(model.device)
     sentences: list[str] = []

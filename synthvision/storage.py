@@ -36,7 +36,15 @@ from fsspec.spec import AbstractBufferedFile
 
 from synthvision import failpoints
 from synthvision.errors import DataError
-from synthvision.manifest import INDEX_SUFFIX, MANIFEST_SUFFIX, Manifest, index_from_json, index_path, index_to_json, manifest_path
+from synthvision.manifest import (
+    INDEX_SUFFIX,
+    MANIFEST_SUFFIX,
+    Manifest,
+    index_from_json,
+    index_path,
+    index_to_json,
+    manifest_path,
+)
 
 
 class ShortUpload(OSError):
@@ -84,7 +92,10 @@ class RequestStats:
     def since(self, before: dict[str, int]) -> dict[str, int]:
         """Counts since `before` (a snapshot), with `retries`: attempts beyond the first of each call."""
         now = self.snapshot()
-        delta = {name: now.get(name, 0) - before.get(name, 0) for name in ("calls", "attempts", "failed_attempts", "short_uploads")}
+        delta = {
+            name: now.get(name, 0) - before.get(name, 0)
+            for name in ("calls", "attempts", "failed_attempts", "short_uploads")
+        }
         return {**delta, "retries": delta["attempts"] - delta["calls"] + delta["short_uploads"]}
 
     def _on_call(self, **_: Any) -> None:
@@ -223,7 +234,9 @@ class Storage:
         if stored != writer.bytes:  # an upload cut short on its way must not pass for the file
             STORAGE_STATS.add("short_uploads")
             self.fs.rm(final)
-            raise ShortUpload(f"{self.url_of(relpath)}: stored {stored} of {writer.bytes} bytes; removed it, to be written again")
+            raise ShortUpload(
+                f"{self.url_of(relpath)}: stored {stored} of {writer.bytes} bytes; removed it, to be written again"
+            )
 
     def _abandon(self, raw, target: str) -> None:
         """Drop a failed write. fsspec's buffered files upload on close() even after an error, so an
@@ -331,7 +344,9 @@ class Storage:
             return {}
         listed = {posixpath.basename(entry["name"]): entry for entry in entries}
         manifests = self._indexed_manifests(entries, listed)
-        unread = [entry["name"] for name, entry in listed.items() if name.endswith(MANIFEST_SUFFIX) and name not in manifests]
+        unread = [
+            entry["name"] for name, entry in listed.items() if name.endswith(MANIFEST_SUFFIX) and name not in manifests
+        ]
         for blob in (self.fs.cat(unread, on_error="omit") if unread else {}).values():
             manifest = Manifest.from_json(blob.decode("utf-8"))
             manifests[posixpath.basename(manifest_path("", manifest.shard))] = manifest
@@ -342,11 +357,15 @@ class Storage:
                 committed[manifest.shard] = manifest
         return committed
 
-    def _indexed_manifests(self, entries: list[dict[str, Any]], listed: dict[str, dict[str, Any]]) -> dict[str, Manifest]:
+    def _indexed_manifests(
+        self, entries: list[dict[str, Any]], listed: dict[str, dict[str, Any]]
+    ) -> dict[str, Manifest]:
         """Manifests (by file name) taken from the listed index objects, where the manifest file is
         listed, has the indexed manifest's exact size and was last written before the index was:
         a manifest rewritten since (a shard redone, or a config changed) is read from its file."""
-        indexes = sorted((e for e in entries if e["name"].endswith(INDEX_SUFFIX) and _modified(e) is not None), key=_modified)
+        indexes = sorted(
+            (e for e in entries if e["name"].endswith(INDEX_SUFFIX) and _modified(e) is not None), key=_modified
+        )
         blobs = self.fs.cat([e["name"] for e in indexes], on_error="omit") if indexes else {}
         vouched: dict[str, Manifest] = {}
         for index in indexes:  # oldest first: a later index's copy wins

@@ -53,10 +53,14 @@ class CommittedShard(CachePolicy):
         if self.stage not in ("generate", "score"):
             raise ValueError(f"CommittedShard(stage=...) must be 'generate' or 'score', not {self.stage!r}")
 
-    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+    def compute_key(
+        self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
         run = open_run(inputs["config"])
         index = inputs["shard_index"]
         manifest = run.committed_shard(index) if self.stage == "generate" else run.committed_scores(index)
         if manifest is None:
             return None
-        return stable_hash([self.stage, run.storage.canonical_url, manifest.config_hash, manifest.spec_hash, manifest.sha256])
+        return stable_hash(
+            [self.stage, run.storage.canonical_url, manifest.config_hash, manifest.spec_hash, manifest.sha256]
+        )

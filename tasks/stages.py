@@ -27,7 +27,11 @@ from tasks.policy import CommittedShard
 def gpu_slot(config: RunConfig) -> Iterator[dict[str, Any]]:
     """Hold one slot of the run's GPU limit (if it has one); yields a record of where and when it was held."""
     orchestration = config.orchestration
-    slot = nullcontext() if orchestration.gpu_limit is None else concurrency(orchestration.gpu_limit, occupy=1, lease_duration=orchestration.gpu_lease_s, strict=True)
+    slot = (
+        nullcontext()
+        if orchestration.gpu_limit is None
+        else concurrency(orchestration.gpu_limit, occupy=1, lease_duration=orchestration.gpu_lease_s, strict=True)
+    )
     with slot:
         held = {"device": bound_device(), "slot_start": round(time.time(), 3)}
         try:
@@ -36,7 +40,9 @@ def gpu_slot(config: RunConfig) -> Iterator[dict[str, Any]]:
             held["slot_end"] = round(time.time(), 3)
 
 
-def _shard_result(config: RunConfig, committed: Manifest | None, work: Callable[[], tuple[Manifest, bool]]) -> dict[str, Any]:
+def _shard_result(
+    config: RunConfig, committed: Manifest | None, work: Callable[[], tuple[Manifest, bool]]
+) -> dict[str, Any]:
     attempts = task_run.run_count  # > 1 when Prefect retried the shard after a fault
     if committed is not None:
         return {**asdict(committed), "done_now": False, "device": "-", "attempts": attempts}
@@ -84,17 +90,23 @@ def few_shot_task(config: RunConfig) -> dict[str, Any]:
 
 @task(name="pretrain", tags=["gpu"])
 def pretrain_task(config: RunConfig) -> dict[str, Any]:
+    from synthvision.pretraining import stages
+
     with gpu_slot(config):
-        return open_run(config).pretrain()
+        return stages.pretrain(open_run(config))
 
 
 @task(name="transfer", tags=["gpu"])
 def transfer_task(config: RunConfig) -> dict[str, Any]:
+    from synthvision.pretraining import stages
+
     with gpu_slot(config):
-        return open_run(config).transfer()
+        return stages.transfer(open_run(config))
 
 
 @task(name="scratch", tags=["gpu"])
 def scratch_task(config: RunConfig) -> dict[str, Any]:
+    from synthvision.pretraining import stages
+
     with gpu_slot(config):
-        return open_run(config).scratch()
+        return stages.scratch(open_run(config))

@@ -65,7 +65,11 @@ def prefect_cli_server():
     import sys
 
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(_HOME / "prefect-cli-server"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(_HOME / "prefect-cli-server"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
     log = open(_HOME / "prefect-cli-server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -141,7 +145,14 @@ def tiny_config(output: Path | str, label_space: Path, **sections) -> RunConfig:
         "evaluation": {"demo_test_set": {"per_class": 3, "size": 32}},
         # No Prefect GPU limit: on the test server's SQLite each slot costs ~1.4 s of retries. The tests
         # of the limit (end to end, engines, the Prefect server ones) name a limit and its size.
-        "orchestration": {"retries": 2, "retry_delay_s": 0, "retry_jitter": 0, "max_workers": 2, "gpu_limit": None, "gpu_slots": 4},
+        "orchestration": {
+            "retries": 2,
+            "retry_delay_s": 0,
+            "retry_jitter": 0,
+            "max_workers": 2,
+            "gpu_limit": None,
+            "gpu_slots": 4,
+        },
     }
     for section, values in sections.items():
         if isinstance(values, dict):

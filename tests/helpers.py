@@ -19,7 +19,11 @@ class ModelCounter:
         run.open_run.cache_clear()
         self.loads: Counter[str] = Counter()
         self.images = 0
-        real_from_config, real_load, real_generate = DiffusersGenerator.from_config.__func__, clip_model.ClipModel.load.__func__, DiffusersGenerator.generate
+        real_from_config, real_load, real_generate = (
+            DiffusersGenerator.from_config.__func__,
+            clip_model.ClipModel.load.__func__,
+            DiffusersGenerator.generate,
+        )
 
         def from_config(cls, config):
             self.loads["generator"] += 1

@@ -13,17 +13,30 @@ from tests.conftest import REPO
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env or dict(os.environ), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("generator.steps=0", "error: invalid config configs/demo.yaml: generator.steps: Input should be greater than 0"),
+        (
+            "generator.steps=0",
+            "error: invalid config configs/demo.yaml: generator.steps: Input should be greater than 0",
+        ),
         ("label_space=/nope/classes.txt", "error: label_space '/nope/classes.txt' is neither a built-in"),
         ("shards.shard_size=1000", "error: shards.shard_size (1000) is larger than the run (500 images"),
         ("clip.model=ViT-Nope", "error: clip.model: unknown open_clip model 'ViT-Nope'"),
-        ("orchestration.engine=processes;orchestration.devices=[cuda:3]", "error: device 'cuda:3' asked for, but no CUDA device is available here"),
+        (
+            "orchestration.engine=processes;orchestration.devices=[cuda:3]",
+            "error: device 'cuda:3' asked for, but no CUDA device is available here",
+        ),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, override, message):
@@ -45,4 +58,7 @@ def test_fewshot_without_its_section_is_a_one_line_error(tmp_path):
 @pytest.mark.parametrize("command", ["pretrain", "transfer", "scratch"])
 def test_resnet_jobs_without_their_section_are_one_line_errors(tmp_path, command):
     result = cli(command, "configs/demo.yaml", "--set", f"output={tmp_path / 'run'}")
-    assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (2, f"error: configs/demo.yaml: no {command} section")
+    assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (
+        2,
+        f"error: configs/demo.yaml: no {command} section",
+    )

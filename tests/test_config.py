@@ -21,7 +21,12 @@ def test_demo_config_loads_and_overrides_apply():
 
 def test_paper_defaults():
     config = parse_config({})
-    assert (config.training.lr, config.training.weight_decay, config.training.epochs, config.training.batch_size) == (2e-3, 0.1, 30, 512)
+    assert (config.training.lr, config.training.weight_decay, config.training.epochs, config.training.batch_size) == (
+        2e-3,
+        0.1,
+        30,
+        512,
+    )
     assert config.training.temperature == 2.0
     assert config.generator.guidance_scale == 3.0
     assert config.shards.images_per_class == 2000
@@ -37,7 +42,10 @@ def test_paper_defaults():
         ("prompts:\n  strategy: fancy\n", "prompts.strategy: Input should be 'basic' or 'language_enhancement'"),
         ("generator:\n  backend: diffusers\n", "generator.model is required"),
         ("generator:\n  backend: glide\n", "generator.model is required when generator.backend is 'glide'"),
-        ("generator:\n  glide:\n    base_respacing: ddim999\n", "generator.glide.base_respacing: respacing 'ddim999': no integer stride"),
+        (
+            "generator:\n  glide:\n    base_respacing: ddim999\n",
+            "generator.glide.base_respacing: respacing 'ddim999': no integer stride",
+        ),
         ("shards:\n  shard_size: -3\n", "shards.shard_size: Input should be greater than 0"),
         ("clip:\n  templates: []\n", "clip.templates: clip.templates must not be empty"),
         ("- a\n- b\n", "must hold a mapping of fields, not list"),

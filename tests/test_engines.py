@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from flows.stages import generate_flow, prompts_flow
 from synthvision.errors import ConfigError
 from synthvision.run import open_run
-from flows.stages import generate_flow, prompts_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -44,7 +44,12 @@ def test_device_workers_take_shards_dynamically_one_at_a_time_per_device(make_co
     config = make_config(
         run_name="devices",
         shards={"images_per_class": 4, "shard_size": 2},
-        orchestration={"engine": "processes", "devices": ["cpu", "cpu"], "gpu_limit": "gpu-devices", "gpu_slots": None},  # created: one slot per device
+        orchestration={
+            "engine": "processes",
+            "devices": ["cpu", "cpu"],
+            "gpu_limit": "gpu-devices",
+            "gpu_slots": None,
+        },  # created: one slot per device
     )
     prompts_flow(config)
     summary = generate_flow(config)

@@ -17,7 +17,11 @@ from synthvision.toy.assets import TEST_PER_CLASS, TEST_SUBSET, TRAIN_POOL, read
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """An idx file by the format's definition: 0, 0, type 0x08 (ubyte), rank, big-endian sizes, data."""
-    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    return (
+        bytes([0, 0, 0x08, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
 
 
 def write_split(folder, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
@@ -77,7 +81,9 @@ def test_the_shipped_subsets_hold_real_images_of_each_split_balanced():
     assert len(list(iter_labelled(str(shipped(TRAIN_POOL)), "auto", load_label_space("fashion-mnist")))) == 1000
 
 
-@pytest.mark.skipif(not available(), reason="Fashion-MNIST's idx files are not installed (Debian: dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not available(), reason="Fashion-MNIST's idx files are not installed (Debian: dataset-fashion-mnist)"
+)
 def test_the_shipped_subsets_are_the_splits_images_at_their_keys():
     for name, split in ((TEST_SUBSET, "test"), (TRAIN_POOL, "train")):
         full, shipped_split = load_split(split), read_labelled_tar(shipped(name))

@@ -30,14 +30,17 @@ def test_real_filter_drops_exactly_the_images_nearest_to_other_classes():
     # real shots: class 0 along x, class 1 along y, class 2 along z (two shots each, slightly apart)
     real = np.array([[1, 0.1, 0], [1, -0.1, 0], [0.1, 1, 0], [-0.1, 1, 0], [0, 0.1, 1], [0, -0.1, 1]], np.float32)
     real_labels = np.array([0, 0, 1, 1, 2, 2])
-    syn = np.array([
-        [2, 0.1, 0],    # class 0, near class 0: kept
-        [0.1, 3, 0],    # class 0, near class 1: dropped
-        [0, 0, 1],      # class 1, near class 2: dropped
-        [0.2, 1, 0.1],  # class 1, near class 1: kept
-        [1, 0, 1.01],   # class 2, between 0 and 2, nearer 2: kept
-        [1.01, 0, 1],   # class 2, between 0 and 2, nearer 0: dropped with k=1 and k=2
-    ], np.float32)
+    syn = np.array(
+        [
+            [2, 0.1, 0],  # class 0, near class 0: kept
+            [0.1, 3, 0],  # class 0, near class 1: dropped
+            [0, 0, 1],  # class 1, near class 2: dropped
+            [0.2, 1, 0.1],  # class 1, near class 1: kept
+            [1, 0, 1.01],  # class 2, between 0 and 2, nearer 2: kept
+            [1.01, 0, 1],  # class 2, between 0 and 2, nearer 0: dropped with k=1 and k=2
+        ],
+        np.float32,
+    )
     syn_labels = np.array([0, 0, 1, 1, 2, 2])
     assert real_filter(syn, syn_labels, real, real_labels, k=1).tolist() == [True, False, False, True, True, False]
     assert real_filter(syn, syn_labels, real, real_labels, k=2).tolist() == [True, False, False, True, True, False]
@@ -80,10 +83,14 @@ def test_phase_wise_and_real_only_strategies_order_their_batches():
 
 def test_training_on_separable_shots_learns_them():
     real = Part.cached(*_data(30, 3, 0))
-    head = train_few_shot("real_only", _head(), real, None, CONFIG.model_copy(update={"epochs": 30, "phase_lr": 0.05}), seed=0).head
+    head = train_few_shot(
+        "real_only", _head(), real, None, CONFIG.model_copy(update={"epochs": 30, "phase_lr": 0.05}), seed=0
+    ).head
     test_x, test_y = _data(60, 3, 5)
     with torch.no_grad():
-        accuracy = (head(torch.nn.functional.normalize(torch.as_tensor(test_x), dim=-1)).argmax(1).numpy() == test_y).mean()
+        accuracy = (
+            head(torch.nn.functional.normalize(torch.as_tensor(test_x), dim=-1)).argmax(1).numpy() == test_y
+        ).mean()
     assert accuracy > 0.9
 
 
@@ -93,8 +100,16 @@ def test_few_shot_flow_end_to_end_on_tiny_models(make_config, tmp_path, prefect_
     from synthvision.run import FEWSHOT_DIR, Run
     from synthvision.storage import Storage
 
-    pool = write_colour_test_set(Storage(str(tmp_path / "pool")), "train", Run(make_config()).label_space, 3, 32, seed=99)
-    fewshot = {"train_set": pool, "shots": [2, 1], "strategies": ["real_only", "mix", "syn_then_real"], "epochs": 2, "real_filter": {"enabled": True}}
+    pool = write_colour_test_set(
+        Storage(str(tmp_path / "pool")), "train", Run(make_config()).label_space, 3, 32, seed=99
+    )
+    fewshot = {
+        "train_set": pool,
+        "shots": [2, 1],
+        "strategies": ["real_only", "mix", "syn_then_real"],
+        "epochs": 2,
+        "real_filter": {"enabled": True},
+    }
     config = make_config(fewshot=fewshot)
     run = Run(config)
     run.ensure_prompts()
@@ -106,10 +121,17 @@ def test_few_shot_flow_end_to_end_on_tiny_models(make_config, tmp_path, prefect_
         (m, s) for m in (1, 2) for s in ("real_only", "mix", "syn_then_real")
     ]
     assert all(0 <= row["top1"] <= 100 for row in report["results"]) and report["test_images"] == 9
-    assert all(row["synthetic_used"] + row["real_filter_dropped"] == report["synthetic"]["after_clip_filter"] for row in report["results"] if row["strategy"] != "real_only")
+    assert all(
+        row["synthetic_used"] + row["real_filter_dropped"] == report["synthetic"]["after_clip_filter"]
+        for row in report["results"]
+        if row["strategy"] != "real_only"
+    )
     with run.storage.open(f"{FEWSHOT_DIR}/accuracy.png") as stream:
         assert Image.open(stream).size[0] > 100
-    assert "| shots | CT w. init (real only) | mix | syn -> real |" in run.storage.read_bytes(f"{FEWSHOT_DIR}/report.md").decode()
+    assert (
+        "| shots | CT w. init (real only) | mix | syn -> real |"
+        in run.storage.read_bytes(f"{FEWSHOT_DIR}/report.md").decode()
+    )
     assert Run(config).few_shot() == report  # committed: returned as is
 
     overlapping = make_config(fewshot={**fewshot, "train_set": run.test_set_url()})
@@ -135,7 +157,12 @@ def test_real_guidance_config_is_checked():
         RunConfig(fewshot={"train_set": "x", "real_guidance": {"enabled": True}})
     with pytest.raises(ValueError, match="no paper start step for 3 shots"):
         RunConfig(fewshot={"train_set": "x", "shots": [3], "real_guidance": {"enabled": True, "shots": 3}})
-    assert RunConfig(fewshot={"train_set": "x", "shots": [3], "real_guidance": {"enabled": True, "shots": 3, "start_step": 30}}).fewshot.real_guidance.strength == 0.3
+    assert (
+        RunConfig(
+            fewshot={"train_set": "x", "shots": [3], "real_guidance": {"enabled": True, "shots": 3, "start_step": 30}}
+        ).fewshot.real_guidance.strength
+        == 0.3
+    )
 
 
 def test_guided_shards_start_from_the_class_shots_and_record_them(make_config, tmp_path):
@@ -145,8 +172,15 @@ def test_guided_shards_start_from_the_class_shots_and_record_them(make_config, t
     from synthvision.shard_io import decode_image, read_samples
     from synthvision.storage import Storage
 
-    pool = write_colour_test_set(Storage(str(tmp_path / "pool")), "train", Run(make_config()).label_space, 4, 16, seed=5)
-    generator = {"backend": "glide", "model": "tiny", "resolution": 16, "glide": {"base_respacing": "20", "upsample": False}}
+    pool = write_colour_test_set(
+        Storage(str(tmp_path / "pool")), "train", Run(make_config()).label_space, 4, 16, seed=5
+    )
+    generator = {
+        "backend": "glide",
+        "model": "tiny",
+        "resolution": 16,
+        "glide": {"base_respacing": "20", "upsample": False},
+    }
 
     def shard_samples(**guidance):
         fewshot = {"train_set": pool, "shots": [2], "real_guidance": {"enabled": True, "shots": 2, **guidance}}
@@ -199,7 +233,9 @@ def test_batch_norm_and_encoder_tuning_settings(batch_norm, tune, stats_change, 
     after = _bn_stats(encoder.tower)
     assert any(not torch.equal(stats[k], after[k]) for k in stats) is stats_change
     assert (not torch.equal(weights, encoder.tower.conv1.weight)) is weights_change
-    assert _bn_stats(clip.model.visual).keys() == stats.keys() and all(torch.equal(v, _bn_stats(clip.model.visual)[k]) for k, v in stats.items())  # the shared model is untouched
+    assert _bn_stats(clip.model.visual).keys() == stats.keys() and all(
+        torch.equal(v, _bn_stats(clip.model.visual)[k]) for k, v in stats.items()
+    )  # the shared model is untouched
 
 
 def test_few_shot_with_batch_norm_in_train_mode_runs_the_tower_on_images(make_config, tmp_path, monkeypatch):
@@ -208,7 +244,9 @@ def test_few_shot_with_batch_norm_in_train_mode_runs_the_tower_on_images(make_co
     from synthvision.run import Run
     from synthvision.storage import Storage
 
-    pool = write_colour_test_set(Storage(str(tmp_path / "pool")), "train", Run(make_config()).label_space, 2, 32, seed=99)
+    pool = write_colour_test_set(
+        Storage(str(tmp_path / "pool")), "train", Run(make_config()).label_space, 2, 32, seed=99
+    )
     fewshot = {"train_set": pool, "shots": [1], "strategies": ["mix"], "epochs": 2, "batch_norm": "train"}
     run = Run(make_config(clip={"model": "tiny-rn"}, fewshot=fewshot))
     run.ensure_prompts()
@@ -216,7 +254,11 @@ def test_few_shot_with_batch_norm_in_train_mode_runs_the_tower_on_images(make_co
         run.generate(index)
         run.score(index)
     encoded = []
-    monkeypatch.setattr(Encoder, "features", lambda self, images, original=Encoder.features: encoded.append(len(images)) or original(self, images))
+    monkeypatch.setattr(
+        Encoder,
+        "features",
+        lambda self, images, original=Encoder.features: encoded.append(len(images)) or original(self, images),
+    )
     report = run.few_shot()
     assert report["encoder"] == {"batch_norm": "train", "tuned": False}
     row = report["results"][0]

@@ -27,7 +27,11 @@ def task_runs_of(flow_run_name: str, expected: int):
         while True:
             flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"any_": [flow_run_name]}))
             assert len(flow_runs) <= 1, flow_run_name
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_runs[0].id]})) if flow_runs else []
+            runs = (
+                client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_runs[0].id]}))
+                if flow_runs
+                else []
+            )
             if len(runs) == expected and all(run.state and run.state.is_completed() for run in runs):
                 return runs
             assert time.monotonic() < deadline, f"{flow_run_name}: {[(r.name, r.state and r.state.name) for r in runs]}"
@@ -45,7 +49,15 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     config = make_config(run_name="e2e", orchestration={"gpu_limit": "gpu"})
     result = synthesize(config)
     report = result["report"]
-    assert result["stages"]["generate"] == {"stage": "generate", "shards": 3, "waves": 1, "done_now": 3, "samples": 12, "gpu_slots": 4, "task_retries": 0}
+    assert result["stages"]["generate"] == {
+        "stage": "generate",
+        "shards": 3,
+        "waves": 1,
+        "done_now": 3,
+        "samples": 12,
+        "gpu_slots": 4,
+        "task_retries": 0,
+    }
     assert report["data"]["synthetic_images"] == 12
     assert 0 < report["data"]["trained_on"] == report["data"]["passed_filter"] <= 12
     assert report["evaluation"]["test_images"] == 9
@@ -58,7 +70,17 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     assert names == ["generate-shard-00000", "generate-shard-00001", "generate-shard-00002"]
     assert {task.state.name for task in task_runs_of("e2e-score-wave-0000", 3)} == {"Completed"}
     artifacts = artifacts_by_key("e2e-")
-    assert {"e2e-contact-sheet", "e2e-generate-progress", "e2e-generate-shards-wave-0000", "e2e-score-progress", "e2e-score-shards-wave-0000", "e2e-prompts", "e2e-report", "e2e-train", "e2e-stages"} <= set(artifacts)
+    assert {
+        "e2e-contact-sheet",
+        "e2e-generate-progress",
+        "e2e-generate-shards-wave-0000",
+        "e2e-score-progress",
+        "e2e-score-shards-wave-0000",
+        "e2e-prompts",
+        "e2e-report",
+        "e2e-train",
+        "e2e-stages",
+    } <= set(artifacts)
     assert artifacts["e2e-generate-progress"].data == 100.0
     assert "shard-00002" in str(artifacts["e2e-generate-shards-wave-0000"].data)
     assert "CLIP zero-shot" in artifacts["e2e-report"].data
@@ -130,7 +152,11 @@ def test_user_errors_are_not_retried(make_config, monkeypatch):
 def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
     import flows.fanout
 
-    config = make_config(run_name="waves", shards={"images_per_class": 4, "shard_size": 2}, orchestration={"shards_per_flow_run": 2, "max_in_flight": 1})
+    config = make_config(
+        run_name="waves",
+        shards={"images_per_class": 4, "shard_size": 2},
+        orchestration={"shards_per_flow_run": 2, "max_in_flight": 1},
+    )
     prompts_flow(config)
     outstanding, peak = [0], [0]
     real = flows.fanout.bounded_results
@@ -147,7 +173,15 @@ def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
 
     monkeypatch.setattr(flows.fanout, "bounded_results", watched)
     summary = generate_flow(config)
-    assert summary == {"stage": "generate", "shards": 6, "waves": 3, "done_now": 6, "samples": 12, "gpu_slots": 2, "task_retries": 0}  # no limit: the 2 workers
+    assert summary == {
+        "stage": "generate",
+        "shards": 6,
+        "waves": 3,
+        "done_now": 6,
+        "samples": 12,
+        "gpu_slots": 2,
+        "task_retries": 0,
+    }  # no limit: the 2 workers
     assert peak[0] == 1
     names = [sorted(t.name for t in task_runs_of(f"waves-generate-wave-{wave:04d}", 2)) for wave in range(3)]
     assert names == [[f"generate-shard-{2 * w:05d}", f"generate-shard-{2 * w + 1:05d}"] for w in range(3)]

@@ -38,15 +38,21 @@ def test_each_image_is_fixed_by_its_seed(tiny):
 
 def test_saved_pipeline_loads_through_the_hub_id_code_path(tmp_path, tiny):
     build_tiny_pipeline().save_pretrained(tmp_path / "pipe")
-    loaded = DiffusersGenerator.from_config(GeneratorConfig(backend="diffusers", model=str(tmp_path / "pipe"), steps=2, resolution=32))
+    loaded = DiffusersGenerator.from_config(
+        GeneratorConfig(backend="diffusers", model=str(tmp_path / "pipe"), steps=2, resolution=32)
+    )
     assert loaded.name == f"diffusers:{tmp_path / 'pipe'}"
-    np.testing.assert_array_equal(pixels(loaded.generate(["a photo of a red"], [5])), pixels(tiny.generate(["a photo of a red"], [5])))
+    np.testing.assert_array_equal(
+        pixels(loaded.generate(["a photo of a red"], [5])), pixels(tiny.generate(["a photo of a red"], [5]))
+    )
 
 
 def test_missing_weights_are_clear_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="generator.model: local folder '/nope/pipe' does not exist"):
         load_pipeline("/nope/pipe", dtype=None)
-    with pytest.raises(ModelLoadError, match="could not load diffusers pipeline 'someone/not-here'.*local folder|set generator.model"):
+    with pytest.raises(
+        ModelLoadError, match="could not load diffusers pipeline 'someone/not-here'.*local folder|set generator.model"
+    ):
         load_pipeline("someone/not-here", dtype=None)
 
 
@@ -119,7 +125,10 @@ def test_all_black_images_are_flagged_in_the_sample_and_counted_in_the_manifest(
     odd = sum(sample.seed % 2 for sample in spec.samples)
     assert 0 < odd < len(spec.samples) and manifest.dropped == {"all_black": odd}
     with storage.open(manifest.data_file) as stream:
-        flags = {json.loads(s["json"])["seed"]: json.loads(s["json"]).get("flags") for s in read_samples(stream, manifest.data_file)}
+        flags = {
+            json.loads(s["json"])["seed"]: json.loads(s["json"]).get("flags")
+            for s in read_samples(stream, manifest.data_file)
+        }
     assert flags == {sample.seed: ["all_black"] if sample.seed % 2 else None for sample in spec.samples}
 
 

@@ -16,16 +16,27 @@ from PIL import Image
 from synthvision.config import GeneratorConfig
 from synthvision.errors import ModelLoadError
 from synthvision.generators.glide.backend import GlideGenerator, GlideModels, guided_output, load_glide_models
-from synthvision.generators.glide.diffusion import SpacedDiffusion, beta_schedule, discretized_gaussian_log_likelihood, normal_kl, respaced_steps
+from synthvision.generators.glide.diffusion import (
+    SpacedDiffusion,
+    beta_schedule,
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+)
 from synthvision.generators.glide.model import RELEASED_BASE, RELEASED_UPSAMPLER, GlideUNet
 from synthvision.generators.glide.tiny import build_tiny_glide, save_glide_folder, tiny_vocabulary
 from synthvision.generators.glide.tokenizer import GlideTokenizer
+from synthvision.respacing import respaced_steps
 
 FAST = {"base_respacing": "6", "upsample_respacing": "3"}
 
 
 def glide_config(upsample: bool = True, **changes) -> GeneratorConfig:
-    fields = {"backend": "glide", "model": "tiny", "resolution": 64 if upsample else 16, "glide": {**FAST, "upsample": upsample}}
+    fields = {
+        "backend": "glide",
+        "model": "tiny",
+        "resolution": 64 if upsample else 16,
+        "glide": {**FAST, "upsample": upsample},
+    }
     return GeneratorConfig(**{**fields, **changes})
 
 
@@ -70,7 +81,11 @@ def pixels(image: Image.Image) -> np.ndarray:
         (
             RELEASED_UPSAMPLER,
             398_361_286,  # "total upsampler parameters", same notebook
-            {"input_blocks.0.0.weight": (192, 6, 3, 3), "out.2.weight": (6, 192, 3, 3), "middle_block.1.qkv.weight": (2304, 768, 1)},
+            {
+                "input_blocks.0.0.weight": (192, 6, 3, 3),
+                "out.2.weight": (6, 192, 3, 3),
+                "middle_block.1.qkv.weight": (2304, 768, 1),
+            },
         ),
     ],
     ids=["base.pt", "upsample.pt"],
@@ -82,7 +97,9 @@ def test_released_module_trees_match_the_checkpoints(arch, parameters, shapes):
     for key, shape in shapes.items():
         assert tuple(state[key].shape) == shape, key
     blocks = len(arch.channel_mult) * (arch.num_res_blocks + 1)  # per level: res blocks + a resampler / extra res block
-    assert {int(key.split(".")[1]) for key in state if key.startswith(("input_blocks.", "output_blocks."))} == set(range(blocks))
+    assert {int(key.split(".")[1]) for key in state if key.startswith(("input_blocks.", "output_blocks."))} == set(
+        range(blocks)
+    )
 
 
 def test_tiny_weights_round_trip_through_a_folder_like_the_released_one(tmp_path, tiny_models):
@@ -96,7 +113,9 @@ def test_tiny_weights_round_trip_through_a_folder_like_the_released_one(tmp_path
         assert mine.state_dict().keys() == theirs.state_dict().keys()
         assert all(torch.equal(mine.state_dict()[k], theirs.state_dict()[k]) for k in mine.state_dict())
     config = glide_config()
-    images = [GlideGenerator(models, config, "glide").generate(["a red apple"], [3])[0] for models in (tiny_models, loaded)]
+    images = [
+        GlideGenerator(models, config, "glide").generate(["a red apple"], [3])[0] for models in (tiny_models, loaded)
+    ]
     assert np.array_equal(pixels(images[0]), pixels(images[1]))
 
 
@@ -143,10 +162,32 @@ def test_respacing_keeps_the_documented_steps():
     hundred = respaced_steps("100")  # stride 999 / 99 = 10.09: 6 x 10.09 = 60.5 rounds to 61
     assert (len(hundred), hundred[:8], hundred[-1]) == (100, [0, 10, 20, 30, 40, 50, 61, 71], 999)
     assert respaced_steps("fast27") == [
-        0, 22, 44, 66, 88, 111, 133, 155, 177, 199,  # 10 of 0..199 (stride 22.1)
-        200, 222, 244, 266, 288, 311, 333, 355, 377, 399,  # 10 of 200..399
-        400, 500, 599,  # 3 of 400..599 (stride 99.5, half to even: 100)
-        600, 799, 800,  # 2 + 2, with the noisiest step 999 moved to 997
+        0,
+        22,
+        44,
+        66,
+        88,
+        111,
+        133,
+        155,
+        177,
+        199,  # 10 of 0..199 (stride 22.1)
+        200,
+        222,
+        244,
+        266,
+        288,
+        311,
+        333,
+        355,
+        377,
+        399,  # 10 of 200..399
+        400,
+        500,
+        599,  # 3 of 400..599 (stride 99.5, half to even: 100)
+        600,
+        799,
+        800,  # 2 + 2, with the noisiest step 999 moved to 997
         997,
     ]
     for bad in ("0", "300,300,300,300", "ddim999", "fast"):
@@ -165,7 +206,6 @@ def test_schedules_and_respaced_process():
     assert spaced.model_timesteps(9, 2, torch.device("cpu")).tolist() == [999, 999]
 
 
-
 # -- the training objective (the toy GLIDE is trained with it) ----------------------------------------
 def test_gaussian_kl_and_discretised_likelihood_by_hand():
     zero, ln4 = torch.tensor(0.0), torch.tensor(math.log(4.0))
@@ -175,7 +215,11 @@ def test_gaussian_kl_and_discretised_likelihood_by_hand():
     phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
     x = torch.tensor([0.0, -1.0, 1.0])
     log_p = discretized_gaussian_log_likelihood(x, torch.tensor([0.0, -1.0, 0.5]), torch.zeros(3))
-    expected = [math.log(phi(1 / 255) - phi(-1 / 255)), math.log(phi(1 / 255)), math.log(1 - phi(0.5 - 1 / 255))]  # middle bin; both open end bins
+    expected = [
+        math.log(phi(1 / 255) - phi(-1 / 255)),
+        math.log(phi(1 / 255)),
+        math.log(1 - phi(0.5 - 1 / 255)),
+    ]  # middle bin; both open end bins
     assert log_p.tolist() == pytest.approx(expected, rel=1e-5)
 
 
@@ -190,9 +234,12 @@ def test_a_perfect_model_has_zero_training_loss_except_the_decoder_term():
     perfect = diffusion.training_losses(torch.cat([noise, -torch.ones_like(noise)], dim=1), x_start, x_t, index, noise)
     assert perfect.mse.abs().max() < 1e-6
     assert perfect.vb[1:].abs().max() < 1e-4 and perfect.vb[0] > 0  # step 0 is the decoder's NLL, never 0
-    wrong = diffusion.training_losses(torch.cat([noise + 0.1, torch.ones_like(noise)], dim=1), x_start, x_t, index, noise)
+    wrong = diffusion.training_losses(
+        torch.cat([noise + 0.1, torch.ones_like(noise)], dim=1), x_start, x_t, index, noise
+    )
     assert wrong.mse.tolist() == pytest.approx([0.01] * 4, rel=1e-4) and (wrong.vb[1:] > perfect.vb[1:] + 1e-5).all()
     assert wrong.loss == pytest.approx((wrong.mse + wrong.vb).mean().item())
+
 
 # -- guidance and sampling ---------------------------------------------------------------------------
 def test_guidance_combines_the_halves():
@@ -211,7 +258,9 @@ def test_guidance_scale_one_is_the_conditional_model_alone(tiny_models):
     with torch.inference_mode():
         guided = guided_output(model(torch.cat([x, x]), torch.cat([t, t]), *both), scale=1.0)
         alone = model(x, t, *cond)
-        assert not torch.allclose(guided_output(model(torch.cat([x, x]), torch.cat([t, t]), *both), scale=3.0), alone, atol=1e-4)
+        assert not torch.allclose(
+            guided_output(model(torch.cat([x, x]), torch.cat([t, t]), *both), scale=3.0), alone, atol=1e-4
+        )
     assert torch.allclose(guided, alone, atol=1e-5)
 
 
@@ -247,12 +296,16 @@ def test_real_guidance_full_strength_is_text_to_image_and_small_strength_stays_n
     seeds, prompts = [5, 6], ["a red apple", "the sea"]
     text_only = gen.generate(prompts, seeds)
     full = gen.generate_guided(prompts, seeds, [reference, reference], strength=1.0)
-    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(text_only, full, strict=True))  # nothing of the reference leaks in
+    assert all(
+        np.array_equal(pixels(a), pixels(b)) for a, b in zip(text_only, full, strict=True)
+    )  # nothing of the reference leaks in
 
     def distance(images) -> float:
         return float(np.mean([np.abs(pixels(image) - pixels(reference)).mean() for image in images]))
 
-    near, far = (gen.generate_guided(prompts, seeds, [reference] * 2, strength=s) for s in (1 / 6, 4 / 6))  # steps 1 and 4 of 6
+    near, far = (
+        gen.generate_guided(prompts, seeds, [reference] * 2, strength=s) for s in (1 / 6, 4 / 6)
+    )  # steps 1 and 4 of 6
     assert distance(near) < 10 < distance(text_only)
     assert distance(near) < distance(far)
     with pytest.raises(ValueError, match="strength must be in \\(0, 1\\]"):

@@ -33,7 +33,9 @@ def test_sce_against_hand_computed_value():
     labels = torch.tensor([1])
     ce = -math.log(0.75)
     soft = -(2 / 3 * math.log(0.25) + 1 / 3 * math.log(0.75))
-    assert soft_target_cross_entropy(logits, labels, teacher, temperature=2.0).item() == pytest.approx(0.5 * ce + 0.5 * soft, rel=1e-6)
+    assert soft_target_cross_entropy(logits, labels, teacher, temperature=2.0).item() == pytest.approx(
+        0.5 * ce + 0.5 * soft, rel=1e-6
+    )
     assert LOSSES["ce"](logits, labels, teacher, 2.0).item() == pytest.approx(ce, rel=1e-6)
 
 
@@ -46,7 +48,9 @@ def test_head_starts_as_clip_zero_shot_classifier():
     with torch.no_grad():
         from synthvision.training import normalize
 
-        np.testing.assert_allclose(head(normalize(features)).numpy(), zero_shot_logits(features, classes, 50.0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            head(normalize(features)).numpy(), zero_shot_logits(features, classes, 50.0), rtol=1e-4, atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("loss", ["ce", "sce"])

@@ -36,7 +36,9 @@ def test_clip_local_dir_round_trip(tmp_path):
     classes = loaded.text_classifier(("red", "blue"), ["a photo of a {}", "a {}"])
     assert classes.shape == (2, 32)
     np.testing.assert_allclose(np.linalg.norm(classes, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(classes, tiny.text_classifier(("red", "blue"), ["a photo of a {}", "a {}"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        classes, tiny.text_classifier(("red", "blue"), ["a photo of a {}", "a {}"]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_clip_errors(tmp_path):
@@ -49,10 +51,14 @@ def test_clip_errors(tmp_path):
 def test_language_enhancement_stage_end_to_end_on_the_tiny_model(make_config):
     from synthvision.run import open_run
 
-    config = make_config(prompts={"strategy": "language_enhancement", "sentences_per_class": 4, "sentence_model": {"max_new_tokens": 6}})
+    config = make_config(
+        prompts={"strategy": "language_enhancement", "sentences_per_class": 4, "sentence_model": {"max_new_tokens": 6}}
+    )
     run = open_run(config)
     prompts, expanded = run.ensure_prompts()
     assert expanded and [p.class_id for p in prompts] == [0, 1, 2]
     # the random tiny model never writes a sentence naming the class: every class falls back to B
-    assert [(p.text, p.source) for p in prompts] == [(f"a photo of a {c}", "basic_fallback") for c in ("red", "green", "blue")]
+    assert [(p.text, p.source) for p in prompts] == [
+        (f"a photo of a {c}", "basic_fallback") for c in ("red", "green", "blue")
+    ]
     assert run.ensure_prompts() == (prompts, False)

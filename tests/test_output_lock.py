@@ -24,7 +24,13 @@ def test_a_live_holder_elsewhere_is_waited_for_then_named(tmp_path):
     storage = Storage(str(tmp_path / "run"))
     held_by(storage, host="another-host", pid=1)
     started = time.monotonic()
-    with pytest.raises(DataError, match=r"being written by another run \(another-host pid 1; .*lock.json\): waited 0 s \(orchestration.lock_wait_s\)"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"being written by another run \(another-host pid 1; .*lock.json\): waited 0 s "
+            r"\(orchestration.lock_wait_s\)"
+        ),
+    ):
         OutputLock(storage, ttl_s=60, wait_s=0.3, poll_s=0.05).acquire()
     assert time.monotonic() - started >= 0.3
     assert json.loads(storage.read_bytes(LOCK_FILE))["token"] == "other"  # left alone

@@ -6,7 +6,9 @@ from synthvision.planning import ShardPlan, plan_from_prompts, shard_name
 
 def make_plan(shard_size=4, images_per_class=5, seed=0):
     # class 0 has prompts 0 and 2, class 1 has prompt 1
-    return plan_from_prompts([0, 1, 0], num_classes=2, images_per_class=images_per_class, shard_size=shard_size, seed=seed)
+    return plan_from_prompts(
+        [0, 1, 0], num_classes=2, images_per_class=images_per_class, shard_size=shard_size, seed=seed
+    )
 
 
 def test_plan_covers_every_image_once_with_interleaved_classes():
@@ -37,7 +39,9 @@ def test_spec_hash_is_deterministic_and_content_sensitive():
 
 
 def test_a_million_image_plan_holds_no_per_image_state():
-    plan = ShardPlan(prompt_ids_by_class=tuple((c,) for c in range(1000)), images_per_class=1000, shard_size=1000, seed=0)
+    plan = ShardPlan(
+        prompt_ids_by_class=tuple((c,) for c in range(1000)), images_per_class=1000, shard_size=1000, seed=0
+    )
     assert plan.num_shards == 1000
     last = plan.shard(999)
     assert last.samples[-1].key == f"{999_999:010d}"

@@ -29,7 +29,14 @@ def client_of(server_env: dict[str, str]) -> Iterator:
 
 
 def prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result
 
@@ -48,7 +55,9 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(tmp_path, 
 
     with client_of(prefect_cli_server) as client:
         flow_runs = {run.name: run for run in client.read_flow_runs()}
-        assert {"demo", "demo-prompts", "demo-generate", "demo-generate-wave-0000", "demo-score", "demo-train"} <= set(flow_runs)
+        assert {"demo", "demo-prompts", "demo-generate", "demo-generate-wave-0000", "demo-score", "demo-train"} <= set(
+            flow_runs
+        )
         assert flow_runs["demo"].state.is_completed()
         wave = flow_runs["demo-generate-wave-0000"]
         deadline = time.monotonic() + 30  # task-run states reach the server asynchronously
@@ -81,11 +90,16 @@ def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_s
     config_file = tmp_path / "deployed.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     unknown = cli("submit", str(config_file), "--deployment", "synthesize/nowhere", env=env)
-    assert unknown.returncode == 2 and unknown.stderr.startswith("error: deployment 'synthesize/nowhere' not found on the Prefect server")
+    assert unknown.returncode == 2 and unknown.stderr.startswith(
+        "error: deployment 'synthesize/nowhere' not found on the Prefect server"
+    )
 
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "synthvision-local"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         result = cli("submit", str(config_file), "--deployment", "synthesize/local", "--wait", env=env)
@@ -114,12 +128,19 @@ def test_the_kubernetes_pool_template_requests_gpus(prefect_cli_server):
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
     template = json.loads((REPO / "deployments" / "k8s-gpu-job-template.json").read_text())
-    values = {"gpu_count": 2, "image": "registry.example/synthvision-worker:1", "node_selector": {"nvidia.com/gpu.product": "H100"}}
+    values = {
+        "gpu_count": 2,
+        "image": "registry.example/synthvision-worker:1",
+        "node_selector": {"nvidia.com/gpu.product": "H100"},
+    }
     with temporary_settings({PREFECT_API_URL: prefect_cli_server["PREFECT_API_URL"]}):
         job = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(template, values)).job_manifest
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2 and container["resources"]["requests"]["nvidia.com/gpu"] == 2
+    assert (
+        container["resources"]["limits"]["nvidia.com/gpu"] == 2
+        and container["resources"]["requests"]["nvidia.com/gpu"] == 2
+    )
     assert container["image"] == "registry.example/synthvision-worker:1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from synthvision.config import OptimConfig
+from synthvision.pretraining import stages as resnet_stages
 from synthvision.pretraining.checkpoint import flatten, unflatten
 from synthvision.pretraining.data import LabelledImages
 from synthvision.pretraining.models import MoCo, backbone_state, build_resnet
@@ -49,7 +50,9 @@ def test_moco_logits_put_the_positive_first_over_the_temperature():
     moco = MoCo("resnet18", dim=2, queue_size=3, temperature=0.5, hidden=8)
     moco.queue.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]]))  # columns: (1,0), (0,1), (-1,0)
     q, k = torch.tensor([[0.6, 0.8]]), torch.tensor([[0.0, 1.0]])
-    assert moco.contrastive_logits(q, k)[0].tolist() == pytest.approx([1.6, 1.2, 1.6, -1.2])  # (0.8; 0.6, 0.8, -0.6) / 0.5
+    assert moco.contrastive_logits(q, k)[0].tolist() == pytest.approx(
+        [1.6, 1.2, 1.6, -1.2]
+    )  # (0.8; 0.6, 0.8, -0.6) / 0.5
 
 
 def test_a_checkpoint_of_another_config_is_not_resumed_from(tmp_path):
@@ -78,7 +81,10 @@ def test_optimizer_state_round_trips_through_safetensors_and_json():
     restored = unflatten(json.loads(json.dumps(skeleton)), tensors)
     original = optimizer.state_dict()
     assert restored["param_groups"] == original["param_groups"]
-    assert all(torch.equal(restored["state"][i]["momentum_buffer"], original["state"][i]["momentum_buffer"]) for i in original["state"])
+    assert all(
+        torch.equal(restored["state"][i]["momentum_buffer"], original["state"][i]["momentum_buffer"])
+        for i in original["state"]
+    )
 
 
 def test_frozen_batch_norm_keeps_its_running_statistics(tmp_path):
@@ -93,7 +99,18 @@ def test_frozen_batch_norm_keeps_its_running_statistics(tmp_path):
         torch.manual_seed(0)
         model = build_resnet("resnet18", 3)
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        train_supervised(Storage(str(tmp_path / mode)), "job", model, OptimConfig(**TINY_OPTIM), 16, 0, 100, torch.device("cpu"), real=data, batch_norm=mode)
+        train_supervised(
+            Storage(str(tmp_path / mode)),
+            "job",
+            model,
+            OptimConfig(**TINY_OPTIM),
+            16,
+            0,
+            100,
+            torch.device("cpu"),
+            real=data,
+            batch_norm=mode,
+        )
         after = model.state_dict()
         stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
         assert any(not torch.equal(before[k], after[k]) for k in stats) is changed, mode
@@ -123,7 +140,9 @@ def test_a_backbone_initialises_both_moco_encoders_and_a_wrong_one_is_refused():
     assert torch.equal(moco.encoder_q.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     assert torch.equal(moco.encoder_k.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     with pytest.raises(DataError, match="wrong.safetensors does not fit this architecture"):
-        load_backbone(save(backbone_state(build_resnet("resnet34", 10))), build_resnet("resnet18", 3), "wrong.safetensors")
+        load_backbone(
+            save(backbone_state(build_resnet("resnet34", 10))), build_resnet("resnet18", 3), "wrong.safetensors"
+        )
 
 
 KILL_AT_STEP_3 = """
@@ -131,9 +150,10 @@ import os, signal, sys
 import torch
 torch.set_num_threads(int(sys.argv[2]))  # as in the test process: float sums depend on the thread count
 from synthvision.config import load_config
+from synthvision.pretraining.stages import pretrain
 from synthvision.run import Run
-run = Run(load_config(sys.argv[1]))
-run.pretrain(on_step=lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == 3 else None)
+kill_at_3 = lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == 3 else None
+pretrain(Run(load_config(sys.argv[1])), on_step=kill_at_3)
 """
 
 
@@ -151,24 +171,37 @@ def _generated_run(config):
 def test_killed_pretraining_resumes_from_its_checkpoint_and_matches_an_unbroken_run(tmp_path, make_config):
     from safetensors.torch import load
 
-    pretrain = {"method": "moco", "arch": "resnet18", "image_size": 32, "optim": TINY_OPTIM, "checkpoint_every": 2,
-                "moco": {"dim": 8, "queue_size": 8, "mlp_hidden": 16}}
+    pretrain = {
+        "method": "moco",
+        "arch": "resnet18",
+        "image_size": 32,
+        "optim": TINY_OPTIM,
+        "checkpoint_every": 2,
+        "moco": {"dim": 8, "queue_size": 8, "mlp_hidden": 16},
+    }
     killed_config = make_config(output=tmp_path / "killed", pretrain=pretrain)
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(killed_config.model_dump(mode="json")))
     _generated_run(killed_config)
-    process = subprocess.run([sys.executable, "-c", KILL_AT_STEP_3, str(path), str(torch.get_num_threads())], cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    process = subprocess.run(
+        [sys.executable, "-c", KILL_AT_STEP_3, str(path), str(torch.get_num_threads())],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert process.returncode == -9, process.stderr
     killed = _generated_run(killed_config)
     assert killed.storage.list("pretrain/ckpt") == ["latest.json", "step-00000002.json", "step-00000002.safetensors"]
-    report = killed.pretrain()
+    report = resnet_stages.pretrain(killed)
     assert (report["resumed_from_step"], report["steps"]) == (2, 6)  # 12 images / 4 = 3 steps per epoch, 2 epochs
 
     unbroken = _generated_run(make_config(output=tmp_path / "unbroken", pretrain=pretrain))
-    assert unbroken.pretrain()["resumed_from_step"] is None
+    assert resnet_stages.pretrain(unbroken)["resumed_from_step"] is None
     resumed, straight = (load(run.storage.read_bytes("pretrain/backbone.safetensors")) for run in (killed, unbroken))
     assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
-    assert killed.pretrain() == report  # committed
+    assert resnet_stages.pretrain(killed) == report  # committed
 
 
 @pytest.mark.slow
@@ -185,8 +218,21 @@ def test_scratch_and_transfer_end_to_end(tmp_path, make_config, prefect_server):
     optim = {**TINY_OPTIM, "epochs": 1}
     config = make_config(
         pretrain={"arch": "resnet18", "image_size": 32, "optim": optim},
-        transfer={"label_space": str(colours), "train_set": pool, "per_class": 1, "test_set": test, "image_size": 32, "optim": optim},
-        scratch={"arch": "resnet18", "image_size": 32, "real_train_set": pool, "real_per_class": [1, 2], "optim": optim},
+        transfer={
+            "label_space": str(colours),
+            "train_set": pool,
+            "per_class": 1,
+            "test_set": test,
+            "image_size": 32,
+            "optim": optim,
+        },
+        scratch={
+            "arch": "resnet18",
+            "image_size": 32,
+            "real_train_set": pool,
+            "real_per_class": [1, 2],
+            "optim": optim,
+        },
     )
     _generated_run(config)
     pretrained = pretrain_flow(config)
@@ -195,5 +241,9 @@ def test_scratch_and_transfer_end_to_end(tmp_path, make_config, prefect_server):
     assert [row["init"] for row in transfer["results"]] == ["pretrained", "random"]
     assert transfer["train_images"] == 3 and all(0 <= row["top1"] <= 100 for row in transfer["results"])
     scratch = scratch_flow(config)
-    assert [(row["data"], row["images"]) for row in scratch["results"]] == [("synthetic", 12), ("real-1-per-class", 3), ("real-2-per-class", 6)]
+    assert [(row["data"], row["images"]) for row in scratch["results"]] == [
+        ("synthetic", 12),
+        ("real-1-per-class", 3),
+        ("real-2-per-class", 6),
+    ]
     assert scratch["test_images"] == 9

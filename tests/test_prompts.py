@@ -11,8 +11,21 @@ def test_mentions_class_whole_words_and_plurals():
 
 
 def test_select_sentences_dedupes_filters_and_limits():
-    sentences = ["The cat sleeps.", "the  cat sleeps.", "A dog runs.", "", "A cat and a dog.", "Cats everywhere", "cat 4"]
-    assert select_sentences("cat", sentences, limit=10) == ["The cat sleeps.", "A cat and a dog.", "Cats everywhere", "cat 4"]
+    sentences = [
+        "The cat sleeps.",
+        "the  cat sleeps.",
+        "A dog runs.",
+        "",
+        "A cat and a dog.",
+        "Cats everywhere",
+        "cat 4",
+    ]
+    assert select_sentences("cat", sentences, limit=10) == [
+        "The cat sleeps.",
+        "A cat and a dog.",
+        "Cats everywhere",
+        "cat 4",
+    ]
     assert select_sentences("cat", sentences, limit=2) == ["The cat sleeps.", "A cat and a dog."]
 
 

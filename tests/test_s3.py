@@ -59,7 +59,9 @@ def _status_reads_wave_indexes_not_manifests(run, monkeypatch) -> None:
     index for the manifests written before it, so status makes no request per shard."""
     stages = {"shards": "generate", "scores": "score"}
     for stage_dir in stages:
-        indexed = [m.shard for _, m in index_from_json(run.storage.read_bytes(f"{stage_dir}/wave-0000.index.json").decode())]
+        indexed = [
+            m.shard for _, m in index_from_json(run.storage.read_bytes(f"{stage_dir}/wave-0000.index.json").decode())
+        ]
         assert indexed == [run.plan.shard(i).name for i in range(run.plan.num_shards)]
     time.sleep(1.1)  # the flow wrote its indexes within the second of the last manifests: re-index after it
     for stage_dir, stage in stages.items():

@@ -55,9 +55,14 @@ def test_score_shard_records_probabilities_filter_and_features(tmp_path):
     assert table["prob"][0] == pytest.approx(1 / (1 + np.exp(-20.0)), rel=1e-4)  # cos +1 vs -1, scale 10
     assert table["top1"][0] == 0 and table["passed"][0]
     assert len(table["logits"][0]) == 2 and len(table["embedding"][0]) == 32
-    np.testing.assert_allclose(np.asarray(table["embedding"][0]) / np.linalg.norm(table["embedding"][0]), red, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(table["embedding"][0]) / np.linalg.norm(table["embedding"][0]), red, rtol=1e-4, atol=1e-5
+    )
     assert manifest.dropped.get("clip_low_confidence", 0) == int(not table["passed"][1])
-    assert score_shard(source, lambda: pytest.fail("model loaded for a committed shard"), storage, "score-hash", 0.5, 2)[1] is False
+    assert (
+        score_shard(source, lambda: pytest.fail("model loaded for a committed shard"), storage, "score-hash", 0.5, 2)[1]
+        is False
+    )
 
 
 def test_image_folder_and_webdataset_test_sets(tmp_path):

@@ -11,18 +11,33 @@ from synthvision.stages import NAMES, STAGES, enabled, lineage, stage, stage_has
 from tests.conftest import REPO, tiny_config
 
 EVERY_SECTION = {
-    "output": "/tmp/unused", "label_space": "fashion-mnist", "seed": 3,
+    "output": "/tmp/unused",
+    "label_space": "fashion-mnist",
+    "seed": 3,
     "fewshot": {"train_set": "pool.tar", "shots": [16], "real_guidance": {"enabled": True}},
-    "pretrain": {}, "transfer": {"label_space": "fashion-mnist", "train_set": "pool.tar", "test_set": "test.tar"},
+    "pretrain": {},
+    "transfer": {"label_space": "fashion-mnist", "train_set": "pool.tar", "test_set": "test.tar"},
     "scratch": {"real_train_set": "pool.tar", "real_per_class": [1]},
 }
 
 
-@pytest.mark.parametrize(("config", "expected"), [
-    # recorded from the hand-written stage_hash the table replaced: committed outputs stay committed
-    ({"output": "/tmp/unused"}, "b9f34c6aaa7c08d0 34d676e5e59ead01 c1a10566507349db 574d07b49d9c4b0c 0ac6907144a39a2f a8e53f463030d75c aa6e780f9a387fc3 2369d8d7352ae14a"),
-    (EVERY_SECTION, "59a9b7c2a41f5743 6d9a26d49480b9ea 178745b74339d42e a3d9cf72d825ee0d be2a12ed39d3a8a4 77489b47873e9fe5 1524056e09c6b2a5 61d55ba3d0b8c2b4"),
-], ids=["defaults", "every-section"])
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        # recorded from the hand-written stage_hash the table replaced: committed outputs stay committed
+        (
+            {"output": "/tmp/unused"},
+            "b9f34c6aaa7c08d0 34d676e5e59ead01 c1a10566507349db 574d07b49d9c4b0c "
+            "0ac6907144a39a2f a8e53f463030d75c aa6e780f9a387fc3 2369d8d7352ae14a",
+        ),
+        (
+            EVERY_SECTION,
+            "59a9b7c2a41f5743 6d9a26d49480b9ea 178745b74339d42e a3d9cf72d825ee0d "
+            "be2a12ed39d3a8a4 77489b47873e9fe5 1524056e09c6b2a5 61d55ba3d0b8c2b4",
+        ),
+    ],
+    ids=["defaults", "every-section"],
+)
 def test_stage_hashes_are_those_of_every_earlier_release(config, expected):
     config = RunConfig.model_validate(config)
     assert " ".join(stage_hash(config, name) for name in NAMES) == expected
@@ -36,7 +51,10 @@ def test_stage_hashes_change_only_downstream_of_the_edit():
         "filter.clip_filter": parse_config({"filter": {"clip_filter": False}}),
         "runtime": parse_config({"generator": {"device": "cpu", "batch_size": 64}, "orchestration": {"retries": 9}}),
     }
-    changed = {edit: [name for name in NAMES if stage_hash(base, name) != stage_hash(config, name)] for edit, config in edits.items()}
+    changed = {
+        edit: [name for name in NAMES if stage_hash(base, name) != stage_hash(config, name)]
+        for edit, config in edits.items()
+    }
     assert changed == {
         "training": ["train"],
         "generator": ["generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch"],
@@ -70,7 +88,9 @@ def test_every_stage_has_a_command_and_a_flow_and_every_flow_a_deployment():
 
     deployments = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())["deployments"]
     deployed = {(d["name"], d["entrypoint"]) for d in deployments}
-    entrypoints = {"synthesize": "flows/synthesize.py:synthesize"} | {name: f"flows/stages.py:{name}_flow" for name in NAMES}
+    entrypoints = {"synthesize": "flows/synthesize.py:synthesize"} | {
+        name: f"flows/stages.py:{name}_flow" for name in NAMES
+    }
     missing = {(pool, entry) for pool in ("local", "k8s") for entry in entrypoints.values()} - deployed
     assert not missing, f"flows without a deployment: {sorted(missing)}"
 
@@ -80,7 +100,11 @@ def test_status_lists_every_stage_the_config_enables(tmp_path, colours_file):
 
     config = tiny_config(tmp_path / "run", colours_file, pretrain={"image_size": 32}, scratch={"real_per_class": []})
     rows = Run(config).status()
-    assert [row.stage for row in rows] == [s.name for s in enabled(config)] == ["prompts", "generate", "score", "train", "pretrain", "scratch"]
+    assert (
+        [row.stage for row in rows]
+        == [s.name for s in enabled(config)]
+        == ["prompts", "generate", "score", "train", "pretrain", "scratch"]
+    )
     shards = rows[1].planned
     assert [(row.planned, row.committed) for row in rows] == [(1, 0), (shards, 0), (shards, 0), (1, 0), (1, 0), (1, 0)]
 
@@ -94,5 +118,5 @@ def test_architecture_md_shows_the_table_as_it_is():
     expected = [f"| {row.name} | {', '.join(row.upstream) or 'config'} | {commits(row)} |" for row in STAGES]
     lines = [line.strip() for line in (REPO / "ARCHITECTURE.md").read_text().splitlines()]
     start = lines.index("| stage | reads | commits |") + 2
-    shown = [line for line in lines[start:start + len(expected) + 1] if line.startswith("|")]
+    shown = [line for line in lines[start : start + len(expected) + 1] if line.startswith("|")]
     assert shown == expected

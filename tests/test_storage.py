@@ -5,7 +5,16 @@ from synthvision.storage import Storage
 
 
 def manifest(**changes) -> Manifest:
-    fields = dict(shard="shard-00000", stage="generate", config_hash="c", spec_hash="s", data_file="shards/shard-00000.tar", count=1, bytes=3, sha256="x")
+    fields = dict(
+        shard="shard-00000",
+        stage="generate",
+        config_hash="c",
+        spec_hash="s",
+        data_file="shards/shard-00000.tar",
+        count=1,
+        bytes=3,
+        sha256="x",
+    )
     return Manifest(**{**fields, **changes})
 
 
@@ -29,7 +38,9 @@ def test_committed_requires_matching_manifest_and_whole_data(tmp_path):
     assert storage.committed("shards", "shard-00000", "c", "s") is None
     storage.write_bytes("shards/shard-00000.tar", b"abc")
     storage.write_manifest("shards", manifest())
-    assert storage.committed("shards", "shard-00000", "c", "s") == manifest(created_at=storage.read_manifest("shards", "shard-00000").created_at)
+    assert storage.committed("shards", "shard-00000", "c", "s") == manifest(
+        created_at=storage.read_manifest("shards", "shard-00000").created_at
+    )
     assert storage.committed("shards", "shard-00000", "other-config", "s") is None
     assert storage.committed("shards", "shard-00000", "c", "other-spec") is None
     storage.write_bytes("shards/shard-00000.tar", b"abcd")  # data replaced after the commit
@@ -53,7 +64,9 @@ def test_committed_by_hash_lists_whole_shards_of_one_config(tmp_path):
         ("shard-00002", "c", b"ab", 3),  # data truncated after the commit
     ]:
         storage.write_bytes(f"shards/{name}.tar", data)
-        storage.write_manifest("shards", manifest(shard=name, config_hash=config_hash, data_file=f"shards/{name}.tar", bytes=claimed))
+        storage.write_manifest(
+            "shards", manifest(shard=name, config_hash=config_hash, data_file=f"shards/{name}.tar", bytes=claimed)
+        )
     storage.write_bytes("shards/shard-00003.tar", b"abc")  # no manifest at all
     assert list(storage.committed_by_hash("shards", "c")) == ["shard-00000"]
     assert storage.committed_by_hash("nothing-here", "c") == {}
@@ -124,12 +137,17 @@ def test_wave_index_never_outvotes_the_manifest_files(tmp_path, monkeypatch):
     # shard 2: data truncated after the commit
     storage.write_bytes("shards/shard-00002.tar", b"ab")
     # shard 3: manifest rewritten, backdated, but not the size the index recorded
-    storage.write_manifest("shards", manifest(shard="shard-00003", config_hash="cc", data_file="shards/shard-00003.tar"))
+    storage.write_manifest(
+        "shards", manifest(shard="shard-00003", config_hash="cc", data_file="shards/shard-00003.tar")
+    )
     _set_mtime(storage, "shards/shard-00003.manifest.json", 1_000)
     reads = _manifest_reads(storage, monkeypatch)
     assert sorted(storage.committed_by_hash("shards", "c")) == ["shard-00004"]
     assert sorted(storage.committed_by_hash("shards", "d")) == ["shard-00000"]
-    assert sorted(p.rsplit("/", 1)[-1] for p in reads) == ["shard-00000.manifest.json"] * 2 + ["shard-00003.manifest.json"] * 2
+    assert (
+        sorted(p.rsplit("/", 1)[-1] for p in reads)
+        == ["shard-00000.manifest.json"] * 2 + ["shard-00003.manifest.json"] * 2
+    )
 
 
 def test_unreadable_wave_index_falls_back_to_the_manifests(tmp_path, monkeypatch):

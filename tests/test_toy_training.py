@@ -69,7 +69,13 @@ def test_glide_training_continues_from_its_checkpoint(pool, tokenizer, tmp_path)
     first = TrainSettings(steps=4, batch_size=8, warmup=2, log_every=2, checkpoint_every=2)
     _, log = train_glide_model("base", pool, tokenizer, first, tmp_path)
     assert json.loads((tmp_path / "base-ckpt" / "latest.json").read_text())["step"] == 4
-    _, longer = train_glide_model("base", pool, tokenizer, TrainSettings(steps=6, batch_size=8, warmup=2, log_every=2, checkpoint_every=2), tmp_path)
+    _, longer = train_glide_model(
+        "base",
+        pool,
+        tokenizer,
+        TrainSettings(steps=6, batch_size=8, warmup=2, log_every=2, checkpoint_every=2),
+        tmp_path,
+    )
     assert longer.steps == [2, 4, 6] and longer.losses[:2] == log.losses
 
 

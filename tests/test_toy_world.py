@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from synthvision.clip_model import ClipModel
-from synthvision.config import ClipConfig, GeneratorConfig, GlideConfig, TrainingConfig
+from synthvision.config import ClipConfig, GeneratorConfig, TrainingConfig
 from synthvision.fashion_mnist import CLASSES
 from synthvision.generators.glide.backend import GlideGenerator, load_glide_models
 from synthvision.scoring import ZeroShotHead
@@ -41,12 +41,20 @@ def test_subset():
 
 def test_the_toy_glide_loads_from_a_weights_folder_like_the_released_one():
     models = load_glide_models(str(TOY / "glide"))
-    assert (models.base.arch.image_size, models.upsampler.arch.image_size, models.upsampler.arch.super_res) == (16, 32, True)
+    assert (models.base.arch.image_size, models.upsampler.arch.image_size, models.upsampler.arch.super_res) == (
+        16,
+        32,
+        True,
+    )
     assert models.tokenizer.n_vocab == models.base.arch.n_vocab
-    generator = GlideGenerator.from_config(GeneratorConfig(backend="glide", model=str(TOY / "glide"), resolution=32, device="cpu"))
+    generator = GlideGenerator.from_config(
+        GeneratorConfig(backend="glide", model=str(TOY / "glide"), resolution=32, device="cpu")
+    )
     assert generator.name == f"glide:{TOY / 'glide'}"
     with pytest.raises(Exception, match="resolution is 64, but this GLIDE makes 32 px"):
-        GlideGenerator.from_config(GeneratorConfig(backend="glide", model=str(TOY / "glide"), resolution=64, device="cpu"))
+        GlideGenerator.from_config(
+            GeneratorConfig(backend="glide", model=str(TOY / "glide"), resolution=64, device="cpu")
+        )
 
 
 def test_the_toy_clip_loads_through_local_dir_with_its_preprocessing(clip):
@@ -71,8 +79,14 @@ def test_tuning_on_toy_glide_images_beats_clip_zero_shot_on_real_test_images(sam
     images, labels = samples
     head = ZeroShotHead(clip.text_classifier(CLASSES, list(CLIP_TEMPLATES)), clip.logit_scale)
     synthetic = clip.encode_images(images)
-    tuned = tune_classifier(synthetic, labels, head.logits(synthetic), zero_shot_head(head.class_embeddings, head.logit_scale),
-                            TrainingConfig(loss="sce", epochs=30, batch_size=16, device="cpu"), seed=0)
+    tuned = tune_classifier(
+        synthetic,
+        labels,
+        head.logits(synthetic),
+        zero_shot_head(head.class_embeddings, head.logit_scale),
+        TrainingConfig(loss="sce", epochs=30, batch_size=16, device="cpu"),
+        seed=0,
+    )
     real = clip.encode_images([Image.fromarray(pixels) for pixels in test_subset.images])
     zero_shot = top1(head.logits(real).argmax(axis=1), test_subset.labels)
     assert top1(predict(tuned.head, real), test_subset.labels) > zero_shot + 3, zero_shot  # 2,000 images: 1 point is 20

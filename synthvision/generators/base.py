@@ -6,12 +6,13 @@ A generator turns a batch of prompts, one seed per image, into images. The seed 
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from PIL import Image
+from typing import TYPE_CHECKING, Protocol
 
 from synthvision.config import GeneratorConfig
 from synthvision.memo import once_per_config
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class Generator(Protocol):
@@ -20,7 +21,9 @@ class Generator(Protocol):
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]: ...
 
-    def generate_guided(self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float) -> list[Image.Image]:
+    def generate_guided(
+        self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float
+    ) -> list[Image.Image]:
         """Real guidance (SDEdit): each reference noised to `strength` (t* / T) of the schedule, then
         denoised with its prompt. At strength 1 the reference is unused: text-to-image from the seed."""
         ...

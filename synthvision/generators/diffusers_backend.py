@@ -82,11 +82,16 @@ class DiffusersGenerator:
         return pipeline
 
     @torch.inference_mode()
-    def generate_guided(self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float) -> list[Image.Image]:
+    def generate_guided(
+        self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float
+    ) -> list[Image.Image]:
         if strength >= 1:
             return self.generate(prompts, seeds)
         if int(self.config.steps * strength) < 1:
-            raise ConfigError(f"real guidance: generator.steps ({self.config.steps}) x t*/100 ({strength}) is less than one denoising step")
+            raise ConfigError(
+                f"real guidance: generator.steps ({self.config.steps}) x t*/100 ({strength}) is less than one "
+                "denoising step"
+            )
         size = (self.config.resolution, self.config.resolution)
         output = self.image_to_image(
             prompt=self._fit(prompts),

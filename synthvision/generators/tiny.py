@@ -69,7 +69,12 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         )
     )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
     return StableDiffusionPipeline(
         vae=vae,

@@ -50,15 +50,25 @@ class Checkpointer:
         self.reldir = reldir
         self.config_hash = config_hash
 
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict[str, Any]) -> None:
+    def save(
+        self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict[str, Any]
+    ) -> None:
         tensors: dict[str, torch.Tensor] = {}
-        skeleton = {"model": flatten(model.state_dict(), "model", tensors), "optimizer": flatten(optimizer.state_dict(), "optimizer", tensors)}
+        skeleton = {
+            "model": flatten(model.state_dict(), "model", tensors),
+            "optimizer": flatten(optimizer.state_dict(), "optimizer", tensors),
+        }
         name = f"step-{step:08d}"
         previous = (self.storage.read_json(f"{self.reldir}/latest.json") or {}).get("checkpoint")  # of any config
         self.storage.write_bytes(f"{self.reldir}/{name}.safetensors", save_safetensors(tensors))
-        self.storage.write_bytes(f"{self.reldir}/{name}.json", json.dumps({"skeleton": skeleton, "counters": counters}).encode())
+        self.storage.write_bytes(
+            f"{self.reldir}/{name}.json", json.dumps({"skeleton": skeleton, "counters": counters}).encode()
+        )
         failpoints.reach("checkpoint.before_latest")
-        self.storage.write_bytes(f"{self.reldir}/latest.json", json.dumps({"checkpoint": name, "step": step, "config_hash": self.config_hash}).encode())
+        self.storage.write_bytes(
+            f"{self.reldir}/latest.json",
+            json.dumps({"checkpoint": name, "step": step, "config_hash": self.config_hash}).encode(),
+        )
         if previous is not None and previous != name:
             for suffix in (".safetensors", ".json"):
                 self.storage.fs.rm(self.storage.path(f"{self.reldir}/{previous}{suffix}"))

@@ -37,14 +37,16 @@ def train_transform(size: int) -> Transform:
 def moco_v2_transform(size: int) -> Transform:
     """MoCo v2's augmentation (Chen et al. 2020): crop from 20% of the image, colour jitter with p 0.8,
     grayscale with p 0.2, Gaussian blur with p 0.5, horizontal flip."""
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(kernel_size=2 * (size // 20) + 1, sigma=(0.1, 2.0))], p=0.5),
-        v2.RandomHorizontalFlip(),
-        *_to_tensor(),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=2 * (size // 20) + 1, sigma=(0.1, 2.0))], p=0.5),
+            v2.RandomHorizontalFlip(),
+            *_to_tensor(),
+        ]
+    )
 
 
 def eval_transform(size: int) -> Transform:
@@ -65,7 +67,9 @@ class Example:
     seed: int  # fixes this example's augmentation in this epoch
 
 
-def synthetic_examples(storage: Storage, manifests: list[Manifest], seed: int, epoch: int, skip: int) -> Iterator[Example]:
+def synthetic_examples(
+    storage: Storage, manifests: list[Manifest], seed: int, epoch: int, skip: int
+) -> Iterator[Example]:
     """The committed synthetic images of an epoch in its shuffled order, the first `skip` left out
     (skipped ones are not decoded)."""
     rng = np.random.default_rng([seed, epoch])
@@ -77,7 +81,11 @@ def synthetic_examples(storage: Storage, manifests: list[Manifest], seed: int, e
         for i in rng.permutation(len(samples)):
             if position >= skip:
                 sample = samples[i]
-                yield Example(decode_image(sample_image_bytes(sample)), int(sample["cls"]), derive_seed(seed, epoch, sample["__key__"]))
+                yield Example(
+                    decode_image(sample_image_bytes(sample)),
+                    int(sample["cls"]),
+                    derive_seed(seed, epoch, sample["__key__"]),
+                )
             position += 1
 
 
@@ -98,7 +106,9 @@ class LabelledImages:
             yield Example(self.images[i], int(self.labels[i]), derive_seed(seed, epoch, i))
 
 
-def batches(examples: Iterator[Example], size: int, views: list[Transform]) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+def batches(
+    examples: Iterator[Example], size: int, views: list[Transform]
+) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
     """Batches of `size` (the last may be smaller): one stacked tensor per view, and the labels.
     Each view of an example gets its own seed from the example's."""
     chunk: list[Example] = []
@@ -112,7 +122,9 @@ def batches(examples: Iterator[Example], size: int, views: list[Transform]) -> I
 
 
 def _collate(chunk: list[Example], views: list[Transform]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    stacked = [torch.stack([seeded(view, e.image, derive_seed(e.seed, v)) for e in chunk]) for v, view in enumerate(views)]
+    stacked = [
+        torch.stack([seeded(view, e.image, derive_seed(e.seed, v)) for e in chunk]) for v, view in enumerate(views)
+    ]
     return stacked, torch.tensor([e.label for e in chunk])
 
 

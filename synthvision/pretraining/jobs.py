@@ -5,7 +5,6 @@ there, and commits by writing `reldir/report.json` last."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,10 +52,14 @@ def top1(model: torch.nn.Module, data: LabelledImages, size: int, batch_size: in
     return 100.0 * correct / len(data.labels)
 
 
-def _source(storage: Storage, manifests: list[Manifest] | None, real: LabelledImages | None, seed: int) -> tuple[int, Callable[[int, int], Iterator]]:
+def _source(
+    storage: Storage, manifests: list[Manifest] | None, real: LabelledImages | None, seed: int
+) -> tuple[int, Callable[[int, int], Iterator]]:
     """(examples per epoch, examples(epoch, skip)) from synthetic shards or a real set."""
     if manifests is not None:
-        return sum(m.count for m in manifests), lambda epoch, skip: synthetic_examples(storage, manifests, seed, epoch, skip)
+        return sum(m.count for m in manifests), lambda epoch, skip: synthetic_examples(
+            storage, manifests, seed, epoch, skip
+        )
     return len(real.labels), lambda epoch, skip: real.examples(seed, epoch, skip)
 
 
@@ -90,9 +93,15 @@ def train_supervised(
         return F.cross_entropy(model(images), labels)
 
     return run_loop(
-        model, optim, _steps_per_epoch(count, optim.batch_size),
+        model,
+        optim,
+        _steps_per_epoch(count, optim.batch_size),
         lambda epoch, skip: batches(examples(epoch, skip * optim.batch_size), optim.batch_size, views),
-        step_loss, Checkpointer(storage, f"{reldir}/ckpt", config_hash), checkpoint_every, train_mode, on_step,
+        step_loss,
+        Checkpointer(storage, f"{reldir}/ckpt", config_hash),
+        checkpoint_every,
+        train_mode,
+        on_step,
     )
 
 
@@ -119,9 +128,15 @@ def train_moco(
         return model(view_q, view_k)
 
     return run_loop(
-        model, optim, _steps_per_epoch(count, optim.batch_size),
+        model,
+        optim,
+        _steps_per_epoch(count, optim.batch_size),
         lambda epoch, skip: batches(examples(epoch, skip * optim.batch_size), optim.batch_size, views),
-        step_loss, Checkpointer(storage, f"{reldir}/ckpt", config_hash), checkpoint_every, model.train, on_step,
+        step_loss,
+        Checkpointer(storage, f"{reldir}/ckpt", config_hash),
+        checkpoint_every,
+        model.train,
+        on_step,
     )
 
 
@@ -130,7 +145,10 @@ def build_moco(arch: str, moco: MocoConfig) -> MoCo:
 
 
 def write_backbone(storage: Storage, reldir: str, model: torch.nn.Module, arch: str, config_hash: str) -> str:
-    storage.write_bytes(f"{reldir}/{BACKBONE_FILE}", export_backbone(model, {"arch": arch, "config_hash": config_hash, "format": "torchvision/timm resnet"}))
+    storage.write_bytes(
+        f"{reldir}/{BACKBONE_FILE}",
+        export_backbone(model, {"arch": arch, "config_hash": config_hash, "format": "torchvision/timm resnet"}),
+    )
     return storage.url_of(f"{reldir}/{BACKBONE_FILE}")
 
 
@@ -141,11 +159,14 @@ def load_backbone(data: bytes, model: torch.nn.Module, source: str) -> None:
     for target in (model.encoder_q, model.encoder_k) if isinstance(model, MoCo) else (model,):
         missing, unexpected = target.load_state_dict(state, strict=False)
         if unexpected or any(not key.startswith("fc.") for key in missing):
-            raise DataError(f"{source} does not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise DataError(
+                f"{source} does not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
 
 
-def sample_per_class(data: LabelledImages, k: int, class_names: tuple[str, ...], seed: int, field: str = "scratch.real_train_set") -> LabelledImages:
+def sample_per_class(
+    data: LabelledImages, k: int, class_names: tuple[str, ...], seed: int, field: str = "scratch.real_train_set"
+) -> LabelledImages:
     from synthvision.fewshot import sample_shots
 
     return data.subset(sample_shots(data.labels, k, class_names, seed, field=field))
-

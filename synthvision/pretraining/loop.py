@@ -59,7 +59,11 @@ def run_loop(
     `step_loss(batch)` returns the loss to minimise; `train_mode()` sets train/eval modes;
     `on_step(step)` runs after each step (progress, tests)."""
     optimizer = make_optimizer(model, optim)
-    counters: dict[str, Any] = checkpointer.restore(model, optimizer) or {"step": 0, "epoch_losses": [], "loss_sum": 0.0}
+    counters: dict[str, Any] = checkpointer.restore(model, optimizer) or {
+        "step": 0,
+        "epoch_losses": [],
+        "loss_sum": 0.0,
+    }
     resumed_from = counters["step"] or None
     total = optim.epochs * steps_per_epoch
     step = counters["step"]
@@ -88,5 +92,8 @@ def run_loop(
                 break
         else:
             if step % steps_per_epoch:
-                raise RuntimeError(f"epoch {epoch} ended after {step % steps_per_epoch} of {steps_per_epoch} steps: the data changed under the job")
+                raise RuntimeError(
+                    f"epoch {epoch} ended after {step % steps_per_epoch} of {steps_per_epoch} steps: the data "
+                    "changed under the job"
+                )
     return LoopResult(step, resumed_from, counters["epoch_losses"])

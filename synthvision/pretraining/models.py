@@ -29,7 +29,9 @@ def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The backbone's tensors (a ResNet, or MoCo's query encoder) without the classifier or MLP head."""
     if isinstance(model, MoCo):
         model = model.encoder_q
-    return {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items() if not key.startswith("fc.")}
+    return {
+        key: value.detach().cpu().contiguous() for key, value in model.state_dict().items() if not key.startswith("fc.")
+    }
 
 
 def export_backbone(model: nn.Module, metadata: dict[str, str]) -> bytes:
@@ -49,7 +51,15 @@ class MoCo(nn.Module):
     encoder that follows it by momentum, with a queue of past keys as negatives and an MLP head.
     (Shuffled BN across GPUs is not done: each device normalises its own batch.)"""
 
-    def __init__(self, arch: str, dim: int = 128, queue_size: int = 65536, momentum: float = 0.999, temperature: float = 0.2, hidden: int = 2048):
+    def __init__(
+        self,
+        arch: str,
+        dim: int = 128,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        temperature: float = 0.2,
+        hidden: int = 2048,
+    ):
         super().__init__()
         self.momentum, self.temperature = momentum, temperature
         self.encoder_q = build_resnet(arch, num_classes=dim)

@@ -76,19 +76,35 @@ def pretrain(run: Run, on_step: OnStep = None) -> dict[str, Any]:
     if config.init_backbone is not None:  # a checkpoint, if any, replaces it in the training loop
         with fsspec.open(config.init_backbone, "rb", **run.config.storage_options) as stream:
             load_backbone(stream.read(), model, f"pretrain.init_backbone {config.init_backbone}")
-    if config.method == "moco":
-        result = train_moco(run.storage, PRETRAIN_DIR, model, config.optim, config.image_size, run.config.seed, config.checkpoint_every, device, manifests, on_step, digest)
-    else:
-        result = train_supervised(
-            run.storage, PRETRAIN_DIR, model, config.optim, config.image_size, run.config.seed, config.checkpoint_every, device, manifests=manifests, on_step=on_step,
-            config_hash=digest,
-        )
+    train = train_moco if config.method == "moco" else train_supervised
+    result = train(
+        run.storage,
+        PRETRAIN_DIR,
+        model,
+        config.optim,
+        config.image_size,
+        run.config.seed,
+        config.checkpoint_every,
+        device,
+        manifests=manifests,
+        on_step=on_step,
+        config_hash=digest,
+    )
     backbone = write_backbone(run.storage, PRETRAIN_DIR, model, config.arch, digest)
-    return _commit(run, PRETRAIN_DIR, {
-        "config_hash": digest, "method": config.method, "arch": config.arch, "backbone": backbone,
-        "synthetic_images": sum(m.count for m in manifests), "steps": result.steps,
-        "resumed_from_step": result.resumed_from, "epoch_losses": result.epoch_losses,
-    })
+    return _commit(
+        run,
+        PRETRAIN_DIR,
+        {
+            "config_hash": digest,
+            "method": config.method,
+            "arch": config.arch,
+            "backbone": backbone,
+            "synthetic_images": sum(m.count for m in manifests),
+            "steps": result.steps,
+            "resumed_from_step": result.resumed_from,
+            "epoch_losses": result.epoch_losses,
+        },
+    )
 
 
 def transfer(run: Run, on_step: OnStep = None) -> dict[str, Any]:
@@ -111,16 +127,45 @@ def transfer(run: Run, on_step: OnStep = None) -> dict[str, Any]:
         _seed_init(run, "transfer", init)
         model = build_resnet(pre.arch, label_space.num_classes)
         if init == "pretrained":
-            load_backbone(run.storage.read_bytes(f"{PRETRAIN_DIR}/{BACKBONE_FILE}"), model, run.storage.url_of(f"{PRETRAIN_DIR}/{BACKBONE_FILE}"))
+            load_backbone(
+                run.storage.read_bytes(f"{PRETRAIN_DIR}/{BACKBONE_FILE}"),
+                model,
+                run.storage.url_of(f"{PRETRAIN_DIR}/{BACKBONE_FILE}"),
+            )
         result = train_supervised(
-            run.storage, f"{TRANSFER_DIR}/{init}", model, config.optim, config.image_size, run.config.seed,
-            config.checkpoint_every, device, real=train, batch_norm=config.batch_norm, on_step=on_step, config_hash=digest,
+            run.storage,
+            f"{TRANSFER_DIR}/{init}",
+            model,
+            config.optim,
+            config.image_size,
+            run.config.seed,
+            config.checkpoint_every,
+            device,
+            real=train,
+            batch_norm=config.batch_norm,
+            on_step=on_step,
+            config_hash=digest,
         )
-        rows.append({"init": init, "top1": top1(model, test, config.image_size, config.optim.batch_size, device), "steps": result.steps})
-    return _commit(run, TRANSFER_DIR, {
-        "config_hash": digest, "dataset": label_space.name, "train_images": len(train.labels), "test_images": len(test.labels),
-        "pretraining": pre.method, "arch": pre.arch, "results": rows,
-    })
+        rows.append(
+            {
+                "init": init,
+                "top1": top1(model, test, config.image_size, config.optim.batch_size, device),
+                "steps": result.steps,
+            }
+        )
+    return _commit(
+        run,
+        TRANSFER_DIR,
+        {
+            "config_hash": digest,
+            "dataset": label_space.name,
+            "train_images": len(train.labels),
+            "test_images": len(test.labels),
+            "pretraining": pre.method,
+            "arch": pre.arch,
+            "results": rows,
+        },
+    )
 
 
 def scratch(run: Run, on_step: OnStep = None) -> dict[str, Any]:
@@ -149,8 +194,29 @@ def scratch(run: Run, on_step: OnStep = None) -> dict[str, Any]:
         _seed_init(run, "scratch", name)
         model = build_resnet(config.arch, space.num_classes)
         result = train_supervised(
-            run.storage, f"{SCRATCH_DIR}/{name}", model, config.optim, config.image_size, run.config.seed, config.checkpoint_every,
-            device, manifests=job.get("manifests"), real=job.get("real"), on_step=on_step, config_hash=digest,
+            run.storage,
+            f"{SCRATCH_DIR}/{name}",
+            model,
+            config.optim,
+            config.image_size,
+            run.config.seed,
+            config.checkpoint_every,
+            device,
+            manifests=job.get("manifests"),
+            real=job.get("real"),
+            on_step=on_step,
+            config_hash=digest,
         )
-        rows.append({"data": name, "images": job["images"], "top1": top1(model, test, config.image_size, config.optim.batch_size, device), "steps": result.steps})
-    return _commit(run, SCRATCH_DIR, {"config_hash": digest, "arch": config.arch, "test_set": url, "test_images": len(test.labels), "results": rows})
+        rows.append(
+            {
+                "data": name,
+                "images": job["images"],
+                "top1": top1(model, test, config.image_size, config.optim.batch_size, device),
+                "steps": result.steps,
+            }
+        )
+    return _commit(
+        run,
+        SCRATCH_DIR,
+        {"config_hash": digest, "arch": config.arch, "test_set": url, "test_images": len(test.labels), "results": rows},
+    )

@@ -32,7 +32,11 @@ def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
 def drawn_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """`per_class` indices of each class drawn without replacement, fixed by `seed`, sorted."""
     rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == label), per_class, replace=False) for label in np.unique(labels)]))
+    return np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(labels == label), per_class, replace=False) for label in np.unique(labels)]
+        )
+    )
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -27,7 +27,9 @@ def loss_plot(path: Path, curves: dict[str, tuple[list[int], list[float]]], xlab
     plt.close(figure)
 
 
-def write_card(folder: Path, title: str, summary: str, facts: dict[str, str], figures: dict[str, str], curve_file: str) -> None:
+def write_card(
+    folder: Path, title: str, summary: str, facts: dict[str, str], figures: dict[str, str], curve_file: str
+) -> None:
     """`MODEL_CARD.md`: the summary, a table of facts (data, recipe, steps, time), a table of the
     measured figures, and the loss curve."""
     lines = [f"# {title}", "", summary, "", "| | |", "|---|---|"]

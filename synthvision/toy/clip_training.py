@@ -31,7 +31,12 @@ TOY_CLIP_CONFIG = {
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 # Fashion-MNIST's grey statistics, repeated per channel (images are grey; the tower takes RGB).
-TOY_PREPROCESS = {"mean": [0.286, 0.286, 0.286], "std": [0.353, 0.353, 0.353], "interpolation": "bicubic", "resize_mode": "shortest"}
+TOY_PREPROCESS = {
+    "mean": [0.286, 0.286, 0.286],
+    "std": [0.353, 0.353, 0.353],
+    "interpolation": "bicubic",
+    "resize_mode": "shortest",
+}
 
 
 @dataclass
@@ -56,8 +61,12 @@ class ClipLog:
 def preprocess_transform():
     """open_clip's evaluation transform for the toy config: what `ClipModel` applies to every image."""
     return open_clip.image_transform(
-        TOY_CLIP_CONFIG["vision_cfg"]["image_size"], is_train=False, mean=tuple(TOY_PREPROCESS["mean"]), std=tuple(TOY_PREPROCESS["std"]),
-        resize_mode=TOY_PREPROCESS["resize_mode"], interpolation=TOY_PREPROCESS["interpolation"],
+        TOY_CLIP_CONFIG["vision_cfg"]["image_size"],
+        is_train=False,
+        mean=tuple(TOY_PREPROCESS["mean"]),
+        std=tuple(TOY_PREPROCESS["std"]),
+        resize_mode=TOY_PREPROCESS["resize_mode"],
+        interpolation=TOY_PREPROCESS["interpolation"],
     )
 
 
@@ -82,7 +91,12 @@ class CaptionTokens:
         return torch.stack([self._cache[caption] for caption in captions])
 
 
-def train_clip(split: Split, settings: ClipTraining, max_steps: int | None = None, on_log: Callable[[int, float], None] | None = None) -> tuple[open_clip.CLIP, ClipLog]:
+def train_clip(
+    split: Split,
+    settings: ClipTraining,
+    max_steps: int | None = None,
+    on_log: Callable[[int, float], None] | None = None,
+) -> tuple[open_clip.CLIP, ClipLog]:
     """Contrastive training (symmetric InfoNCE, learnt temperature) from random init; AdamW with
     warmup and a cosine schedule. `max_steps` stops early (tests)."""
     torch.manual_seed(settings.seed)
@@ -91,7 +105,10 @@ def train_clip(split: Split, settings: ClipTraining, max_steps: int | None = Non
     tokens_of = CaptionTokens(TOY_CLIP_CONFIG["text_cfg"]["context_length"])
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
     steps_per_epoch = len(split.labels) // settings.batch_size
     total = settings.epochs * steps_per_epoch if max_steps is None else max_steps
     generator = torch.Generator().manual_seed(settings.seed)
@@ -132,15 +149,29 @@ def train_clip(split: Split, settings: ClipTraining, max_steps: int | None = Non
 @torch.no_grad()
 def image_features(model: open_clip.CLIP, pixels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Unit-norm image embeddings of preprocessed images."""
-    return torch.cat([F.normalize(model.encode_image(pixels[i : i + batch_size].float()), dim=-1) for i in range(0, len(pixels), batch_size)])
+    return torch.cat(
+        [
+            F.normalize(model.encode_image(pixels[i : i + batch_size].float()), dim=-1)
+            for i in range(0, len(pixels), batch_size)
+        ]
+    )
 
 
-def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray, steps: int = 300, seed: int = 0) -> float:
+def linear_probe(
+    train_x: torch.Tensor,
+    train_y: np.ndarray,
+    test_x: torch.Tensor,
+    test_y: np.ndarray,
+    steps: int = 300,
+    seed: int = 0,
+) -> float:
     """Top-1 (%) of a logistic-regression probe (full-batch L-BFGS, a little L2) on frozen features."""
     torch.manual_seed(seed)
     head = torch.nn.Linear(train_x.shape[1], int(train_y.max()) + 1)
     y = torch.from_numpy(train_y)
-    optimizer = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        head.parameters(), lr=1, max_iter=steps, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()

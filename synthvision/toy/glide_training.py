@@ -32,11 +32,12 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from synthvision.fashion_mnist import CLASSES, Split
-from synthvision.generators.glide.diffusion import BASE_STEPS, SpacedDiffusion
+from synthvision.generators.glide.diffusion import SpacedDiffusion
 from synthvision.generators.glide.model import GlideArchitecture, GlideUNet
 from synthvision.generators.glide.tiny import ARCHITECTURE_FILE, random_glide
 from synthvision.generators.glide.tokenizer import MERGES_FILE, VOCAB_FILE, GlideTokenizer
 from synthvision.pretraining.checkpoint import Checkpointer
+from synthvision.respacing import BASE_STEPS
 from synthvision.storage import Storage
 from synthvision.toy.captions import caption_corpus, glide_caption
 
@@ -51,21 +52,40 @@ def toy_architectures(n_vocab: int) -> dict[str, GlideArchitecture]:
     """The toy pair: GLIDE's structure (text transformer, attention over text tokens, scale-shift
     res blocks) with 32 channels, at 16 px and 16 -> 32 px."""
     return {
-        "base": GlideArchitecture(image_size=BASE_SIZE, num_channels=32, num_res_blocks=2, channel_mult=(1, 2, 2), attention_resolutions=(8, 4), n_vocab=n_vocab, **_TEXT),
+        "base": GlideArchitecture(
+            image_size=BASE_SIZE,
+            num_channels=32,
+            num_res_blocks=2,
+            channel_mult=(1, 2, 2),
+            attention_resolutions=(8, 4),
+            n_vocab=n_vocab,
+            **_TEXT,
+        ),
         "upsample": GlideArchitecture(
-            image_size=UPSAMPLED_SIZE, num_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2), attention_resolutions=(8,),
-            super_res=True, noise_schedule="linear", n_vocab=n_vocab, **_TEXT,
+            image_size=UPSAMPLED_SIZE,
+            num_channels=32,
+            num_res_blocks=1,
+            channel_mult=(1, 1, 2),
+            attention_resolutions=(8,),
+            super_res=True,
+            noise_schedule="linear",
+            n_vocab=n_vocab,
+            **_TEXT,
         ),
     }
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = TOKENIZER_VOCAB) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def train_tokenizer(
+    texts: list[str], vocab_size: int = TOKENIZER_VOCAB
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A byte-level BPE (GPT-2's pre-tokenisation and byte alphabet) trained on `texts` with
     `tokenizers`; returns GPT-2's vocabulary and merges, `<|endoftext|>` last as in GPT-2's files."""
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator([text.lower() for text in texts], vocab_size=vocab_size - 1, min_frequency=2, show_progress=False)
+    bpe.train_from_iterator(
+        [text.lower() for text in texts], vocab_size=vocab_size - 1, min_frequency=2, show_progress=False
+    )
     model = json.loads(bpe.to_str())["model"]
     vocab = dict(sorted(model["vocab"].items(), key=lambda item: item[1]))
     vocab[END_OF_TEXT] = len(vocab)
@@ -83,7 +103,12 @@ def write_tokenizer(folder: Path, vocab: dict[str, int], merges: list[tuple[str,
 
 def resized(images: np.ndarray, size: int) -> np.ndarray:
     """Grey 28 px images as N x 3 x size x size uint8 (bicubic, as the backend resizes references)."""
-    out = np.stack([np.asarray(Image.fromarray(image).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)) for image in images])
+    out = np.stack(
+        [
+            np.asarray(Image.fromarray(image).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+            for image in images
+        ]
+    )
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
@@ -168,7 +193,9 @@ def train_glide_model(
         rng = random.Random(settings.seed * 1_000_003 + step)  # the batch of step s is fixed by (seed, s)
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         index = torch.randint(len(split.labels), (settings.batch_size,), generator=generator)
-        captions = ["" if rng.random() < CAPTION_DROP else glide_caption(CLASSES[int(split.labels[i])], rng) for i in index]
+        captions = [
+            "" if rng.random() < CAPTION_DROP else glide_caption(CLASSES[int(split.labels[i])], rng) for i in index
+        ]
         tokens, mask = tokens_of(captions)
         x_start = to_model_range(high[index] if high is not None else low[index])
         low_res = to_model_range(low[index]) if high is not None else None
@@ -202,12 +229,17 @@ def train_glide_model(
     return ema.eval(), log
 
 
-def save_toy_glide(folder: Path, models: dict[str, GlideUNet], vocab: dict[str, int], merges: list[tuple[str, str]]) -> None:
+def save_toy_glide(
+    folder: Path, models: dict[str, GlideUNet], vocab: dict[str, int], merges: list[tuple[str, str]]
+) -> None:
     """The released layout: base/upsample weights (safetensors, float16), tokenizer files, and
     `glide.json` naming the toy architectures."""
     folder.mkdir(parents=True, exist_ok=True)
     for kind, model in models.items():
-        save_file({k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}, folder / f"{kind}.safetensors")
+        save_file(
+            {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()},
+            folder / f"{kind}.safetensors",
+        )
     write_tokenizer(folder, vocab, merges)
     record = json.loads((folder / ARCHITECTURE_FILE).read_text()) if (folder / ARCHITECTURE_FILE).is_file() else {}
     record.update({kind: asdict(model.arch) for kind, model in models.items()})

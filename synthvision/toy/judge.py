@@ -30,16 +30,34 @@ MEAN, STD = 0.286, 0.353  # Fashion-MNIST's train split
 
 def build_judge(num_classes: int = 10) -> nn.Sequential:
     def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+        return [
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        ]
 
     return nn.Sequential(
-        *block(1, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.3), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes)
+        *block(1, 16),
+        nn.MaxPool2d(2),
+        *block(16, 32),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(32 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
     )
 
 
 def to_input(images: list[Image.Image]) -> torch.Tensor:
     """Any images as the judge's input: grey, 28 px (bicubic), normalised, N x 1 x 28 x 28."""
-    arrays = [np.asarray(image.convert("L").resize((SIZE, SIZE), Image.Resampling.BICUBIC), dtype=np.float32) for image in images]
+    arrays = [
+        np.asarray(image.convert("L").resize((SIZE, SIZE), Image.Resampling.BICUBIC), dtype=np.float32)
+        for image in images
+    ]
     return (torch.from_numpy(np.stack(arrays))[:, None] / 255.0 - MEAN) / STD
 
 
@@ -53,7 +71,12 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     x = torch.roll(x, shifts=shifts, dims=(2, 3))
     soft = torch.rand(len(x), generator=generator) < 0.5
     if soft.any():
-        round_trip = F.interpolate(F.interpolate(x[soft], size=16, mode="bilinear", antialias=True, align_corners=False), size=SIZE, mode="bicubic", align_corners=False)
+        round_trip = F.interpolate(
+            F.interpolate(x[soft], size=16, mode="bilinear", antialias=True, align_corners=False),
+            size=SIZE,
+            mode="bicubic",
+            align_corners=False,
+        )
         x = x.clone()
         x[soft] = round_trip
     return x
@@ -100,13 +123,17 @@ def train_judge(train: Split, settings: JudgeTraining, steps: int | None = None)
 @torch.no_grad()
 def judge_pixels(model: nn.Sequential, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Predicted classes of 28 x 28 grey uint8 images (a real split)."""
-    return torch.cat([model(_pixels_input(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]).numpy()
+    return torch.cat(
+        [model(_pixels_input(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]
+    ).numpy()
 
 
 @torch.no_grad()
 def judge_images(model: nn.Sequential, images: list[Image.Image], batch_size: int = 500) -> np.ndarray:
     """Predicted classes of any images (generated ones)."""
-    return torch.cat([model(to_input(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]).numpy()
+    return torch.cat(
+        [model(to_input(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]
+    ).numpy()
 
 
 def save_judge(model: nn.Sequential, folder: Path, record: dict) -> None:
@@ -130,4 +157,10 @@ def timed_training(train: Split, test: Split, settings: JudgeTraining) -> tuple[
     model, losses = train_judge(train, settings)
     seconds = time.perf_counter() - started
     accuracy = float((judge_pixels(model, test.images) == test.labels).mean() * 100)
-    return model, {"settings": vars(settings), "epoch_losses": losses, "train_seconds": round(seconds, 1), "test_top1": round(accuracy, 2), "train_images": len(train.labels)}
+    return model, {
+        "settings": vars(settings),
+        "epoch_losses": losses,
+        "train_seconds": round(seconds, 1),
+        "test_top1": round(accuracy, 2),
+        "train_images": len(train.labels),
+    }

@@ -32,10 +32,18 @@ def load_toy_clip(folder: str) -> ClipModel:
     return ClipModel.load(ClipConfig(model=f"local-dir:{folder}", device="cpu"))
 
 
-def glide_samples(folder: str, prompts: list[str], seeds: list[int], guidance: float, base_respacing: str = "50", batch_size: int = 50) -> list[Image.Image]:
+def glide_samples(
+    folder: str, prompts: list[str], seeds: list[int], guidance: float, base_respacing: str = "50", batch_size: int = 50
+) -> list[Image.Image]:
     """Images from the toy GLIDE folder as a run samples them (base with guidance, then `fast27`)."""
     config = GeneratorConfig(
-        backend="glide", model=folder, guidance_scale=guidance, resolution=32, device="cpu", dtype="float32", batch_size=batch_size,
+        backend="glide",
+        model=folder,
+        guidance_scale=guidance,
+        resolution=32,
+        device="cpu",
+        dtype="float32",
+        batch_size=batch_size,
         glide=GlideConfig(base_respacing=base_respacing),
     )
     generator = GlideGenerator.from_config(config)

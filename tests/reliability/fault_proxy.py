@@ -21,7 +21,9 @@ KINDS = ("500", "503", "timeout", "truncated_upload")
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, rate: float, seed: int, hang_s: float = 3.0, read_only_buckets: tuple[str, ...] = ()):
+    def __init__(
+        self, upstream: str, rate: float, seed: int, hang_s: float = 3.0, read_only_buckets: tuple[str, ...] = ()
+    ):
         self.upstream = urlsplit(upstream)
         self.rate = rate
         self.rng = random.Random(seed)
@@ -69,13 +71,19 @@ class FaultProxy:
                         self.send_header(name, value)
                 upstream_length = dict((n.lower(), v) for n, v in headers).get("content-length")
                 # a HEAD answer's length is the object's, not that of the (empty) body
-                self.send_header("Content-Length", upstream_length if self.command == "HEAD" and upstream_length else str(len(body)))
+                self.send_header(
+                    "Content-Length", upstream_length if self.command == "HEAD" and upstream_length else str(len(body))
+                )
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
             def _error(self, status: int, code: str, message: str) -> None:
-                self._send(status, ERROR_BODY.format(code=code, message=message).encode(), [("Content-Type", "application/xml")])
+                self._send(
+                    status,
+                    ERROR_BODY.format(code=code, message=message).encode(),
+                    [("Content-Type", "application/xml")],
+                )
 
             def _proxy(self) -> None:
                 body = self._body()
@@ -91,12 +99,18 @@ class FaultProxy:
                     time.sleep(proxy.hang_s)
                     self.close_connection = True
                     return None
-                headers = {name: value for name, value in self.headers.items() if name.lower() not in ("host", "content-length", "connection")}
+                headers = {
+                    name: value
+                    for name, value in self.headers.items()
+                    if name.lower() not in ("host", "content-length", "connection")
+                }
                 if kind == "truncated_upload":
                     body = body[: len(body) // 2]
                 connection = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
                 try:
-                    connection.request(self.command, self.path, body=body, headers={**headers, "Content-Length": str(len(body))})
+                    connection.request(
+                        self.command, self.path, body=body, headers={**headers, "Content-Length": str(len(body))}
+                    )
                     response = connection.getresponse()
                     payload = response.read()
                     self._send(response.status, payload, response.getheaders())

@@ -26,8 +26,15 @@ from synthvision.run import Run
 from synthvision.storage import Storage
 
 PRELOAD = [
-    "flows.cli", "flows.synthesize", "flows.stages", "synthvision.run", "synthvision.generators.diffusers_backend",
-    "synthvision.clip_model", "synthvision.sentence_model", "synthvision.pretraining.stages", "s3fs",
+    "flows.cli",
+    "flows.synthesize",
+    "flows.stages",
+    "synthvision.run",
+    "synthvision.generators.diffusers_backend",
+    "synthvision.clip_model",
+    "synthvision.sentence_model",
+    "synthvision.pretraining.stages",
+    "s3fs",
 ]
 KILLED = -9  # multiprocessing's exit code for a process ended by SIGKILL
 
@@ -87,7 +94,9 @@ class Launcher:
         process.log = log
         return process
 
-    def run(self, argv: list[str], kill_at: str | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> int:
+    def run(
+        self, argv: list[str], kill_at: str | None = None, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> int:
         """Run to the end (or to the kill); the exit code (KILLED if the failpoint fired)."""
         process = self.start(argv, kill_at, env)
         process.join(timeout)
@@ -115,7 +124,9 @@ def check_visible(storage: Storage) -> None:
         for name in storage.list(stage_dir, ".manifest.json"):
             manifest = Manifest.from_json(storage.read_bytes(f"{stage_dir}/{name}").decode())
             data = storage.read_bytes(manifest.data_file)
-            assert (len(data), hashlib.sha256(data).hexdigest()) == (manifest.bytes, manifest.sha256), f"{name}: data file does not match"
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (manifest.bytes, manifest.sha256), (
+                f"{name}: data file does not match"
+            )
     for name in storage.list("shards", ".tar"):
         tar_keys(storage.read_bytes(f"shards/{name}"))
 
@@ -141,6 +152,8 @@ def check_complete(run: Run) -> None:
     duplicates = (len(found) - len(set(found))) + (len(scored) - len(set(scored)))
     TALLY.samples_lost += lost
     TALLY.duplicates += duplicates
-    assert sorted(found) == sorted(planned) == sorted(scored), f"lost {lost}, duplicates {duplicates}, unplanned {set(found) - set(planned)}"
+    assert sorted(found) == sorted(planned) == sorted(scored), (
+        f"lost {lost}, duplicates {duplicates}, unplanned {set(found) - set(planned)}"
+    )
     assert run.committed_report("train") is not None
     assert not temporaries(run.storage)  # what killed writes left, the next run cleared

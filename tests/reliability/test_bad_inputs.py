@@ -39,7 +39,11 @@ def write_config(folder: Path, output: str, label_space: Path | str, name: str =
 
 def files_of(root: Path) -> dict[str, str]:
     """Every file of an output and its sha256 (the lock comes and goes with each run)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "lock.json"}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "lock.json"
+    }
 
 
 def expect_one_line_error(launcher, argv: list[str], *expected: str) -> str:
@@ -82,26 +86,82 @@ def _file(folder: Path, name: str, text: str) -> str:
 CONFIG_CASES = [
     ("unknown label space", ["label_space=cifar1000"], ["label_space 'cifar1000' is neither a built-in"]),
     ("empty label space", lambda f: ["label_space=" + _file(f, "empty.txt", "")], ["empty.txt is empty"]),
-    ("duplicate classes", lambda f: ["label_space=" + _file(f, "dup.txt", "cat\ndog\ncat\n")], ["dup.txt: entry 3 'cat' duplicates entry 1"]),
-    ("blank class", lambda f: ["label_space=" + _file(f, "blank.txt", "cat\n\ndog\n")], ["blank.txt: entry 2 is blank"]),
-    ("label space JSON not a list", lambda f: ["label_space=" + _file(f, "obj.json", '{"classes": 1}')], ["obj.json: the JSON must be a list"]),
-    ("label space invalid JSON", lambda f: ["label_space=" + _file(f, "broken.json", '["cat", ')], ["broken.json: invalid JSON"]),
-    ("template without {}", ["prompts.template=a photo"], ["prompts.template: template 'a photo' must contain exactly one '{}'"]),
-    ("zero images per class", ["shards.images_per_class=0"], ["shards.images_per_class: Input should be greater than 0"]),
-    ("negative images per class", ["shards.images_per_class=-4"], ["shards.images_per_class: Input should be greater than 0"]),
+    (
+        "duplicate classes",
+        lambda f: ["label_space=" + _file(f, "dup.txt", "cat\ndog\ncat\n")],
+        ["dup.txt: entry 3 'cat' duplicates entry 1"],
+    ),
+    (
+        "blank class",
+        lambda f: ["label_space=" + _file(f, "blank.txt", "cat\n\ndog\n")],
+        ["blank.txt: entry 2 is blank"],
+    ),
+    (
+        "label space JSON not a list",
+        lambda f: ["label_space=" + _file(f, "obj.json", '{"classes": 1}')],
+        ["obj.json: the JSON must be a list"],
+    ),
+    (
+        "label space invalid JSON",
+        lambda f: ["label_space=" + _file(f, "broken.json", '["cat", ')],
+        ["broken.json: invalid JSON"],
+    ),
+    (
+        "template without {}",
+        ["prompts.template=a photo"],
+        ["prompts.template: template 'a photo' must contain exactly one '{}'"],
+    ),
+    (
+        "zero images per class",
+        ["shards.images_per_class=0"],
+        ["shards.images_per_class: Input should be greater than 0"],
+    ),
+    (
+        "negative images per class",
+        ["shards.images_per_class=-4"],
+        ["shards.images_per_class: Input should be greater than 0"],
+    ),
     ("zero shard size", ["shards.shard_size=0"], ["shards.shard_size: Input should be greater than 0"]),
-    ("shard size larger than the run", ["shards.shard_size=100"], ["shards.shard_size (100) is larger than the run (12 images"]),
-    ("unknown generator", ["generator.backend=dalle"], ["generator.backend: Input should be 'diffusers', 'glide' or 'tiny'"]),
+    (
+        "shard size larger than the run",
+        ["shards.shard_size=100"],
+        ["shards.shard_size (100) is larger than the run (12 images"],
+    ),
+    (
+        "unknown generator",
+        ["generator.backend=dalle"],
+        ["generator.backend: Input should be 'diffusers', 'glide' or 'tiny'"],
+    ),
     ("unknown CLIP", ["clip.model=ViT-Nope"], ["clip.model: unknown open_clip model 'ViT-Nope'"]),
-    ("missing local weights", ["generator.backend=diffusers", "generator.model=/nonexistent/sd-weights"], ["generator.model", "/nonexistent/sd-weights"]),
-    ("missing test set", ["evaluation.demo_test_set=null", "evaluation.test_set=/nonexistent/test"], ["evaluation.test_set /nonexistent/test does not exist"]),
+    (
+        "missing local weights",
+        ["generator.backend=diffusers", "generator.model=/nonexistent/sd-weights"],
+        ["generator.model", "/nonexistent/sd-weights"],
+    ),
+    (
+        "missing test set",
+        ["evaluation.demo_test_set=null", "evaluation.test_set=/nonexistent/test"],
+        ["evaluation.test_set /nonexistent/test does not exist"],
+    ),
     ("unknown field", ["generatr.steps=3"], ["generatr: unknown field"]),
     ("not a number", ["seed=abc"], ["seed: Input should be a valid integer"]),
     ("negative epochs", ["training.epochs=-2"], ["training.epochs: Input should be greater than 0"]),
-    ("credentials in the config", ["storage_options={key: AKIAFAKE, secret: s3cr3t}"], ["storage_options: 'key' looks like a credential"]),
+    (
+        "credentials in the config",
+        ["storage_options={key: AKIAFAKE, secret: s3cr3t}"],
+        ["storage_options: 'key' looks like a credential"],
+    ),
     ("override without =", ["generator.steps"], ["expected KEY=VALUE"]),
-    ("device this machine lacks", ["orchestration.engine=processes", "orchestration.devices=[cuda:7]"], ["device 'cuda:7'"]),
-    ("changed config on the same output", ["generator.steps=3"], ["holds the generate, score data of another config", "generator.steps: 2 -> 3", "--new-version"]),
+    (
+        "device this machine lacks",
+        ["orchestration.engine=processes", "orchestration.devices=[cuda:7]"],
+        ["device 'cuda:7'"],
+    ),
+    (
+        "changed config on the same output",
+        ["generator.steps=3"],
+        ["holds the generate, score data of another config", "generator.steps: 2 -> 3", "--new-version"],
+    ),
 ]
 
 
@@ -146,7 +206,9 @@ def test_an_output_without_write_permission(launcher, tmp_path, colours_file):
         locked = tmp_path / "read-only"
         locked.mkdir(mode=0o555)
         output = str(locked / "run")
-    expect_one_line_error(launcher, ["run", write_config(tmp_path, output, colours_file)], "output", output, "permission")
+    expect_one_line_error(
+        launcher, ["run", write_config(tmp_path, output, colours_file)], "output", output, "permission"
+    )
 
 
 @pytest.mark.slow
@@ -162,7 +224,9 @@ def test_weights_that_are_not_tensors_only_are_refused(launcher, tmp_path, colou
             return (os.system, ("echo owned",))
 
     (weights / "base.pt").write_bytes(pickle.dumps({"w": Payload()}))
-    config = write_config(tmp_path, str(tmp_path / "run"), colours_file, generator={"backend": "glide", "model": str(weights)})
+    config = write_config(
+        tmp_path, str(tmp_path / "run"), colours_file, generator={"backend": "glide", "model": str(weights)}
+    )
     expect_one_line_error(launcher, ["run", config], "generator.model", "base.pt is not a tensors-only state dict")
 
 
@@ -172,7 +236,9 @@ def test_a_test_image_that_does_not_decode_is_named(launcher, tmp_path, colours_
     for colour in ("red", "green", "blue"):
         (test_set / colour).mkdir(parents=True)
         (test_set / colour / "a.png").write_bytes(Path(__file__).read_bytes()[:64])  # not an image
-    config = write_config(tmp_path, str(tmp_path / "run"), colours_file, evaluation={"demo_test_set": None, "test_set": str(test_set)})
+    config = write_config(
+        tmp_path, str(tmp_path / "run"), colours_file, evaluation={"demo_test_set": None, "test_set": str(test_set)}
+    )
     expect_one_line_error(launcher, ["run", config], "evaluation.test_set: image", "blue/a.png does not decode")
 
 
@@ -197,10 +263,19 @@ def test_corrupt_shards_among_scoring_inputs_are_quarantined_and_generated_again
     assert re.search(r"stage: score, .*done_now: 4, .*quarantined: \['shard-00001', 'shard-00004'\]", log), log
     assert launcher.run(["run", config]) == 0  # generates them again, scores them, trains
     assert re.search(r"stage: generate, .*done_now: 2", tail(launcher.logs / f"cli-{launcher.count:03d}.log", 200_000))
-    quarantined = sorted(str(p.relative_to(copy)).split("/", 2)[2] for p in (copy / "quarantine").rglob("*") if p.is_file())
-    assert quarantined == ["shards/shard-00001.manifest.json", "shards/shard-00001.tar", "shards/shard-00004.manifest.json", "shards/shard-00004.tar"]
+    quarantined = sorted(
+        str(p.relative_to(copy)).split("/", 2)[2] for p in (copy / "quarantine").rglob("*") if p.is_file()
+    )
+    assert quarantined == [
+        "shards/shard-00001.manifest.json",
+        "shards/shard-00001.tar",
+        "shards/shard-00004.manifest.json",
+        "shards/shard-00004.tar",
+    ]
     check_complete(run)
-    assert (copy / "shards" / "shard-00001.tar").read_bytes() == (finished[0] / "run" / "shards" / "shard-00001.tar").read_bytes()
+    assert (copy / "shards" / "shard-00001.tar").read_bytes() == (
+        finished[0] / "run" / "shards" / "shard-00001.tar"
+    ).read_bytes()
     TALLY.bad_inputs += 2
 
 
@@ -208,7 +283,13 @@ def test_corrupt_shards_among_scoring_inputs_are_quarantined_and_generated_again
 def test_a_ten_thousand_character_unicode_class_name(launcher, tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("red\n" + "猫🐈é" * 3334 + "\n")
-    config = write_config(tmp_path, str(tmp_path / "run"), labels, shards={"images_per_class": 2, "shard_size": 2}, evaluation={"demo_test_set": None})
+    config = write_config(
+        tmp_path,
+        str(tmp_path / "run"),
+        labels,
+        shards={"images_per_class": 2, "shard_size": 2},
+        evaluation={"demo_test_set": None},
+    )
     assert launcher.run(["run", config]) == 0, tail(launcher.logs / f"cli-{launcher.count:03d}.log")
     run = Run(load_config(config))
     check_complete(run)

@@ -18,12 +18,21 @@ from tests.reliability.harness import check_complete, tail
 def test_two_runs_of_one_config_generate_each_shard_once(output, launcher, tmp_path, colours_file):
     url, options = output
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "run_name": "twice", "output": url, "storage_options": options, "label_space": str(colours_file),
-        "generator": {"backend": "tiny", "steps": 2, "resolution": 32}, "shards": {"images_per_class": 4, "shard_size": 2},
-        "clip": {"model": "tiny"}, "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
-        "orchestration": {"max_workers": 1, "gpu_limit": None},
-    }))
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "run_name": "twice",
+                "output": url,
+                "storage_options": options,
+                "label_space": str(colours_file),
+                "generator": {"backend": "tiny", "steps": 2, "resolution": 32},
+                "shards": {"images_per_class": 4, "shard_size": 2},
+                "clip": {"model": "tiny"},
+                "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
+                "orchestration": {"max_workers": 1, "gpu_limit": None},
+            }
+        )
+    )
     processes = [launcher.start(["run", str(config_path)]) for _ in range(2)]
     for process in processes:
         process.join(300)

@@ -27,21 +27,34 @@ SHARDS = CLASSES * PER_CLASS // SHARD_SIZE
 
 
 def write_config(path, output: str, options: dict, label_space) -> str:
-    path.write_text(yaml.safe_dump({
-        "run_name": "kills",
-        "output": output,
-        "storage_options": options,
-        "label_space": str(label_space),
-        "prompts": {"strategy": "language_enhancement", "sentences_per_class": 2, "sentence_model": {"model": "tiny"}},
-        "generator": {"backend": "tiny", "steps": 2, "resolution": 32, "batch_size": 1},
-        "shards": {"images_per_class": PER_CLASS, "shard_size": SHARD_SIZE},
-        "clip": {"model": "tiny", "batch_size": 1},
-        "training": {"epochs": 2},
-        "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
-        "pretrain": {"arch": "resnet18", "image_size": 32, "checkpoint_every": 1, "optim": {"epochs": 2, "batch_size": 4, "lr": 0.01}},
-        # no GPU limit: a killed run's slot would stay leased for a minute or more
-        "orchestration": {"max_workers": 1, "retry_delay_s": 0, "gpu_limit": None},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "run_name": "kills",
+                "output": output,
+                "storage_options": options,
+                "label_space": str(label_space),
+                "prompts": {
+                    "strategy": "language_enhancement",
+                    "sentences_per_class": 2,
+                    "sentence_model": {"model": "tiny"},
+                },
+                "generator": {"backend": "tiny", "steps": 2, "resolution": 32, "batch_size": 1},
+                "shards": {"images_per_class": PER_CLASS, "shard_size": SHARD_SIZE},
+                "clip": {"model": "tiny", "batch_size": 1},
+                "training": {"epochs": 2},
+                "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
+                "pretrain": {
+                    "arch": "resnet18",
+                    "image_size": 32,
+                    "checkpoint_every": 1,
+                    "optim": {"epochs": 2, "batch_size": 4, "lr": 0.01},
+                },
+                # no GPU limit: a killed run's slot would stay leased for a minute or more
+                "orchestration": {"max_workers": 1, "retry_delay_s": 0, "gpu_limit": None},
+            }
+        )
+    )
     return str(path)
 
 
@@ -54,9 +67,15 @@ def pipeline_points(run: Run, rng: random.Random) -> list[str]:
     if status["prompts"]:
         points.append(f"prompts.class:{rng.randint(1, CLASSES)}")
     if status["generate"]:
-        points += [f"generate.batch:{rng.randint(1, 2 * status['generate'])}", f"generate.before_manifest:{rng.randint(1, status['generate'])}"]
+        points += [
+            f"generate.batch:{rng.randint(1, 2 * status['generate'])}",
+            f"generate.before_manifest:{rng.randint(1, status['generate'])}",
+        ]
     if status["score"]:
-        points += [f"score.batch:{rng.randint(1, 2 * status['score'])}", f"score.before_manifest:{rng.randint(1, status['score'])}"]
+        points += [
+            f"score.batch:{rng.randint(1, 2 * status['score'])}",
+            f"score.before_manifest:{rng.randint(1, status['score'])}",
+        ]
     if status["train"]:
         points.append("train.before_report:1")
     return [*points, f"storage.before_commit:{rng.randint(1, 3)}"]
@@ -64,7 +83,11 @@ def pipeline_points(run: Run, rng: random.Random) -> list[str]:
 
 def manifests(storage) -> dict[str, bytes]:
     """Every committed manifest's bytes (they hold the shard's timings: a redone shard changes them)."""
-    return {f"{d}/{n}": storage.read_bytes(f"{d}/{n}") for d in ("shards", "scores") for n in storage.list(d, ".manifest.json")}
+    return {
+        f"{d}/{n}": storage.read_bytes(f"{d}/{n}")
+        for d in ("shards", "scores")
+        for n in storage.list(d, ".manifest.json")
+    }
 
 
 def checkpoint_step(run: Run) -> int | None:

@@ -25,12 +25,21 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 def test_no_credentials_in_any_output_of_a_run(launcher, s3_bucket, tmp_path, colours_file):
     url, options = s3_bucket
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "run_name": "secrets", "output": f"{url}/run", "storage_options": options, "label_space": str(colours_file),
-        "generator": {"backend": "tiny", "steps": 2, "resolution": 32}, "shards": {"images_per_class": 2, "shard_size": 2},
-        "clip": {"model": "tiny"}, "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
-        "orchestration": {"max_workers": 1, "gpu_limit": None},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "run_name": "secrets",
+                "output": f"{url}/run",
+                "storage_options": options,
+                "label_space": str(colours_file),
+                "generator": {"backend": "tiny", "steps": 2, "resolution": 32},
+                "shards": {"images_per_class": 2, "shard_size": 2},
+                "clip": {"model": "tiny"},
+                "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
+                "orchestration": {"max_workers": 1, "gpu_limit": None},
+            }
+        )
+    )
     assert launcher.run(["run", str(config)]) == 0
     outputs = {"console": tail(launcher.logs / f"cli-{launcher.count:03d}.log", 10**7).encode()}
 
@@ -54,11 +63,17 @@ def test_no_credentials_in_any_output_of_a_run(launcher, s3_bucket, tmp_path, co
 
     leaks = [(where, secret) for where, blob in outputs.items() for secret in SECRETS if secret.encode() in blob]
     assert not leaks
-    assert FAKE_KEY_ID.encode() not in outputs["flow runs"] and b"endpoint_url" in outputs["flow runs"]  # the parameters were there to search
+    assert (
+        FAKE_KEY_ID.encode() not in outputs["flow runs"] and b"endpoint_url" in outputs["flow runs"]
+    )  # the parameters were there to search
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == name]
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == name
+    ]
 
 
 def test_the_code_never_unpickles():
@@ -66,10 +81,14 @@ def test_the_code_never_unpickles():
     assert len(sources) > 40
     for path in sources:
         tree = ast.parse(path.read_text())
-        imported = {alias.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for alias in n.names}
+        imported = {
+            alias.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for alias in n.names
+        }
         modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not ({"pickle", "cPickle", "dill", "joblib"} & (imported | modules)), f"{path}: imports a pickle library"
         for call in _calls(tree, "load"):
             if isinstance(call.func.value, ast.Name) and call.func.value.id == "torch":
                 weights_only = [k for k in call.keywords if k.arg == "weights_only"]
-                assert weights_only and getattr(weights_only[0].value, "value", None) is True, f"{path}:{call.lineno}: torch.load without weights_only=True"
+                assert weights_only and getattr(weights_only[0].value, "value", None) is True, (
+                    f"{path}:{call.lineno}: torch.load without weights_only=True"
+                )

@@ -21,7 +21,9 @@ def test_a_run_completes_through_injected_storage_faults(s3_endpoint, s3_bucket,
     client = {"read_timeout": 0.5, "connect_timeout": 1, "retries": {"mode": "standard", "max_attempts": 10}}
     try:
         config = tiny_config(
-            f"{url}/run", colours_file, run_name="faults",
+            f"{url}/run",
+            colours_file,
+            run_name="faults",
             storage_options={"endpoint_url": proxy.url, "config_kwargs": client},
             shards={"images_per_class": 6, "shard_size": 2},
             orchestration={"retries": 4, "retry_delay_s": 0, "retry_jitter": 0, "max_workers": 2, "gpu_limit": None},
@@ -30,12 +32,24 @@ def test_a_run_completes_through_injected_storage_faults(s3_endpoint, s3_bucket,
     finally:
         proxy.close()
     TALLY.faults.update(proxy.faults)
-    print(f"storage faults (SYNTHVISION_KILL_SEED={SEED}): {dict(proxy.faults)} in {proxy.requests} requests; stats: "
-          + "; ".join(f"{stage} {summary.get('storage_requests')} task retries {summary['task_retries']}" for stage, summary in result["stages"].items() if "task_retries" in summary))
+    print(
+        f"storage faults (SYNTHVISION_KILL_SEED={SEED}): {dict(proxy.faults)} in {proxy.requests} requests; stats: "
+        + "; ".join(
+            f"{stage} {summary.get('storage_requests')} task retries {summary['task_retries']}"
+            for stage, summary in result["stages"].items()
+            if "task_retries" in summary
+        )
+    )
     assert sum(proxy.faults.values()) >= 0.05 * proxy.requests > 0
 
-    direct = Run(config.model_copy(update={"storage_options": {"endpoint_url": s3_endpoint}}))  # a reader past the proxy
+    direct = Run(
+        config.model_copy(update={"storage_options": {"endpoint_url": s3_endpoint}})
+    )  # a reader past the proxy
     check_complete(direct)
     stats = [result["stages"][stage]["storage_requests"] for stage in ("generate", "score")]
-    assert sum(s["retries"] for s in stats) + sum(result["stages"][stage]["task_retries"] for stage in ("generate", "score")) > 0
+    assert (
+        sum(s["retries"] for s in stats)
+        + sum(result["stages"][stage]["task_retries"] for stage in ("generate", "score"))
+        > 0
+    )
     assert sum(s["failed_attempts"] for s in stats) > 0

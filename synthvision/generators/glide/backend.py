@@ -43,7 +43,13 @@ class GlideModels:
 
 
 def _architecture(record: dict) -> GlideArchitecture:
-    return GlideArchitecture(**{**record, "channel_mult": tuple(record["channel_mult"]), "attention_resolutions": tuple(record["attention_resolutions"])})
+    return GlideArchitecture(
+        **{
+            **record,
+            "channel_mult": tuple(record["channel_mult"]),
+            "attention_resolutions": tuple(record["attention_resolutions"]),
+        }
+    )
 
 
 def _load_state_dict(folder: Path, stem: str) -> dict[str, torch.Tensor]:
@@ -72,7 +78,8 @@ def _model(folder: Path, stem: str, arch: GlideArchitecture) -> GlideUNet:
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise ModelLoadError(
-            f"generator.model: {folder / stem}: not a GLIDE {'upsampler' if arch.super_res else 'base'} checkpoint of this "
+            f"generator.model: {folder / stem}: not a GLIDE {'upsampler' if arch.super_res else 'base'} "
+            "checkpoint of this "
             f"architecture (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
     try:
@@ -90,7 +97,8 @@ def load_glide_models(model: str) -> GlideModels:
     if not folder.is_dir():
         raise ModelLoadError(
             f"generator.model: {model!r} is not a folder. GLIDE weights cannot be downloaded here: put base.pt and "
-            f"upsample.pt ({RELEASE_URL}/) and the tokenizer's encoder.json.gz and vocab.bpe.gz (glide-text2im) in a folder "
+            f"upsample.pt ({RELEASE_URL}/) and the tokenizer's encoder.json.gz and vocab.bpe.gz "
+            "(glide-text2im) in a folder "
             "and set generator.model to it."
         )
     base_arch, up_arch = RELEASED_BASE, RELEASED_UPSAMPLER
@@ -99,13 +107,18 @@ def load_glide_models(model: str) -> GlideModels:
         base_arch, up_arch = _architecture(record["base"]), _architecture(record["upsample"])
     tokenizer = GlideTokenizer.from_folder(folder)
     if tokenizer.n_vocab != base_arch.n_vocab:
-        raise ModelLoadError(f"generator.model: the tokenizer in {folder} has {tokenizer.n_vocab} tokens, the model {base_arch.n_vocab}")
+        raise ModelLoadError(
+            f"generator.model: the tokenizer in {folder} has {tokenizer.n_vocab} tokens, the model {base_arch.n_vocab}"
+        )
     return GlideModels(_model(folder, "base", base_arch), _model(folder, "upsample", up_arch), tokenizer)
 
 
 def to_model_range(images: list[Image.Image], size: int) -> torch.Tensor:
     """RGB images, resized to `size`, as an N x 3 x size x size tensor in [-1, 1]."""
-    arrays = [np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) for image in images]
+    arrays = [
+        np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+        for image in images
+    ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
 
 
@@ -137,7 +150,9 @@ class GlideGenerator:
         self.up_diffusion = SpacedDiffusion(models.upsampler.arch.noise_schedule, glide.upsample_respacing)
         size = (self.upsampler or self.base).arch.image_size
         if config.resolution != size:
-            raise ModelLoadError(f"generator.resolution is {config.resolution}, but this GLIDE makes {size} px images: set it to {size}")
+            raise ModelLoadError(
+                f"generator.resolution is {config.resolution}, but this GLIDE makes {size} px images: set it to {size}"
+            )
 
     @classmethod
     def from_config(cls, config: GeneratorConfig) -> GlideGenerator:
@@ -151,7 +166,9 @@ class GlideGenerator:
         tokens, mask = self.tokenizer.batch(prompts, model.arch.text_ctx)
         return tokens.to(self.device), mask.to(self.device)
 
-    def _sample_base(self, prompts: list[str], generators: list[torch.Generator], x: torch.Tensor, start: int | None) -> torch.Tensor:
+    def _sample_base(
+        self, prompts: list[str], generators: list[torch.Generator], x: torch.Tensor, start: int | None
+    ) -> torch.Tensor:
         tokens, mask = self._text(self.base, prompts + [""] * len(prompts))
         scale = self.config.guidance_scale
 
@@ -175,7 +192,9 @@ class GlideGenerator:
         return self._finish(prompts, generators, self._sample_base(prompts, generators, x, None))
 
     @torch.inference_mode()
-    def generate_guided(self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float) -> list[Image.Image]:
+    def generate_guided(
+        self, prompts: list[str], seeds: list[int], references: list[Image.Image], strength: float
+    ) -> list[Image.Image]:
         """Real guidance: each reference noised to step round(strength x steps) of the base's respaced
         schedule (at least 1), then denoised with its prompt. At strength 1 the reference is not used
         at all: that is text-to-image from the same seed."""
@@ -188,10 +207,14 @@ class GlideGenerator:
         if start_step == steps:
             x = noise
         else:
-            x = self.base_diffusion.q_sample(to_model_range(references, self.base.arch.image_size).to(self.device), start_step - 1, noise)
+            x = self.base_diffusion.q_sample(
+                to_model_range(references, self.base.arch.image_size).to(self.device), start_step - 1, noise
+            )
         return self._finish(prompts, generators, self._sample_base(prompts, generators, x, start_step))
 
-    def _finish(self, prompts: list[str], generators: list[torch.Generator], samples: torch.Tensor) -> list[Image.Image]:
+    def _finish(
+        self, prompts: list[str], generators: list[torch.Generator], samples: torch.Tensor
+    ) -> list[Image.Image]:
         if self.upsampler is not None:
             samples = self.upsample(prompts, generators, samples)
         return to_images(samples)

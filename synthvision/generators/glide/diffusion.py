@@ -1,4 +1,4 @@
-"""GLIDE's Gaussian diffusion: beta schedules, timestep respacing, learned-range variance sampling,
+"""GLIDE's Gaussian diffusion: beta schedules, the respaced process, learned-range variance sampling,
 and the hybrid training objective (noise MSE plus the variational bound term that learns v).
 
 The models were trained on 1,000 steps and are sampled on a subset ("respacing"): keeping steps
@@ -18,11 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-BASE_STEPS = 1000
-
-# GLIDE's 27-step upsampler schedule: sections of 10, 10, 3, 2 and 2 steps over five fifths of the
-# process, with the noisiest step (999) replaced by 997 to reduce artefacts from it.
-FAST27 = "fast27"
+from synthvision.respacing import BASE_STEPS, respaced_steps
 
 
 def beta_schedule(name: str, steps: int = BASE_STEPS) -> np.ndarray:
@@ -31,47 +27,12 @@ def beta_schedule(name: str, steps: int = BASE_STEPS) -> np.ndarray:
         scale = 1000 / steps
         return np.linspace(scale * 0.0001, scale * 0.02, steps, dtype=np.float64)
     if name == "squaredcos_cap_v2":
+
         def alpha_bar(t: float) -> float:
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
         return np.array([min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), 0.999) for i in range(steps)])
     raise ValueError(f"unknown noise schedule {name!r}: use 'linear' or 'squaredcos_cap_v2'")
-
-
-def respaced_steps(spec: str, steps: int = BASE_STEPS) -> list[int]:
-    """The base steps kept by a respacing spec, ascending.
-
-    - `"100"` or `"10,10,3"`: split the process into as many equal sections as there are numbers and
-      take that many evenly strided steps from each (first and last step of a section included,
-      positions rounded half to even).
-    - `"ddim50"`: the integer stride that gives exactly 50 steps, from step 0.
-    - `"fast27"`: GLIDE's upsampler schedule (see FAST27).
-    """
-    if spec == FAST27:
-        kept = set(respaced_steps("10,10,3,2,2", steps))
-        kept.remove(steps - 1)
-        kept.add(steps - 3)
-        return sorted(kept)
-    if spec.startswith("ddim"):
-        wanted = int(spec[len("ddim"):])
-        for stride in range(1, steps):
-            if len(range(0, steps, stride)) == wanted:
-                return list(range(0, steps, stride))
-        raise ValueError(f"respacing {spec!r}: no integer stride gives exactly {wanted} of {steps} steps")
-    try:
-        counts = [int(part) for part in spec.split(",")]
-    except ValueError:
-        raise ValueError(f"respacing {spec!r}: use a step count ('100'), section counts ('10,10,3'), 'ddimN' or 'fast27'") from None
-    size, extra = divmod(steps, len(counts))
-    kept, start = [], 0
-    for i, count in enumerate(counts):
-        section = size + (1 if i < extra else 0)
-        if not 0 < count <= section:
-            raise ValueError(f"respacing {spec!r}: cannot take {count} steps from a section of {section}")
-        stride = (section - 1) / (count - 1) if count > 1 else 1
-        kept += [start + round(j * stride) for j in range(count)]
-        start += section
-    return kept
 
 
 @dataclass(frozen=True)
@@ -86,7 +47,9 @@ class TrainingLosses:
 
 def normal_kl(mean1: torch.Tensor, log_var1: torch.Tensor, mean2: torch.Tensor, log_var2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, var1) || N(mean2, var2)) per element, in nats."""
-    return 0.5 * (-1.0 + log_var2 - log_var1 + torch.exp(log_var1 - log_var2) + (mean1 - mean2) ** 2 * torch.exp(-log_var2))
+    return 0.5 * (
+        -1.0 + log_var2 - log_var1 + torch.exp(log_var1 - log_var2) + (mean1 - mean2) ** 2 * torch.exp(-log_var2)
+    )
 
 
 def _standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +99,9 @@ class SpacedDiffusion:
             "min_log_variance": posterior_log_variance,
             "max_log_variance": np.log(betas),
         }
-        self._table = {name: torch.from_numpy(values) for name, values in table.items()}  # float64, like the reference math
+        self._table = {
+            name: torch.from_numpy(values) for name, values in table.items()
+        }  # float64, like the reference math
 
     @property
     def num_steps(self) -> int:
@@ -156,15 +121,25 @@ class SpacedDiffusion:
 
     def q_sample(self, x_start: torch.Tensor, index: int | torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_start noised to reverse index `index` (real guidance starts denoising from here)."""
-        return self._at("sqrt_alphas_cumprod", index, x_start) * x_start + self._at("sqrt_one_minus_alphas_cumprod", index, x_start) * noise
+        return (
+            self._at("sqrt_alphas_cumprod", index, x_start) * x_start
+            + self._at("sqrt_one_minus_alphas_cumprod", index, x_start) * noise
+        )
 
-    def predict(self, model_output: torch.Tensor, x: torch.Tensor, index: int | torch.Tensor, clip: bool = True) -> Prediction:
+    def predict(
+        self, model_output: torch.Tensor, x: torch.Tensor, index: int | torch.Tensor, clip: bool = True
+    ) -> Prediction:
         """p(x_{i-1} | x_i) from the model's eps and variance channels; x_0 is clipped to [-1, 1]
         when sampling (`clip`), not in the training loss."""
         eps, var_values = model_output.float().split(x.shape[1], dim=1)
         frac = (var_values + 1) / 2
-        log_variance = frac * self._at("max_log_variance", index, x) + (1 - frac) * self._at("min_log_variance", index, x)
-        pred_xstart = self._at("sqrt_recip_alphas_cumprod", index, x) * x - self._at("sqrt_recipm1_alphas_cumprod", index, x) * eps
+        log_variance = frac * self._at("max_log_variance", index, x) + (1 - frac) * self._at(
+            "min_log_variance", index, x
+        )
+        pred_xstart = (
+            self._at("sqrt_recip_alphas_cumprod", index, x) * x
+            - self._at("sqrt_recipm1_alphas_cumprod", index, x) * eps
+        )
         if clip:
             pred_xstart = pred_xstart.clamp(-1, 1)
         return Prediction(self._posterior_mean(pred_xstart, x, index), log_variance, pred_xstart)
@@ -173,7 +148,14 @@ class SpacedDiffusion:
         """The mean of q(x_{i-1} | x_i, x_0)."""
         return self._at("posterior_mean_coef1", index, x) * x_start + self._at("posterior_mean_coef2", index, x) * x
 
-    def training_losses(self, model_output: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, index: torch.Tensor, noise: torch.Tensor) -> TrainingLosses:
+    def training_losses(
+        self,
+        model_output: torch.Tensor,
+        x_start: torch.Tensor,
+        x_t: torch.Tensor,
+        index: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> TrainingLosses:
         """GLIDE's (improved DDPM's) hybrid objective at per-sample steps `index` of `x_t`, noised from
         `x_start` with `noise`: the noise-prediction MSE plus the variational bound term, which trains
         only the variance channels (the mean's gradient goes through the MSE alone).
@@ -187,8 +169,12 @@ class SpacedDiffusion:
         frozen = self.predict(torch.cat([eps.detach(), var_values], dim=1), x_t, index, clip=False)
         true_mean = self._posterior_mean(x_start, x_t, index)
         true_log_variance = self._at("min_log_variance", index, x_t)
-        kl = normal_kl(true_mean, true_log_variance, frozen.mean, frozen.log_variance).mean(dim=(1, 2, 3)) / math.log(2.0)
-        nll = -discretized_gaussian_log_likelihood(x_start, frozen.mean, 0.5 * frozen.log_variance).mean(dim=(1, 2, 3)) / math.log(2.0)
+        kl = normal_kl(true_mean, true_log_variance, frozen.mean, frozen.log_variance).mean(dim=(1, 2, 3)) / math.log(
+            2.0
+        )
+        nll = -discretized_gaussian_log_likelihood(x_start, frozen.mean, 0.5 * frozen.log_variance).mean(
+            dim=(1, 2, 3)
+        ) / math.log(2.0)
         vb = torch.where(index.to(x_t.device) == 0, nll, kl) * (self.num_steps / 1000.0)
         return TrainingLosses(mse, vb)
 

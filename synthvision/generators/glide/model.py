@@ -64,7 +64,9 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm in float32, back in the input's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps).to(
+            x.dtype
+        )
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -84,15 +86,27 @@ def _resample(x: torch.Tensor, direction: str | None) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None, resample: str | None = None):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        resample: str | None = None,
+    ):
         super().__init__()
         out_channels = out_channels or channels
         self.resample = resample
         # Identity placeholders keep the reference's indices (in_layers.2, out_layers.3, emb_layers.1)
-        self.in_layers = nn.Sequential(GroupNorm32(channels, silu=True), nn.Identity(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            GroupNorm32(channels, silu=True), nn.Identity(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
         self.out_layers = nn.Sequential(
-            GroupNorm32(out_channels, silu=False), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+            GroupNorm32(out_channels, silu=False),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
         )
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
@@ -161,7 +175,9 @@ class TextBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, width = x.shape
         # per token, channels are grouped per head: [q k v] of head 0, then head 1, ...
-        qkv = self.attn.c_qkv(self.ln_1(x)).reshape(b, length, self.heads, 3, width // self.heads).permute(3, 0, 2, 1, 4)
+        qkv = (
+            self.attn.c_qkv(self.ln_1(x)).reshape(b, length, self.heads, 3, width // self.heads).permute(3, 0, 2, 1, 4)
+        )
         h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, length, width)
         x = x + self.attn.c_proj(h)
         return x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x))))
@@ -223,7 +239,9 @@ class GlideUNet(nn.Module):
                     layers.append(res(width, resample="up"))
                     ds //= 2
                 self.output_blocks.append(Step(layers))
-        self.out = nn.Sequential(GroupNorm32(width, silu=True), nn.Identity(), nn.Conv2d(ch * arch.channel_mult[0], 6, 3, padding=1))
+        self.out = nn.Sequential(
+            GroupNorm32(width, silu=True), nn.Identity(), nn.Conv2d(ch * arch.channel_mult[0], 6, 3, padding=1)
+        )
 
         self.transformer = Transformer(arch.xf_width, arch.xf_layers, arch.xf_heads)
         self.final_ln = LayerNorm(arch.xf_width)
@@ -239,7 +257,14 @@ class GlideUNet(nn.Module):
         x = self.final_ln(self.transformer(x))
         return self.transformer_proj(x[:, -1]), x.permute(0, 2, 1)
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, low_res: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        low_res: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         dtype = self.time_embed[0].weight.dtype
         if self.arch.super_res:
             if low_res is None:

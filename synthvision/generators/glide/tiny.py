@@ -29,10 +29,25 @@ def tiny_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 def tiny_architectures(n_vocab: int) -> tuple[GlideArchitecture, GlideArchitecture]:
     """A 16 px base and a 16 -> 64 px upsampler with GLIDE's structure and 32 channels."""
-    text = dict(text_ctx=16, xf_width=32, xf_layers=1, xf_heads=2, n_vocab=n_vocab, num_channels=32, num_head_channels=16, dropout=0.0)
+    text = dict(
+        text_ctx=16,
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        n_vocab=n_vocab,
+        num_channels=32,
+        num_head_channels=16,
+        dropout=0.0,
+    )
     base = GlideArchitecture(image_size=16, num_res_blocks=1, channel_mult=(1, 1), attention_resolutions=(8,), **text)
     upsampler = GlideArchitecture(
-        image_size=64, num_res_blocks=1, channel_mult=(1, 1, 1, 1), attention_resolutions=(8,), super_res=True, noise_schedule="linear", **text
+        image_size=64,
+        num_res_blocks=1,
+        channel_mult=(1, 1, 1, 1),
+        attention_resolutions=(8,),
+        super_res=True,
+        noise_schedule="linear",
+        **text,
     )
     return base, upsampler
 
@@ -52,7 +67,9 @@ def build_tiny_glide(seed: int = 0) -> tuple[GlideUNet, GlideUNet, GlideTokenize
     return random_glide(base, seed), random_glide(upsampler, seed + 1), GlideTokenizer(vocab, merges)
 
 
-def save_glide_folder(folder: str | Path, base: GlideUNet, upsampler: GlideUNet, vocab: dict[str, int], merges: list[tuple[str, str]]) -> None:
+def save_glide_folder(
+    folder: str | Path, base: GlideUNet, upsampler: GlideUNet, vocab: dict[str, int], merges: list[tuple[str, str]]
+) -> None:
     """Write a weights folder laid out like a released one (base.pt, upsample.pt, tokenizer files),
     plus `glide.json` naming the architectures, which the released folder does without."""
     folder = Path(folder)
@@ -61,4 +78,6 @@ def save_glide_folder(folder: str | Path, base: GlideUNet, upsampler: GlideUNet,
     torch.save(upsampler.state_dict(), folder / "upsample.pt")
     (folder / VOCAB_FILE).write_text(json.dumps(vocab))
     (folder / MERGES_FILE).write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    (folder / ARCHITECTURE_FILE).write_text(json.dumps({"base": asdict(base.arch), "upsample": asdict(upsampler.arch)}, indent=1))
+    (folder / ARCHITECTURE_FILE).write_text(
+        json.dumps({"base": asdict(base.arch), "upsample": asdict(upsampler.arch)}, indent=1)
+    )
