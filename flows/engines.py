@@ -14,6 +14,7 @@ that share the Prefect server.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,7 +58,21 @@ def shard_task_runner(config: RunConfig) -> Iterator[TaskRunner]:
                 "processes": True,
                 "dashboard_address": None,
             }
-            yield DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
+            with _environment_kept():
+                yield DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
+
+
+@contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Restore this process's environment when the block ends. distributed's LocalCluster sets
+    OMP_NUM_THREADS=1 (and MKL's and OpenBLAS's) here for its workers and leaves them set: every
+    process started after it (a CLI run, a worker) would run torch on one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def ensure_gpu_limit(config: RunConfig) -> int:

@@ -1,9 +1,13 @@
+import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
-from synthvision.config import apply_overrides, load_config, parse_config
+from synthvision.config import RunConfig, apply_overrides, load_config, parse_config
 from synthvision.errors import ConfigError
+from tests.conftest import REPO
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -76,3 +80,40 @@ def test_bad_override():
 def test_every_shipped_config_is_valid(path):
     config = load_config(path)
     assert config.run_name and config.output
+
+
+def _config_leaves(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every settable field, as `section.sub.field`."""
+    fields = set()
+    for name, field in model.model_fields.items():
+        section = next(
+            (
+                a
+                for a in (get_args(field.annotation) or (field.annotation,))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+        fields |= {prefix + name} if section is None else _config_leaves(section, f"{prefix}{name}.")
+    return fields
+
+
+def _documented_fields() -> set[str]:
+    """The fields README's config reference names: `a.b` / `c` (a sibling of b), `a.{b,c}`, `a.*`."""
+    text = (REPO / "README.md").read_text().split("## Config reference", 1)[1].split("\n## ", 1)[0]
+    names = set()
+    for line in text.splitlines():
+        items = re.findall(r"`([^`]+)`", line.split(" | ")[0]) if line.startswith("| `") else []
+        for i, item in enumerate(items):
+            if i and "." not in item.split("{")[0]:
+                item = f"{items[0].rsplit('.', 1)[0]}.{item}"
+            group = re.fullmatch(r"(.*)\.\{(.*)\}", item)
+            names |= {f"{group[1]}.{name}" for name in group[2].split(",")} if group else {item}
+    return names
+
+
+def test_readme_config_reference_names_every_field_and_no_other():
+    fields, documented = _config_leaves(RunConfig), _documented_fields()
+    wildcards = tuple(name[:-1] for name in documented if name.endswith(".*"))
+    assert sorted(f for f in fields if f not in documented and not f.startswith(wildcards)) == []
+    assert sorted(d for d in documented if d not in fields and not d.endswith(".*")) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import pytest
 
@@ -79,9 +80,12 @@ def test_the_global_gpu_limit_caps_model_work_across_workers(make_config):
 
 def test_shards_run_on_a_local_dask_cluster(make_config):
     config = make_config(run_name="dask", orchestration={"engine": "dask", "gpu_limit": "gpu-dask"})
+    threads_before = os.environ.get("OMP_NUM_THREADS")
     prompts_flow(config)
     assert generate_flow(config)["done_now"] == 3
     assert_every_shard_once(config, wave_rows(config))
+    # the local cluster's OMP_NUM_THREADS=1 for its workers does not stay behind in this process
+    assert os.environ.get("OMP_NUM_THREADS") == threads_before
 
 
 def test_fixed_devices_conflict_with_device_workers(make_config):

@@ -120,3 +120,11 @@ def test_architecture_md_shows_the_table_as_it_is():
     start = lines.index("| stage | reads | commits |") + 2
     shown = [line for line in lines[start : start + len(expected) + 1] if line.startswith("|")]
     assert shown == expected
+
+
+def test_readme_output_layout_shows_where_every_stage_commits():
+    layout = (REPO / "README.md").read_text().split("## Output layout", 1)[1].split("\n## ", 1)[0]
+    paths = [line.split()[0] for line in layout.splitlines() if line.startswith("OUTPUT/")]
+    for row in STAGES:
+        committed = f"OUTPUT/{row.report_file if row.folder and not row.per_shard else row.output}"
+        assert any(path.startswith(committed) for path in paths), f"README's output layout lacks {committed}"
