@@ -11,7 +11,7 @@ from flows.engines import ensure_gpu_limit
 from flows.fanout import artifact_key, describe, run_shard_tasks
 from flows.output import writes_output
 from synthvision.config import RunConfig
-from synthvision.reporting import render_markdown
+from synthvision.reporting import render_train_report
 from synthvision.run import open_run
 from tasks.stages import expand_prompts_task, few_shot_task, pretrain_task, scratch_task, train_task, transfer_task
 
@@ -56,7 +56,7 @@ def train_flow(config: RunConfig) -> dict[str, Any]:
     ensure_gpu_limit(config)
     report = train_task(config)
     create_markdown_artifact(
-        render_markdown(report), key=artifact_key(config, "report"), description=describe(config, "train", "report")
+        render_train_report(report), key=artifact_key(config, "report"), description=describe(config, "train", "report")
     )
     evaluation = report["evaluation"]
     create_table_artifact(
@@ -74,12 +74,12 @@ def train_flow(config: RunConfig) -> dict[str, Any]:
 @writes_output
 def fewshot_flow(config: RunConfig) -> dict[str, Any]:
     """Few-shot CT per shot count and strategy, on the scored synthetic shards and real shots."""
-    from synthvision.fewshot_report import render_markdown as render_few_shot
+    from synthvision.fewshot_report import render_few_shot_report
 
     ensure_gpu_limit(config)
     report = few_shot_task(config)
     create_markdown_artifact(
-        render_few_shot(report),
+        render_few_shot_report(report),
         key=artifact_key(config, "fewshot-report"),
         description=describe(config, "fewshot", "few-shot report"),
     )

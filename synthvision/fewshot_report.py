@@ -24,7 +24,7 @@ def accuracy_table(results: list[dict[str, Any]]) -> tuple[list[int], list[str],
     return shots, strategies, {(row["shots"], row["strategy"]): row["top1"] for row in results}
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_few_shot_report(report: dict[str, Any]) -> str:
     shots, strategies, top1 = accuracy_table(report["results"])
     synthetic = report["synthetic"]
     lines = [
@@ -71,5 +71,5 @@ def render_plot(report: dict[str, Any]) -> bytes:
 def write_few_shot_report(storage: Storage, reldir: str, report: dict[str, Any]) -> None:
     """The plot and markdown first, the JSON last: its presence commits the stage."""
     storage.write_bytes(f"{reldir}/accuracy.png", render_plot(report))
-    storage.write_bytes(f"{reldir}/report.md", render_markdown(report).encode("utf-8"))
+    storage.write_bytes(f"{reldir}/report.md", render_few_shot_report(report).encode("utf-8"))
     storage.write_bytes(f"{reldir}/report.json", json.dumps(report, indent=1).encode("utf-8"))

@@ -12,7 +12,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_train_report(report: dict[str, Any]) -> str:
     data, evaluation, strategies = report["data"], report["evaluation"], report["strategies"]
     lines = [
         f"# synthvision report: {report['run_name']}",
@@ -52,4 +52,4 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def write_report(storage: Storage, reldir: str, report: dict[str, Any]) -> None:
     storage.write_bytes(f"{reldir}/report.json", json.dumps(report, indent=1).encode("utf-8"))
-    storage.write_bytes(f"{reldir}/report.md", render_markdown(report).encode("utf-8"))
+    storage.write_bytes(f"{reldir}/report.md", render_train_report(report).encode("utf-8"))

@@ -43,7 +43,7 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 
 
 @torch.no_grad()
-def top1(model: torch.nn.Module, data: LabelledImages, size: int, batch_size: int, device: torch.device) -> float:
+def model_top1(model: torch.nn.Module, data: LabelledImages, size: int, batch_size: int, device: torch.device) -> float:
     model.eval()
     transform, correct = eval_transform(size), 0
     for start in range(0, len(data.labels), batch_size):

@@ -19,8 +19,8 @@ from synthvision.pretraining.jobs import (
     REPORT_FILE,
     build_moco,
     load_backbone,
+    model_top1,
     sample_per_class,
-    top1,
     train_moco,
     train_supervised,
     write_backbone,
@@ -149,7 +149,7 @@ def transfer(run: Run, on_step: OnStep = None) -> dict[str, Any]:
         rows.append(
             {
                 "init": init,
-                "top1": top1(model, test, config.image_size, config.optim.batch_size, device),
+                "top1": model_top1(model, test, config.image_size, config.optim.batch_size, device),
                 "steps": result.steps,
             }
         )
@@ -211,7 +211,7 @@ def scratch(run: Run, on_step: OnStep = None) -> dict[str, Any]:
             {
                 "data": name,
                 "images": job["images"],
-                "top1": top1(model, test, config.image_size, config.optim.batch_size, device),
+                "top1": model_top1(model, test, config.image_size, config.optim.batch_size, device),
                 "steps": result.steps,
             }
         )
