@@ -94,7 +94,7 @@ def zero_shot_and_ct(out: Path, test_set: str) -> dict:
 def fidelity(samples_per_class: int, demo_output: Path) -> dict:
     """Judge top-1 on fresh samples at guidance 1 and 3, and on the demo's own shards."""
     from synthvision.shard_io import decode_image, read_samples, sample_image_bytes
-    from synthvision.toy.judge import judge_images, load_judge
+    from synthvision.toy.judge import load_judge
     from synthvision.toy.measures import class_prompts, glide_samples
     from synthvision.toy.measures import fidelity as judged
 
@@ -111,7 +111,7 @@ def fidelity(samples_per_class: int, demo_output: Path) -> dict:
             for sample in read_samples(stream, manifest.data_file):
                 images.append(decode_image(sample_image_bytes(sample)))
                 classes.append(int(sample["cls"]))
-    result["demo_shards"] = float((judge_images(judge, images) == classes).mean() * 100) if images else float("nan")
+    result["demo_shards"] = judged(judge, images, classes) if images else float("nan")
     result["samples_per_guidance"] = len(prompts)
     return result
 

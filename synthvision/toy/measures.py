@@ -12,7 +12,9 @@ from synthvision.clip_model import ClipModel
 from synthvision.config import ClipConfig, GeneratorConfig, GlideConfig
 from synthvision.fashion_mnist import CLASSES, Split
 from synthvision.generators.glide.backend import GlideGenerator
+from synthvision.scoring import ZeroShotHead
 from synthvision.toy.judge import judge_images
+from synthvision.training import top1
 
 
 def encode_split(clip: ClipModel, split: Split, batch_size: int = 500) -> np.ndarray:
@@ -23,9 +25,8 @@ def encode_split(clip: ClipModel, split: Split, batch_size: int = 500) -> np.nda
 
 def zero_shot_top1(clip: ClipModel, features: np.ndarray, labels: np.ndarray, templates: list[str]) -> float:
     """Top-1 (%) of CLIP's zero-shot head (the template ensemble over the label-space names)."""
-    classes = clip.text_classifier(CLASSES, templates)
-    normed = features / np.linalg.norm(features, axis=1, keepdims=True)
-    return float(((normed @ classes.T).argmax(axis=1) == labels).mean() * 100)
+    head = ZeroShotHead(clip.text_classifier(CLASSES, templates), clip.logit_scale)
+    return top1(head.logits(features).argmax(axis=1), labels)
 
 
 def load_toy_clip(folder: str) -> ClipModel:
@@ -55,7 +56,7 @@ def glide_samples(
 
 def fidelity(judge: torch.nn.Module, images: list[Image.Image], labels: list[int]) -> float:
     """Share (%) of images the judge labels as their prompt's class."""
-    return float((judge_images(judge, images) == np.asarray(labels)).mean() * 100)
+    return top1(judge_images(judge, images), np.asarray(labels))
 
 
 def class_prompts(per_class: int, template: str = "a photo of a {}") -> tuple[list[str], list[int], list[int]]:
