@@ -56,9 +56,10 @@ def main() -> None:
     embedded_prefect.start(args.database)  # before the imports below: Prefect reads its settings when imported
 
     from flows.stages import generate_flow, prompts_flow
-    from synthvision.config import parse_config
-    from synthvision.generators import load_generator
+    from synthvision.core.config import parse_config
+    from synthvision.models.generators import load_generator
     from synthvision.run import open_run
+    from synthvision.stages import generate
 
     root = tempfile.mkdtemp(prefix="bench-gen-")
     classes = os.path.join(root, "classes.txt")
@@ -99,8 +100,8 @@ def main() -> None:
         started = time.perf_counter()
         summary = generate_flow(cfg)
         elapsed = time.perf_counter() - started
-        assert summary["done_now"] == run.plan.num_shards
-        manifests = [open_run(cfg).committed_shard(index) for index in range(run.plan.num_shards)]
+        assert summary.done_now == run.plan.num_shards
+        manifests = [generate.committed(open_run(cfg), index) for index in range(run.plan.num_shards)]
         model = sum(manifest.timings["model_s"] for manifest in manifests)
         rows.append(("generate flow", workers, elapsed, images / elapsed, bare / elapsed, model))
 

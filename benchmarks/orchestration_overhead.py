@@ -32,7 +32,7 @@ def main() -> None:
     embedded_prefect.start(args.database)  # before the imports below: Prefect reads its settings when imported
 
     from flows.stages import generate_flow, prompts_flow
-    from synthvision.config import parse_config
+    from synthvision.core.config import parse_config
 
     root = tempfile.mkdtemp(prefix="bench-overhead-")
     classes = os.path.join(root, "classes.txt")

@@ -26,15 +26,16 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synthvision.config import RunConfig, load_config  # noqa: E402
-from synthvision.fashion_mnist import available, split_file  # noqa: E402
-from synthvision.pretraining import stages  # noqa: E402
+from synthvision.core.config import RunConfig, load_config  # noqa: E402
+from synthvision.datasets.fashion_mnist import available, split_file  # noqa: E402
 from synthvision.run import Run  # noqa: E402
+from synthvision.stages import fewshot, generate, pretrain, prompts, score, train, transfer  # noqa: E402
 from synthvision.toy.assets import TEST_SUBSET, TRAIN_POOL, shipped  # noqa: E402
 
 TOY = REPO / "synthvision" / "data" / "toy"
@@ -62,14 +63,14 @@ def config(name: str, output: Path, *overrides: str) -> RunConfig:
 def data_stages(run: Run) -> None:
     """Prompts, every shard, every score: what `synthvision run` does before training."""
     with run.writing():
-        run.ensure_prompts()
+        prompts.ensure(run)
         for index in range(run.plan.num_shards):
-            run.generate(index)
+            generate.ensure(run, index)
         for index in range(run.plan.num_shards):
-            run.score(index)
+            score.ensure(run, index)
 
 
-def train(base: RunConfig, **fields: object) -> dict:
+def tuned(base: RunConfig, **fields: object) -> dict:
     """CT on the run's scores with training fields changed (the data stages are reused)."""
     data = base.model_dump(mode="json")
     for path, value in fields.items():
@@ -77,23 +78,23 @@ def train(base: RunConfig, **fields: object) -> dict:
         data[section][key] = value
     run = Run(RunConfig.model_validate(data))
     with run.writing():
-        return run.train_and_evaluate()["evaluation"]
+        return asdict((train.committed(run) or train.train(run)).evaluation)
 
 
 def zero_shot_and_ct(out: Path, test_set: str) -> dict:
     base = config("demo.yaml", out / "demo", f"evaluation.test_set={test_set}")
     data_stages(Run(base))
     return {
-        "sce_cf": train(base),
-        "ce_cf": train(base, training__loss="ce"),
-        "sce_no_cf": train(base, filter__clip_filter=False),
-        "ce_no_cf": train(base, training__loss="ce", filter__clip_filter=False),
+        "sce_cf": tuned(base),
+        "ce_cf": tuned(base, training__loss="ce"),
+        "sce_no_cf": tuned(base, filter__clip_filter=False),
+        "ce_no_cf": tuned(base, training__loss="ce", filter__clip_filter=False),
     }
 
 
 def fidelity(samples_per_class: int, demo_output: Path) -> dict:
     """Judge top-1 on fresh samples at guidance 1 and 3, and on the demo's own shards."""
-    from synthvision.shard_io import decode_image, read_samples, sample_image_bytes
+    from synthvision.storage.tars import decode_image, read_samples, sample_image_bytes
     from synthvision.toy.judge import load_judge
     from synthvision.toy.measures import class_prompts, glide_samples
     from synthvision.toy.measures import fidelity as judged
@@ -106,7 +107,7 @@ def fidelity(samples_per_class: int, demo_output: Path) -> dict:
     }
     run = Run(config("demo.yaml", demo_output))
     images, classes = [], []
-    for manifest in run.committed_shards():
+    for manifest in generate.committed_shards(run):
         with run.storage.open(manifest.data_file) as stream:
             for sample in read_samples(stream, manifest.data_file):
                 images.append(decode_image(sample_image_bytes(sample)))
@@ -125,7 +126,7 @@ def few_shot(out: Path, test_set: str, pool: str) -> dict:
     )
     data_stages(run)
     with run.writing():
-        report = run.few_shot()
+        report = asdict(fewshot.committed(run) or fewshot.few_shot(run))
     table: dict[int, dict[str, float]] = {}
     for row in report["results"]:
         table.setdefault(row["shots"], {})[row["strategy"]] = row["top1"]
@@ -143,8 +144,8 @@ def pretraining(out: Path, test_set: str) -> dict:
     )
     data_stages(run)
     with run.writing():
-        pretrained = stages.pretrain(run)
-        report = stages.transfer(run)
+        pretrained = asdict(pretrain.committed(run) or pretrain.pretrain(run))
+        report = asdict(transfer.committed(run) or transfer.transfer(run))
     return {row["init"]: row["top1"] for row in report["results"]} | {
         "train_images": report["train_images"],
         "synthetic_images": pretrained["synthetic_images"],

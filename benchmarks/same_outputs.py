@@ -4,9 +4,10 @@
 
 Compares the sha256 of every data file the stages commit (prompt table, shard tars, score parquets,
 reports, heads, backbones, the contact sheet) and prints a table: files the same, files that differ, files on one side
-only. Manifests and indexes are left out: they record when they were written. A report's fields that
-name where or when it ran (its output URL) are compared with that field removed. Exit status 1 when
-anything differs.
+only, and for a JSON file that differs, which of its fields do. Manifests and indexes are left out: they
+record when they were written. Where a run wrote its output is compared with that removed: a JSON
+report's `output` field, and the output's path inside a markdown report. Exit status 1 when anything
+differs.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ SKIPPED_SUFFIXES = (".manifest.json", ".index.json", ".tmp")
 WHERE_FIELDS = {"output"}
 
 
-def digest(path: Path) -> str:
+def record(path: Path) -> object:
+    """A JSON file's content less the fields that say where it ran."""
+    content = json.loads(path.read_text())
+    return {k: v for k, v in content.items() if k not in WHERE_FIELDS} if isinstance(content, dict) else content
+
+
+def digest(path: Path, root: Path) -> str:
     if path.suffix == ".json":
-        record = json.loads(path.read_text())
-        if isinstance(record, dict):
-            record = {key: value for key, value in record.items() if key not in WHERE_FIELDS}
-        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(record(path), sort_keys=True).encode()).hexdigest()
+    if path.suffix == ".md":
+        return hashlib.sha256(path.read_text().replace(str(root), "OUTPUT").encode()).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -39,8 +45,20 @@ def data_files(root: Path) -> dict[str, str]:
         skipped = SKIPPED_PARTS & set(relative.parts) or path.name in SKIPPED_NAMES
         skipped = skipped or path.name.endswith(SKIPPED_SUFFIXES)
         if path.is_file() and not skipped:
-            files[str(relative)] = digest(path)
+            files[str(relative)] = digest(path, root)
     return files
+
+
+def changed_fields(before: Path, after: Path) -> list[str]:
+    """The top-level fields of two JSON records that differ, are new (+) or gone (-)."""
+    old, new = record(before), record(after)
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ["(whole file)"]
+    return [
+        f"{'+' if key not in old else '-' if key not in new else ''}{key}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
 
 
 def main() -> int:
@@ -55,6 +73,9 @@ def main() -> int:
     print("| files | count | examples |\n|---|---:|---|")
     for label, names in (("same sha256", same), ("differ", differ), ("on one side only", only)):
         print(f"| {label} | {len(names)} | {', '.join(names[:4])} |")
+    for name in differ:
+        if name.endswith(".json"):
+            print(f"{name}: fields {', '.join(changed_fields(args.before / name, args.after / name))}")
     return 1 if differ or only else 0
 
 

@@ -23,11 +23,12 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from synthvision.config import parse_config
-from synthvision.generation import SHARDS_DIR, shard_tar_path
-from synthvision.manifest import INDEX_SUFFIX, Manifest
-from synthvision.planning import shard_name
+from synthvision.core.config import parse_config
+from synthvision.core.manifest import INDEX_SUFFIX, Manifest
+from synthvision.core.planning import shard_name
 from synthvision.run import Run
+from synthvision.stages import prompts
+from synthvision.stages.generate import SHARDS_DIR, shard_tar_path
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
@@ -75,7 +76,7 @@ def main() -> None:
         }
     )
     run = Run(config)
-    run.ensure_prompts()
+    prompts.ensure(run)
 
     def commit(index: int) -> Manifest:
         name = shard_name(index)
@@ -90,7 +91,7 @@ def main() -> None:
     per_wave = config.orchestration.shards_per_flow_run
     time.sleep(1.1)  # S3 times are whole seconds: an index trusts manifests written before it
     for wave, start in enumerate(range(0, len(manifests), per_wave)):
-        run.index_wave("generate", wave, manifests[start : start + per_wave])
+        run.commits.index("generate", wave, manifests[start : start + per_wave])
     setup = time.perf_counter() - started
 
     def best_status() -> float:

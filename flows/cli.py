@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 
 import tasks  # noqa: F401  (sets Prefect defaults before prefect is imported)
-from synthvision.config import RunConfig, load_config
-from synthvision.errors import ConfigError, SynthvisionError
+from synthvision.core.config import RunConfig, load_config
+from synthvision.core.errors import ConfigError, SynthvisionError
 
 app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0]
@@ -39,20 +39,24 @@ def _config(path: Path, overrides: list[str] | None, new_version: bool = False) 
 
     open_run(config)
     if config.orchestration.engine == "processes":
-        from synthvision.devices import expand_devices
+        from synthvision.models.devices import expand_devices
 
         expand_devices(config.orchestration.devices)  # a device this machine lacks is an error now, not mid-run
     return config
 
 
-def _report_path(config: RunConfig) -> str:
-    from synthvision.run import TRAIN_DIR, open_run
+def _report_path(config: RunConfig, stage_name: str = "train", file: str = "report.md") -> str:
+    from synthvision.core.stage_table import stage
+    from synthvision.run import open_run
 
-    return open_run(config).storage.url_of(f"{TRAIN_DIR}/report.md")
+    return open_run(config).storage.url_of(f"{stage(stage_name).folder}/{file}")
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    typer.echo(", ".join(f"{key}: {value}" for key, value in summary.items()))
+def _print_summary(summary: Any) -> None:
+    """One line per stage summary or report: `field: value, ...`."""
+    from dataclasses import asdict
+
+    typer.echo(", ".join(f"{key}: {value}" for key, value in asdict(summary).items()))
 
 
 @app.command()
@@ -62,13 +66,13 @@ def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = Fa
     from flows.synthesize import synthesize
 
     result = synthesize(cfg)
-    for summary in result["stages"].values():
+    for summary in result.stages.values():
         _print_summary(summary)
-    evaluation = result["report"]["evaluation"]
-    if evaluation.get("test_set"):
+    evaluation = result.report.evaluation
+    if evaluation.test_set:
         typer.echo(
-            f"top-1: zero-shot {evaluation['zero_shot_top1']:.2f}%, tuned {evaluation['tuned_top1']:.2f}% "
-            f"({evaluation['gain']:+.2f})"
+            f"top-1: zero-shot {evaluation.zero_shot_top1:.2f}%, tuned {evaluation.tuned_top1:.2f}% "
+            f"({evaluation.gain:+.2f})"
         )
     typer.echo(f"report: {_report_path(cfg)}")
 
@@ -117,22 +121,22 @@ def fewshot(config: ConfigPath, set_: Overrides = None) -> None:
     if cfg.fewshot is None:
         raise ConfigError(f"{config}: no fewshot section (set at least fewshot.train_set)")
     from flows.stages import fewshot_flow
-    from synthvision.run import FEWSHOT_DIR, open_run
 
     fewshot_flow(cfg)
-    typer.echo(f"report: {open_run(cfg).storage.url_of(f'{FEWSHOT_DIR}/report.md')}")
+    typer.echo(f"report: {_report_path(cfg, 'fewshot')}")
 
 
 def _resnet_job(config: Path, set_: list[str] | None, stage: str) -> None:
     cfg = _config(config, set_)
     if getattr(cfg, stage) is None:
         raise ConfigError(f"{config}: no {stage} section")
-    from flows import stages
-    from synthvision.run import open_run
+    from dataclasses import asdict
 
-    report = getattr(stages, f"{stage}_flow")(cfg)
-    _print_summary({key: value for key, value in report.items() if key in ("steps", "backbone", "results")})
-    typer.echo(f"report: {open_run(cfg).storage.url_of(f'{stage}/report.json')}")
+    from flows import stages
+
+    report = asdict(getattr(stages, f"{stage}_flow")(cfg))
+    typer.echo(", ".join(f"{key}: {report[key]}" for key in ("steps", "backbone", "results") if key in report))
+    typer.echo(f"report: {_report_path(cfg, stage, 'report.json')}")
 
 
 @app.command()

@@ -24,8 +24,8 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from synthvision.config import RunConfig
-from synthvision.devices import bind_device, expand_devices
+from synthvision.core.config import RunConfig
+from synthvision.models.devices import bind_device, expand_devices
 
 
 def local_workers(config: RunConfig) -> int:

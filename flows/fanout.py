@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow
@@ -22,11 +23,11 @@ from prefect.futures import PrefectFuture, as_completed
 from tqdm import tqdm
 
 from flows.engines import ensure_gpu_limit, shard_task_runner
-from synthvision.config import RunConfig
-from synthvision.manifest import Manifest
-from synthvision.planning import shard_name
+from synthvision.core.config import RunConfig
+from synthvision.core.planning import shard_name
 from synthvision.run import open_run
-from synthvision.storage import STORAGE_STATS
+from synthvision.storage.commits import ShardOutcome
+from synthvision.storage.store import STORAGE_STATS
 from tasks.policy import retry_options
 from tasks.stages import generate_shard_task, score_shard_task
 
@@ -54,92 +55,91 @@ def bounded_results(submit: Callable[[Any], PrefectFuture], items: Iterable[Any]
         pending.update(submit(item) for item in itertools.islice(items, 1))
 
 
-def _summary_row(result: dict[str, Any]) -> dict[str, Any]:
-    if "quarantined" in result:  # a corrupt input shard, moved aside: the row says where and why
-        return {
-            "shard": result["shard"],
-            "samples": 0,
-            "done_now": False,
-            "attempts": 1,
-            "quarantined": result["quarantined"],
-        }
+def _summary_row(outcome: ShardOutcome) -> dict[str, Any]:
+    """A shard's row in its wave's table artifact (a quarantined shard's row says where and why)."""
+    manifest = outcome.manifest
     return {
-        "shard": result["shard"],
-        "samples": result["count"],
-        "bytes": result["bytes"],
-        "done_now": result["done_now"],
-        "attempts": result.get("attempts", 1),
-        "dropped": ", ".join(f"{reason}: {n}" for reason, n in sorted(result["dropped"].items())) or "-",
-        "seconds": result["timings"].get("total_s"),
+        "shard": outcome.shard,
+        "samples": 0 if manifest is None else manifest.count,
+        "bytes": 0 if manifest is None else manifest.bytes,
+        "done_now": outcome.done_now,
+        "attempts": outcome.attempts,
+        "dropped": "-"
+        if manifest is None
+        else ", ".join(f"{k}: {n}" for k, n in sorted(manifest.dropped.items())) or "-",
+        "seconds": None if manifest is None else manifest.timings.get("total_s"),
         # where and when the shard held its GPU slot (empty for shards committed before)
-        "device": result.get("device", "-"),
-        "slot_start": result.get("slot_start"),
-        "slot_end": result.get("slot_end"),
+        "device": outcome.device,
+        "slot_start": outcome.slot_start,
+        "slot_end": outcome.slot_end,
+        "quarantined": outcome.quarantined or "",
     }
 
 
+@dataclass
+class StageSummary:
+    """What a shard stage did in one flow run."""
+
+    stage: str
+    shards: int
+    gpu_slots: int  # slots of the global concurrency limit its shards hold
+    waves: int = 0
+    done_now: int = 0  # shards computed in this flow run (the rest were committed before)
+    samples: int = 0
+    task_retries: int = 0
+    quarantined: list[str] = field(default_factory=list)  # corrupt input shards moved aside
+    storage_requests: dict[str, int] | None = None  # object-store requests of this process
+
+    def add(self, outcomes: list[ShardOutcome]) -> None:
+        self.waves += 1
+        self.done_now += sum(o.done_now for o in outcomes)
+        self.samples += sum(o.manifest.count for o in outcomes if o.manifest is not None)
+        self.task_retries += sum(o.attempts - 1 for o in outcomes if o.done_now)
+        self.quarantined += [o.shard for o in outcomes if o.quarantined]
+
+
 @flow(name="shard-wave", flow_run_name="{config.run_name}-{stage}-wave-{wave:04d}")
-def shard_wave(
-    config: RunConfig, stage: str, wave: int, start: int, stop: int, progress_id: str
-) -> list[dict[str, Any]]:
-    """Shards `start..stop-1` of `stage`, one task run each; returns their summary rows."""
+def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, progress_id: str) -> list[ShardOutcome]:
+    """Shards `start..stop-1` of `stage`, one task run each; returns their outcomes."""
     options = retry_options(config.orchestration)
     task = SHARD_TASKS[stage]
-    num_shards = open_run(config).plan.num_shards
+    run = open_run(config)
 
     def submit(index: int) -> PrefectFuture:
         return task.with_options(task_run_name=f"{stage}-{shard_name(index)}", **options).submit(config, index)
 
-    rows, manifests = [], []
+    outcomes: list[ShardOutcome] = []
     with tqdm(total=stop - start, desc=f"{stage} wave {wave}", unit="shard") as bar:
-        for result in bounded_results(submit, range(start, stop), config.orchestration.max_in_flight):
-            rows.append(_summary_row(result))
-            if "quarantined" not in result:
-                manifests.append(Manifest.from_record(result))
+        for outcome in bounded_results(submit, range(start, stop), config.orchestration.max_in_flight):
+            outcomes.append(outcome)
             bar.update()
-            update_progress_artifact(progress_id, 100.0 * (start + len(rows)) / num_shards)
-    open_run(config).index_wave(stage, wave, manifests)
-    rows.sort(key=lambda row: row["shard"])
+            update_progress_artifact(progress_id, 100.0 * (start + len(outcomes)) / run.plan.num_shards)
+    run.commits.index(stage, wave, [o.manifest for o in outcomes if o.manifest is not None])
+    outcomes.sort(key=lambda outcome: outcome.shard)
     create_table_artifact(
-        rows,
+        [_summary_row(outcome) for outcome in outcomes],
         key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"),
         description=describe(config, stage, f"{stage} wave {wave} per shard"),
     )
-    return rows
+    return outcomes
 
 
-def run_shard_tasks(config: RunConfig, stage: str) -> dict[str, Any]:
+def run_shard_tasks(config: RunConfig, stage: str) -> StageSummary:
     """Run `stage`'s shard task over every shard, in waves; returns a summary of the stage."""
-    num_shards = open_run(config).plan.num_shards
-    per_wave = config.orchestration.shards_per_flow_run
+    run = open_run(config)
+    num_shards, per_wave = run.plan.num_shards, config.orchestration.shards_per_flow_run
     progress = create_progress_artifact(
         0.0,
         key=artifact_key(config, f"{stage}-progress"),
         description=describe(config, stage, f"{stage} shards committed (%)"),
     )
-    summary = {
-        "stage": stage,
-        "shards": num_shards,
-        "waves": 0,
-        "done_now": 0,
-        "samples": 0,
-        "gpu_slots": ensure_gpu_limit(config),
-        "task_retries": 0,
-    }
-    quarantined: list[str] = []
+    summary = StageSummary(stage, num_shards, ensure_gpu_limit(config))
     requests_before = STORAGE_STATS.snapshot()
     with shard_task_runner(config) as runner:
         wave_flow = shard_wave.with_options(task_runner=runner)
         for wave, start in enumerate(range(0, num_shards, per_wave)):
-            rows = wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), str(progress))
-            summary["waves"] += 1
-            summary["done_now"] += sum(row["done_now"] for row in rows)
-            summary["samples"] += sum(row["samples"] for row in rows)
-            summary["task_retries"] += sum(row["attempts"] - 1 for row in rows if row["done_now"])
-            quarantined += [row["shard"] for row in rows if "quarantined" in row]
-    if quarantined:
-        summary["quarantined"] = quarantined
-    if not open_run(config).storage.is_local:
+            summary.add(wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), str(progress)))
+    if not run.storage.is_local:
         # this process's object-store requests (the threads engine's; worker processes count their own)
-        summary["storage_requests"] = STORAGE_STATS.since(requests_before)
+        summary.storage_requests = STORAGE_STATS.since(requests_before)
     return summary

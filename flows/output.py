@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from synthvision.config import RunConfig
+from synthvision.core.config import RunConfig
 from synthvision.run import open_run
 
 Result = TypeVar("Result")

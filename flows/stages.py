@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.engines import ensure_gpu_limit
-from flows.fanout import artifact_key, describe, run_shard_tasks
+from flows.fanout import StageSummary, artifact_key, describe, run_shard_tasks
 from flows.output import writes_output
-from synthvision.config import RunConfig
-from synthvision.reporting import render_train_report
+from synthvision.core.config import RunConfig
+from synthvision.reports.fewshot import FewShotReport, render_few_shot_report
+from synthvision.reports.resnets import PretrainReport, ScratchReport, TransferReport
+from synthvision.reports.train import TrainReport, render_train_report
 from synthvision.run import open_run
+from synthvision.stages import generate
+from synthvision.stages.prompts import PromptsOutcome
 from tasks.stages import expand_prompts_task, few_shot_task, pretrain_task, scratch_task, train_task, transfer_task
 
 
 @flow(name="prompts", flow_run_name="{config.run_name}-prompts")
 @writes_output
-def prompts_flow(config: RunConfig) -> dict[str, Any]:
+def prompts_flow(config: RunConfig) -> PromptsOutcome:
     ensure_gpu_limit(config)
     summary = expand_prompts_task(config)
     create_table_artifact(
-        [{"source": source, "prompts": count} for source, count in sorted(summary["by_source"].items())],
+        [{"source": source, "prompts": count} for source, count in summary.by_source.items()],
         key=artifact_key(config, "prompts"),
         description=describe(config, "prompts", f"prompts by source ({config.prompts.strategy})"),
     )
@@ -31,9 +35,9 @@ def prompts_flow(config: RunConfig) -> dict[str, Any]:
 
 @flow(name="generate", flow_run_name="{config.run_name}-generate")
 @writes_output
-def generate_flow(config: RunConfig) -> dict[str, Any]:
+def generate_flow(config: RunConfig) -> StageSummary:
     summary = run_shard_tasks(config, "generate")
-    sheet = open_run(config).contact_sheet()
+    sheet = generate.contact_sheet(open_run(config))
     if sheet is not None:
         create_markdown_artifact(
             f"# {config.run_name}: contact sheet\n\nFirst generated images with their prompts: "
@@ -46,36 +50,34 @@ def generate_flow(config: RunConfig) -> dict[str, Any]:
 
 @flow(name="score", flow_run_name="{config.run_name}-score")
 @writes_output
-def score_flow(config: RunConfig) -> dict[str, Any]:
+def score_flow(config: RunConfig) -> StageSummary:
     return run_shard_tasks(config, "score")
 
 
 @flow(name="train", flow_run_name="{config.run_name}-train")
 @writes_output
-def train_flow(config: RunConfig) -> dict[str, Any]:
+def train_flow(config: RunConfig) -> TrainReport:
     ensure_gpu_limit(config)
     report = train_task(config)
     create_markdown_artifact(
         render_train_report(report), key=artifact_key(config, "report"), description=describe(config, "train", "report")
     )
-    evaluation = report["evaluation"]
+    evaluation = report.evaluation
     create_table_artifact(
         [
-            {"model": "CLIP zero-shot", "top1": evaluation.get("zero_shot_top1")},
-            {"model": "CLIP + synthetic (CT)", "top1": evaluation.get("tuned_top1")},
+            {"model": "CLIP zero-shot", "top1": evaluation.zero_shot_top1},
+            {"model": "CLIP + synthetic (CT)", "top1": evaluation.tuned_top1},
         ],
         key=artifact_key(config, "train"),
-        description=describe(config, "train", f"top-1 on {evaluation.get('test_set')}"),
+        description=describe(config, "train", f"top-1 on {evaluation.test_set}"),
     )
     return report
 
 
 @flow(name="fewshot", flow_run_name="{config.run_name}-fewshot")
 @writes_output
-def fewshot_flow(config: RunConfig) -> dict[str, Any]:
+def fewshot_flow(config: RunConfig) -> FewShotReport:
     """Few-shot CT per shot count and strategy, on the scored synthetic shards and real shots."""
-    from synthvision.fewshot_report import render_few_shot_report
-
     ensure_gpu_limit(config)
     report = few_shot_task(config)
     create_markdown_artifact(
@@ -84,7 +86,7 @@ def fewshot_flow(config: RunConfig) -> dict[str, Any]:
         description=describe(config, "fewshot", "few-shot report"),
     )
     create_table_artifact(
-        report["results"],
+        [asdict(row) for row in report.results],
         key=artifact_key(config, "fewshot"),
         description=describe(config, "fewshot", "top-1 per shots and strategy"),
     )
@@ -93,18 +95,18 @@ def fewshot_flow(config: RunConfig) -> dict[str, Any]:
 
 @flow(name="pretrain", flow_run_name="{config.run_name}-pretrain")
 @writes_output
-def pretrain_flow(config: RunConfig) -> dict[str, Any]:
+def pretrain_flow(config: RunConfig) -> PretrainReport:
     """Pre-train a ResNet (supervised or MoCo v2) on the run's synthetic shards; resumes from checkpoints."""
     ensure_gpu_limit(config)
     report = pretrain_task(config)
     create_table_artifact(
         [
             {
-                "method": report["method"],
-                "arch": report["arch"],
-                "images": report["synthetic_images"],
-                "steps": report["steps"],
-                "backbone": report["backbone"],
+                "method": report.method,
+                "arch": report.arch,
+                "images": report.synthetic_images,
+                "steps": report.steps,
+                "backbone": report.backbone,
             }
         ],
         key=artifact_key(config, "pretrain"),
@@ -115,26 +117,26 @@ def pretrain_flow(config: RunConfig) -> dict[str, Any]:
 
 @flow(name="transfer", flow_run_name="{config.run_name}-transfer")
 @writes_output
-def transfer_flow(config: RunConfig) -> dict[str, Any]:
+def transfer_flow(config: RunConfig) -> TransferReport:
     """Fine-tune the pre-trained backbone and a random init on a real dataset; top-1 of each."""
     ensure_gpu_limit(config)
     report = transfer_task(config)
     create_table_artifact(
-        report["results"],
+        [asdict(row) for row in report.results],
         key=artifact_key(config, "transfer"),
-        description=describe(config, "transfer", f"top-1 on {report['dataset']}"),
+        description=describe(config, "transfer", f"top-1 on {report.dataset}"),
     )
     return report
 
 
 @flow(name="scratch", flow_run_name="{config.run_name}-scratch")
 @writes_output
-def scratch_flow(config: RunConfig) -> dict[str, Any]:
+def scratch_flow(config: RunConfig) -> ScratchReport:
     """ResNets from random init on synthetic data and on k real images per class; top-1 of each."""
     ensure_gpu_limit(config)
     report = scratch_task(config)
     create_table_artifact(
-        report["results"],
+        [asdict(row) for row in report.results],
         key=artifact_key(config, "scratch"),
         description=describe(config, "scratch", "top-1 from scratch"),
     )

@@ -16,20 +16,20 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from synthvision.config import RunConfig, load_config
-    from synthvision.label_spaces import LabelSpace, load_label_space
+    from synthvision.core.config import RunConfig, load_config
+    from synthvision.core.label_spaces import LabelSpace, load_label_space
+    from synthvision.core.stage_table import STAGES, Stage, stage_hash
     from synthvision.run import Run
-    from synthvision.stages import STAGES, Stage, stage_hash
 
 _EXPORTS = {
-    "RunConfig": "synthvision.config",
-    "load_config": "synthvision.config",
-    "LabelSpace": "synthvision.label_spaces",
-    "load_label_space": "synthvision.label_spaces",
+    "RunConfig": "synthvision.core.config",
+    "load_config": "synthvision.core.config",
+    "LabelSpace": "synthvision.core.label_spaces",
+    "load_label_space": "synthvision.core.label_spaces",
     "Run": "synthvision.run",
-    "STAGES": "synthvision.stages",
-    "Stage": "synthvision.stages",
-    "stage_hash": "synthvision.stages",
+    "STAGES": "synthvision.core.stage_table",
+    "Stage": "synthvision.core.stage_table",
+    "stage_hash": "synthvision.core.stage_table",
 }
 __all__ = ["STAGES", "LabelSpace", "Run", "RunConfig", "Stage", "load_config", "load_label_space", "stage_hash"]
 

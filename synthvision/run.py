@@ -1,15 +1,15 @@
-"""A run: one config bound to its output storage, with one method per unit of work.
+"""A run: one config bound to its output storage. What a run *is*: its config and label space, its
+storage and stage hashes, the answers to "committed?" (`commits`), its prompt table and shard plan,
+the models its stages share (loaded lazily, once per process), and the output's writer lock.
 
-Prefect tasks are thin wrappers over these methods (one call per shard); the CLI's `status` uses them
-too. Everything here is resumable: each method first asks storage whether its output is committed.
-Models are loaded lazily, once per process, and only when some shard actually needs them.
+What a run *does* is in `synthvision/stages/`, one file per stage; each stage function takes a Run.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,38 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from safetensors.torch import save as save_safetensors
 
-from synthvision import failpoints
-from synthvision.config import RealGuidanceConfig, RunConfig
-from synthvision.devices import resolve_device
-from synthvision.errors import ConfigError, DataError
-from synthvision.generation import SHARDS_DIR, Guidance, Reference, generate_shard, shard_tar_path
-from synthvision.label_spaces import LabelSpace, load_label_space
-from synthvision.manifest import Manifest, manifest_path
-from synthvision.memo import once_per_config
-from synthvision.output_lock import locked_output
-from synthvision.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name
-from synthvision.prompt_table import PROMPTS_FILE, expand_prompts, read_prompts, write_prompts
-from synthvision.prompts import Prompt
-from synthvision.scoring import SCORES_DIR, CorruptShard, ZeroShotHead, read_scores, score_shard
-from synthvision.stages import STAGES, enabled, stage, stage_hash
-from synthvision.storage import Storage
+from synthvision.core.config import RealGuidanceConfig, RunConfig
+from synthvision.core.errors import ConfigError, DataError
+from synthvision.core.label_spaces import LabelSpace, load_label_space
+from synthvision.core.memo import once_per_config
+from synthvision.core.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name
+from synthvision.core.prompts import Prompt
+from synthvision.core.stage_table import STAGES, enabled, stage_hash
+from synthvision.methods.filtering import ZeroShotHead
+from synthvision.storage.commits import Commits
+from synthvision.storage.lock import locked_output
+from synthvision.storage.prompt_table import PROMPTS_FILE
+from synthvision.storage.store import Storage
 
-TRAIN_DIR = stage("train").folder
-FEWSHOT_DIR = stage("fewshot").folder
 RUN_RECORD = "run.json"
-
-
-@dataclass(frozen=True)
-class SyntheticData:
-    features: np.ndarray
-    labels: np.ndarray
-    teacher: np.ndarray  # CLIP zero-shot logits: soft targets for SCE
-    keys: list[str]  # sample keys, to find the images in the shards
-    scored: int  # synthetic images scored
-    passed: int  # of those, passing the CLIP filter
 
 
 @dataclass(frozen=True)
@@ -68,16 +51,17 @@ class Run:
         self.label_space: LabelSpace = load_label_space(config.label_space)
         self.storage = Storage(config.output, config.storage_options)
         self.hashes = {row.name: stage_hash(config, row.name) for row in STAGES}
+        self.commits = Commits(self.storage, self.hashes)
         self._lock = threading.Lock()
-        self._shots: list[list[Reference]] | None = None
+        self._shots = None
         shards = config.shards
         self.num_shards = check_shard_size(self.label_space.num_classes, shards.images_per_class, shards.shard_size)
         self._check_sources()
 
     def _check_sources(self) -> None:
         """Fail before any work on a model or test set that cannot be found (nothing is loaded here)."""
-        from synthvision.clip_model import open_clip_name
-        from synthvision.weights import resolve_model_source
+        from synthvision.models.clip import open_clip_name
+        from synthvision.models.weights import resolve_model_source
 
         config = self.config
         if config.generator.backend == "diffusers":
@@ -97,19 +81,17 @@ class Run:
             if url and "://" not in url and not Path(url).exists():
                 raise DataError(f"{field} {url} does not exist")
 
-    # -- prompts --------------------------------------------------------------------------------
-    def ensure_prompts(self) -> tuple[list[Prompt], bool]:
-        """The prompt table, expanding and committing it first if needed; (prompts, expanded now)."""
-        existing = read_prompts(self.storage, self.hashes["prompts"])
-        if existing is not None:
-            return existing, False
-        prompts = expand_prompts(self.config, self.label_space)
-        write_prompts(self.storage, prompts, self.hashes["prompts"])
-        return prompts, True
+    def section(self, name: str) -> Any:
+        """An optional config section (fewshot, pretrain, ...); an error naming it when the config has none."""
+        section = getattr(self.config, name)
+        if section is None:
+            raise ConfigError(f"{name}: the config has no {name} section")
+        return section
 
+    # -- the prompt table and the shard plan ------------------------------------------------------
     @cached_property
     def prompts(self) -> list[Prompt]:
-        prompts = read_prompts(self.storage, self.hashes["prompts"])
+        prompts = self.commits.prompts()
         if prompts is None:
             raise DataError(
                 f"{self.storage.url_of(PROMPTS_FILE)} is missing or from another config: run the prompts stage first"
@@ -127,19 +109,21 @@ class Run:
             self.guidance.shots if self.guidance else 0,
         )
 
+    # -- inputs and models its stages share, loaded once per process -----------------------------
     @property
     def guidance(self) -> RealGuidanceConfig | None:
         """The real-guidance settings when generation starts from real shots, else None."""
         fewshot = self.config.fewshot
         return fewshot.real_guidance if fewshot is not None and fewshot.real_guidance.enabled else None
 
-    def guidance_shots(self) -> list[list[Reference]]:
+    def guidance_shots(self):
         """Per class, its M real shots (the same ones the few-shot stage trains on), loaded once."""
+        from synthvision.datasets.labelled import iter_labelled
+        from synthvision.methods.fewshot import sample_shots
+        from synthvision.stages.generate import Reference
+
         with self._lock:
             if self._shots is None:
-                from synthvision.evaluation import iter_labelled
-                from synthvision.fewshot import sample_shots
-
                 fewshot = self.config.fewshot
                 pool = list(
                     iter_labelled(
@@ -150,64 +134,19 @@ class Run:
                         field="fewshot.train_set",
                     )
                 )
-                chosen = sample_shots(
-                    np.array([label for _, label, _ in pool]),
-                    self.guidance.shots,
-                    self.label_space.classes,
-                    self.config.seed,
-                )
+                labels = np.array([label for _, label, _ in pool])
+                chosen = sample_shots(labels, self.guidance.shots, self.label_space.classes, self.config.seed)
                 self._shots = [[] for _ in self.label_space.classes]
                 for index in chosen:
                     image, label, digest = pool[index]
                     self._shots[label].append(Reference(image, digest))
             return self._shots
 
-    # -- generation -----------------------------------------------------------------------------
-    def generate(self, shard_index: int) -> tuple[Manifest, bool]:
-        from synthvision.generators import load_generator
+    def generator(self):
+        """The text-to-image generator (one per process: shard tasks of a run share it)."""
+        from synthvision.models.generators import load_generator
 
-        guidance = self.guidance
-        return generate_shard(
-            self.plan.shard(shard_index),
-            self.prompts,
-            lambda: load_generator(self.config.generator),
-            self.storage,
-            self.hashes["generate"],
-            self.config.generator.image_format,
-            guidance=None if guidance is None else Guidance(self.guidance_shots, guidance.strength),
-        )
-
-    def committed_shards(self) -> list[Manifest]:
-        """Every shard's manifest; an error naming the first missing shard if any is not committed."""
-        return self._every_shard(self.committed_shard, "are not generated", "generate")
-
-    def _every_shard(self, committed: Callable[[int], Manifest | None], problem: str, stage: str) -> list[Manifest]:
-        manifests = [committed(index) for index in range(self.plan.num_shards)]
-        missing = [self.plan.shard(i).name for i, m in enumerate(manifests) if m is None]
-        if missing:
-            raise DataError(f"{len(missing)} shard(s) {problem} (first: {missing[0]}): run the {stage} stage first")
-        return manifests
-
-    def committed_shard(self, shard_index: int) -> Manifest | None:
-        spec = self.plan.shard(shard_index)
-        return self.storage.committed(SHARDS_DIR, spec.name, self.hashes["generate"], spec.spec_hash)
-
-    def contact_sheet(self, count: int = 32) -> str | None:
-        """Write the run's contact sheet from its first committed shards; returns its URL."""
-        from synthvision.contact_sheet import write_contact_sheet
-
-        needed = -(-count // self.config.shards.shard_size)
-        manifests = [
-            m for m in (self.committed_shard(i) for i in range(min(needed, self.plan.num_shards))) if m is not None
-        ]
-        return write_contact_sheet(self.storage, manifests, count)
-
-    # -- scoring --------------------------------------------------------------------------------
-    @property
-    def threshold(self) -> float:
-        from synthvision.filtering import filter_threshold
-
-        return filter_threshold(self.label_space.num_classes, self.config.filter.threshold)
+        return load_generator(self.config.generator)
 
     @property
     def templates(self) -> list[str]:
@@ -215,7 +154,7 @@ class Run:
 
     def clip_and_head(self):
         """The CLIP model and its zero-shot head for this label space, built once per process."""
-        from synthvision.clip_model import load_clip
+        from synthvision.models.clip import load_clip
 
         with self._lock:
             if not hasattr(self, "_clip_and_head"):
@@ -224,272 +163,17 @@ class Run:
                 self._clip_and_head = (clip, head)
             return self._clip_and_head
 
-    def score(self, shard_index: int) -> tuple[Manifest, bool]:
-        """Score a committed shard. A shard whose manifest names a tar that is missing, of another
-        size or of other bytes is moved to `quarantine/` (so it is generated again) and reported
-        with CorruptShard."""
-        spec = self.plan.shard(shard_index)
-        source = self.committed_shard(shard_index)
-        try:
-            if source is None:
-                recorded = self.storage.read_manifest(SHARDS_DIR, spec.name)
-                if recorded is None or not recorded.matches(self.hashes["generate"], spec.spec_hash):
-                    raise DataError(f"shard {spec.name} is not committed: run the generate stage first")
-                raise CorruptShard(
-                    f"{self.storage.url_of(recorded.data_file)} is missing or not the {recorded.bytes} bytes "
-                    "its manifest records"
-                )
-            return score_shard(
-                source,
-                self.clip_and_head,
-                self.storage,
-                self.hashes["score"],
-                self.threshold,
-                self.config.clip.batch_size,
-            )
-        except CorruptShard as error:
-            folder = self.storage.quarantine([manifest_path(SHARDS_DIR, spec.name), shard_tar_path(spec.name)])
-            raise CorruptShard(f"shard {spec.name} quarantined to {folder} (generate it again): {error}") from None
-
-    def committed_scores(self, shard_index: int) -> Manifest | None:
-        source = self.committed_shard(shard_index)
-        # scores count only if computed from exactly the tar committed now
-        return (
-            None
-            if source is None
-            else self.storage.committed(SCORES_DIR, source.shard, self.hashes["score"], source.sha256)
-        )
-
-    # -- training and evaluation ----------------------------------------------------------------
     def test_set_url(self) -> str | None:
+        """The real test set: `evaluation.test_set`, or the colour demo set (written on first use)."""
         evaluation = self.config.evaluation
         if evaluation.demo_test_set is not None:
-            from synthvision.demo_data import write_colour_test_set
+            from synthvision.datasets.colour_demo import write_colour_test_set
 
             demo = evaluation.demo_test_set
             return write_colour_test_set(
                 self.storage, "demo_test_set", self.label_space, demo.per_class, demo.size, self.config.seed
             )
         return evaluation.test_set
-
-    def synthetic_training_data(self) -> SyntheticData:
-        """Cached CLIP features, labels and logits of the committed, scored synthetic images (those
-        that pass the CLIP filter, when it is on)."""
-        table = read_scores(self.storage, self._every_shard(self.committed_scores, "have no committed scores", "score"))
-        passed = np.asarray(table["passed"])
-        use = passed if self.config.filter.clip_filter else np.ones(table.num_rows, bool)
-        if not use.any():
-            raise DataError(
-                "the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)"
-            )
-        return SyntheticData(
-            features=np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
-            labels=np.asarray(table["label"])[use],
-            teacher=np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
-            keys=[key for key, used in zip(table["key"].to_pylist(), use, strict=True) if used],
-            scored=int(table.num_rows),
-            passed=int(passed.sum()),
-        )
-
-    def synthetic_images(self, keys: list[str]) -> list[Image.Image]:
-        """The generated images with these sample keys, in that order (read from the committed tars)."""
-        from synthvision.shard_io import decode_image, read_samples, sample_image_bytes
-
-        wanted, found = set(keys), {}
-        for manifest in self.committed_shards():
-            with self.storage.open(manifest.data_file) as stream:
-                for sample in read_samples(stream, manifest.data_file):
-                    if sample["__key__"] in wanted:
-                        found[sample["__key__"]] = decode_image(sample_image_bytes(sample))
-        return [found[key] for key in keys]
-
-    def train_and_evaluate(self) -> dict[str, Any]:
-        """CT on the committed scores, then top-1 on the test set against zero-shot CLIP; writes the report
-        (last, so it commits the stage). A committed report of this exact config is returned as is."""
-        existing = self.committed_report("train")
-        if existing is not None:
-            return existing
-        from synthvision.evaluation import encode_test_set
-        from synthvision.reporting import write_report
-        from synthvision.training import predict, top1, tune_classifier, zero_shot_head
-
-        synthetic = self.synthetic_training_data()
-        features, labels, teacher = synthetic.features, synthetic.labels, synthetic.teacher
-
-        clip, zero_shot = self.clip_and_head()
-        result = tune_classifier(
-            features,
-            labels,
-            teacher,
-            zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale),
-            self.config.training,
-            self.config.seed,
-        )
-        head_state = {
-            "weight": result.head.weight.detach().contiguous(),
-            "bias": result.head.bias.detach().contiguous(),
-        }
-        self.storage.write_bytes(
-            f"{TRAIN_DIR}/head.safetensors",
-            save_safetensors(head_state, metadata={"config_hash": self.hashes["train"]}),
-        )
-
-        evaluation: dict[str, Any] = {"test_set": None}
-        url = self.test_set_url()
-        if url is not None:
-            test_features, test_labels = encode_test_set(
-                clip,
-                url,
-                self.config.evaluation.format,
-                self.label_space,
-                self.config.clip.batch_size,
-                self.config.storage_options,
-            )
-            evaluation = {
-                "test_set": url,
-                "test_images": int(len(test_labels)),
-                "zero_shot_top1": top1(zero_shot.logits(test_features).argmax(axis=1), test_labels),
-                "tuned_top1": top1(predict(result.head, test_features), test_labels),
-            }
-            evaluation["gain"] = evaluation["tuned_top1"] - evaluation["zero_shot_top1"]
-        report = {
-            "run_name": self.config.run_name,
-            "output": self.storage.url,
-            "config_hashes": self.hashes,
-            "label_space": {"name": self.label_space.name, "classes": self.label_space.num_classes},
-            "strategies": {
-                "prompts": self.config.prompts.strategy,
-                "clip_filter": self.config.filter.clip_filter,
-                "loss": self.config.training.loss,
-            },
-            "data": {
-                "synthetic_images": synthetic.scored,
-                "passed_filter": synthetic.passed,
-                "trained_on": len(labels),
-                "filter_threshold": self.threshold,
-            },
-            "training": {
-                **self.config.training.model_dump(),
-                "steps": result.steps,
-                "epoch_losses": result.epoch_losses,
-            },
-            "evaluation": evaluation,
-        }
-        failpoints.reach("train.before_report")
-        write_report(self.storage, TRAIN_DIR, report)
-        return report
-
-    def few_shot(self) -> dict[str, Any]:
-        """Few-shot CT per shot count and strategy on the committed synthetic data, evaluated on the
-        test set; writes `fewshot/report.{json,md}` and `accuracy.png` (the report last: it commits
-        the stage). A committed report of this exact config is returned as is."""
-        if self.config.fewshot is None:
-            raise ConfigError("fewshot: the config has no fewshot section (set fewshot.train_set)")
-        existing = self.committed_report("fewshot")
-        if existing is not None:
-            return existing
-        from synthvision.evaluation import encode_labelled
-        from synthvision.fewshot import Encoder, Part, real_filter, sample_shots, train_few_shot
-        from synthvision.fewshot_report import write_few_shot_report
-        from synthvision.training import predict, top1, zero_shot_head
-
-        fewshot = self.config.fewshot
-        url = self.test_set_url()
-        if url is None:
-            raise ConfigError("fewshot: needs a test set (evaluation.test_set or evaluation.demo_test_set)")
-        synthetic = self.synthetic_training_data()
-        clip, zero_shot = self.clip_and_head()
-        batch, options = self.config.clip.batch_size, self.config.storage_options
-        image_level = (
-            fewshot.batch_norm == "train" or fewshot.tune_encoder
-        )  # the tower runs at every step, on the images
-        pool = encode_labelled(
-            clip, fewshot.train_set, fewshot.format, self.label_space, batch, options, "fewshot.train_set", image_level
-        )
-        test = encode_labelled(
-            clip, url, self.config.evaluation.format, self.label_space, batch, options, keep_images=image_level
-        )
-        shared = set(pool.digests) & set(test.digests)
-        if shared:
-            raise DataError(
-                f"fewshot.train_set shares {len(shared)} image(s) with the test set {url}: the shots must be "
-                "disjoint from it"
-            )
-        device = resolve_device(fewshot.device)
-        syn_images = self.synthetic_images(synthetic.keys) if image_level else []
-        rows = []
-        for shots in fewshot.shots:
-            chosen = sample_shots(pool.labels, shots, self.label_space.classes, self.config.seed)
-            keep = np.ones(len(synthetic.labels), bool)
-            if fewshot.real_filter.enabled:
-                keep = real_filter(
-                    synthetic.features,
-                    synthetic.labels,
-                    pool.features[chosen],
-                    pool.labels[chosen],
-                    fewshot.real_filter.k,
-                )
-            syn_labels, syn_teacher = synthetic.labels[keep], synthetic.teacher[keep]
-            for strategy in fewshot.strategies:
-                head = zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale)
-                if image_level:
-                    encoder = Encoder(
-                        clip.model.visual, clip.preprocess, device, fewshot.batch_norm, fewshot.tune_encoder
-                    )
-                    real = Part.images([pool.images[i] for i in chosen], pool.labels[chosen], encoder)
-                    kept_images = [syn_images[i] for i in np.flatnonzero(keep)]
-                    syn = (
-                        Part.images(kept_images, syn_labels, encoder, syn_teacher, fewshot.synthetic_loss)
-                        if keep.any()
-                        else None
-                    )
-                    result = train_few_shot(strategy, head, real, syn, fewshot, self.config.seed, encoder)
-                    test_features = encoder.encode(test.images, batch).numpy()
-                else:
-                    real = Part.cached(pool.features[chosen], pool.labels[chosen], device=device)
-                    syn = (
-                        Part.cached(synthetic.features[keep], syn_labels, syn_teacher, fewshot.synthetic_loss, device)
-                        if keep.any()
-                        else None
-                    )
-                    result = train_few_shot(strategy, head, real, syn, fewshot, self.config.seed)
-                    test_features = test.features
-                rows.append(
-                    {
-                        "shots": shots,
-                        "strategy": strategy,
-                        "top1": top1(predict(result.head, test_features), test.labels),
-                        "steps": len(result.steps),
-                        "synthetic_used": 0 if strategy == "real_only" else int(keep.sum()),
-                        "real_filter_dropped": int((~keep).sum()),
-                    }
-                )
-        report = {
-            "run_name": self.config.run_name,
-            "config_hashes": self.hashes,
-            "test_set": url,
-            "test_images": int(len(test.labels)),
-            "zero_shot_top1": top1(zero_shot.logits(test.features).argmax(axis=1), test.labels),
-            "synthetic": {
-                "scored": synthetic.scored,
-                "after_clip_filter": len(synthetic.labels),
-                "real_filter": fewshot.real_filter.model_dump(),
-            },
-            "encoder": {"batch_norm": fewshot.batch_norm, "tuned": fewshot.tune_encoder},
-            "results": rows,
-        }
-        write_few_shot_report(self.storage, FEWSHOT_DIR, report)
-        return report
-
-    def committed_report(self, name: str) -> dict[str, Any] | None:
-        """Stage `name`'s committed report (written last, it commits a whole-run stage) if it carries
-        this config's stage hash; else None. Train and fewshot reports record every stage's hash
-        (`config_hashes`), the ResNet stages their own (`config_hash`)."""
-        report = self.storage.read_json(stage(name).report_file)
-        if report is None:
-            return None
-        recorded = report["config_hashes"].get(name) if "config_hashes" in report else report.get("config_hash")
-        return report if recorded == self.hashes[name] else None
 
     # -- bookkeeping ----------------------------------------------------------------------------
     @contextmanager
@@ -540,39 +224,27 @@ class Run:
         }
         self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
 
-    def index_wave(self, name: str, wave: int, manifests: list[Manifest]) -> None:
-        """Index the manifests a wave of stage `name` committed, so `status` need not read them one by one."""
-        self.storage.write_index(stage(name).folder, f"wave-{wave:04d}", sorted(manifests, key=lambda m: m.shard))
-
     def status(self) -> list[StageStatus]:
         """Planned and committed counts for every stage the config enables, read from storage alone
-        (no model, no Prefect).
-
-        A shard counts as committed when its manifest carries this config's stage hash and its data
-        file is whole (specs are a pure function of the config, so their hashes are not recomputed);
-        scores count when they were computed from exactly the committed tar; a whole-run stage when
-        its report carries this config's stage hash.
-        """
-        planned = set(shard_name(index) for index in range(self.num_shards))
-        prompts = read_prompts(self.storage, self.hashes["prompts"])
+        (no model, no Prefect; see `storage.commits` for what counts as committed). Shard manifests
+        come from one listing per stage (specs are a pure function of the config, so their hashes are
+        not recomputed); scores count when they were computed from exactly the committed tar."""
+        planned = {shard_name(index) for index in range(self.num_shards)}
+        prompts = self.commits.prompts()
         shards = scores = {}
         if prompts is not None:
-            shards = {
-                n: m
-                for n, m in self.storage.committed_by_hash(SHARDS_DIR, self.hashes["generate"]).items()
-                if n in planned
-            }
-            scores = self.storage.committed_by_hash(SCORES_DIR, self.hashes["score"])
+            shards = {name: m for name, m in self.commits.shards("generate").items() if name in planned}
+            scores = self.commits.shards("score")
         committed = {
             "prompts": int(prompts is not None),
             "generate": len(shards),
-            "score": sum(n in scores and scores[n].spec_hash == m.sha256 for n, m in shards.items()),
+            "score": sum(name in scores and scores[name].spec_hash == m.sha256 for name, m in shards.items()),
         }
         return [
             StageStatus(
                 row.name,
                 self.num_shards if row.per_shard else 1,
-                committed[row.name] if row.name in committed else int(self.committed_report(row.name) is not None),
+                committed[row.name] if row.name in committed else int(self.commits.has_report(row.name)),
             )
             for row in enabled(self.config)
         ]

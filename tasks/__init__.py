@@ -15,7 +15,7 @@ class _UserErrorsWithoutTraceback(logging.Filter):
     the user's to fix and its message names the culprit: log the message alone (CLI, UI and API)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from synthvision.errors import SynthvisionError
+        from synthvision.core.errors import SynthvisionError
 
         if record.exc_info and isinstance(record.exc_info[1], SynthvisionError):
             record.exc_info = None

@@ -1,26 +1,34 @@
-"""One Prefect task per unit of work. A model task holds one slot of the global concurrency limit
-`orchestration.gpu_limit` while it computes (the flows make sure the limit exists), so no more models
-work at once than there are GPUs; a shard already committed in storage is returned without a slot."""
+"""One Prefect task per unit of work: it asks once whether its unit is committed (see
+`synthvision.storage.commits`) and, only when there is work, holds one slot of the global concurrency
+limit `orchestration.gpu_limit` while the stage function computes (the flows make sure the limit
+exists), so no more models work at once than there are GPUs."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import task_run
 
-from synthvision.config import RunConfig
-from synthvision.devices import bound_device
-from synthvision.manifest import Manifest
-from synthvision.run import open_run
-from synthvision.scoring import CorruptShard
-from tasks.policy import CommittedShard
+from synthvision.core.config import RunConfig
+from synthvision.core.manifest import Manifest
+from synthvision.models.devices import bound_device
+from synthvision.reports.fewshot import FewShotReport
+from synthvision.reports.resnets import PretrainReport, ScratchReport, TransferReport
+from synthvision.reports.train import TrainReport
+from synthvision.run import Run, open_run
+from synthvision.stages import fewshot, generate, pretrain, prompts, score, scratch, train, transfer
+from synthvision.stages.prompts import PromptsOutcome
+from synthvision.stages.score import CorruptShard
+from synthvision.storage.commits import ShardOutcome
+from tasks.policy import CommittedShard, answer_for
+
+Report = TypeVar("Report")
 
 
 @contextmanager
@@ -40,73 +48,72 @@ def gpu_slot(config: RunConfig) -> Iterator[dict[str, Any]]:
             held["slot_end"] = round(time.time(), 3)
 
 
-def _shard_result(
-    config: RunConfig, committed: Manifest | None, work: Callable[[], tuple[Manifest, bool]]
-) -> dict[str, Any]:
-    attempts = task_run.run_count  # > 1 when Prefect retried the shard after a fault
+def _shard(config: RunConfig, stage: str, index: int, work: Callable[[Run, int], Manifest]) -> ShardOutcome:
+    run = open_run(config)
+    outcome = ShardOutcome(run.plan.shard(index).name, None, attempts=task_run.run_count)
+    committed = answer_for(run, stage, index)
     if committed is not None:
-        return {**asdict(committed), "done_now": False, "device": "-", "attempts": attempts}
+        return replace(outcome, manifest=committed)
     with gpu_slot(config) as held:
-        manifest, done_now = work()
-    return {**asdict(manifest), "done_now": done_now, **held, "attempts": attempts}
+        manifest = work(run, index)
+    return replace(outcome, manifest=manifest, done_now=True, **held)
+
+
+def _whole_run(config: RunConfig, committed: Callable[[Run], Report | None], work: Callable[[Run], Report]) -> Report:
+    run = open_run(config)
+    existing = committed(run)
+    if existing is not None:
+        return existing
+    with gpu_slot(config):
+        return work(run)
 
 
 @task(name="expand-prompts", tags=["gpu"])
-def expand_prompts_task(config: RunConfig) -> dict[str, Any]:
+def expand_prompts_task(config: RunConfig) -> PromptsOutcome:
+    run = open_run(config)
+    existing = prompts.committed(run)
+    if existing is not None:
+        return PromptsOutcome.of(existing, done_now=False)
     with gpu_slot(config):
-        prompts, expanded = open_run(config).ensure_prompts()
-    return {"prompts": len(prompts), "expanded_now": expanded, "by_source": dict(Counter(p.source for p in prompts))}
+        return PromptsOutcome.of(prompts.expand(run), done_now=True)
 
 
 @task(name="generate-shard", tags=["gpu"], cache_policy=CommittedShard(stage="generate"), result_serializer="json")
-def generate_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
-    run = open_run(config)
-    return _shard_result(config, run.committed_shard(shard_index), lambda: run.generate(shard_index))
+def generate_shard_task(config: RunConfig, shard_index: int) -> ShardOutcome:
+    return _shard(config, "generate", shard_index, generate.generate)
 
 
 @task(name="score-shard", tags=["gpu"], cache_policy=CommittedShard(stage="score"), result_serializer="json")
-def score_shard_task(config: RunConfig, shard_index: int) -> dict[str, Any]:
+def score_shard_task(config: RunConfig, shard_index: int) -> ShardOutcome:
     """A shard's scores; a corrupt shard is quarantined and reported (`quarantined`), and the stage
     goes on with the others."""
-    run = open_run(config)
     try:
-        return _shard_result(config, run.committed_scores(shard_index), lambda: run.score(shard_index))
+        return _shard(config, "score", shard_index, score.score)
     except CorruptShard as error:
         get_run_logger().warning("%s", error)
-        return {"shard": run.plan.shard(shard_index).name, "quarantined": str(error)}
+        return ShardOutcome(open_run(config).plan.shard(shard_index).name, None, quarantined=str(error))
 
 
 @task(name="train-classifier", tags=["gpu"])
-def train_task(config: RunConfig) -> dict[str, Any]:
-    with gpu_slot(config):
-        return open_run(config).train_and_evaluate()
+def train_task(config: RunConfig) -> TrainReport:
+    return _whole_run(config, train.committed, train.train)
 
 
 @task(name="few-shot", tags=["gpu"])
-def few_shot_task(config: RunConfig) -> dict[str, Any]:
-    with gpu_slot(config):
-        return open_run(config).few_shot()
+def few_shot_task(config: RunConfig) -> FewShotReport:
+    return _whole_run(config, fewshot.committed, fewshot.few_shot)
 
 
 @task(name="pretrain", tags=["gpu"])
-def pretrain_task(config: RunConfig) -> dict[str, Any]:
-    from synthvision.pretraining import stages
-
-    with gpu_slot(config):
-        return stages.pretrain(open_run(config))
+def pretrain_task(config: RunConfig) -> PretrainReport:
+    return _whole_run(config, pretrain.committed, pretrain.pretrain)
 
 
 @task(name="transfer", tags=["gpu"])
-def transfer_task(config: RunConfig) -> dict[str, Any]:
-    from synthvision.pretraining import stages
-
-    with gpu_slot(config):
-        return stages.transfer(open_run(config))
+def transfer_task(config: RunConfig) -> TransferReport:
+    return _whole_run(config, transfer.committed, transfer.transfer)
 
 
 @task(name="scratch", tags=["gpu"])
-def scratch_task(config: RunConfig) -> dict[str, Any]:
-    from synthvision.pretraining import stages
-
-    with gpu_slot(config):
-        return stages.scratch(open_run(config))
+def scratch_task(config: RunConfig) -> ScratchReport:
+    return _whole_run(config, scratch.committed, scratch.scratch)

@@ -17,7 +17,7 @@ os.environ.pop("PREFECT_API_URL", None)
 
 import pytest  # noqa: E402
 
-from synthvision.config import RunConfig, parse_config  # noqa: E402
+from synthvision.core.config import RunConfig, parse_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_KEY_ID = "AKIAFAKEKEYID0000000"

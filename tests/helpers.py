@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from synthvision import clip_model, run
-from synthvision.generators import base as generators
-from synthvision.generators.diffusers_backend import DiffusersGenerator
+from synthvision import run
+from synthvision.models import clip as clip_model
+from synthvision.models.generators import base as generators
+from synthvision.models.generators.diffusers_backend import DiffusersGenerator
 
 
 class ModelCounter:

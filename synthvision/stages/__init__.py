@@ -1,6 +1,5 @@
-"""The pipeline's stages: `table` says what each one is (upstream, config, output, per shard or per
-run); everything that lists stages derives from it."""
+"""One file per stage of the pipeline, each reading top to bottom as its algorithm in numbered steps.
 
-from synthvision.stages.table import NAMES, STAGES, Stage, enabled, lineage, stage, stage_hash
-
-__all__ = ["NAMES", "STAGES", "Stage", "enabled", "lineage", "stage", "stage_hash"]
+What a stage *is* (upstream, config sections, output, per shard or per run) is a row of
+`synthvision.core.stage_table.STAGES`; the files here are what each one does.
+"""

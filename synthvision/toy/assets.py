@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthvision.fashion_mnist import Split
+from synthvision.datasets.fashion_mnist import Split
 
 TEST_SUBSET, TRAIN_POOL = "test-subset.tar", "train-pool.tar"
 TEST_PER_CLASS, POOL_PER_CLASS = 200, 100

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from synthvision.fashion_mnist import CLASSES
+from synthvision.datasets.fashion_mnist import CLASSES
 
 GLIDE_TEMPLATES = (
     "a photo of a {}",

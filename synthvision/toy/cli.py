@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from synthvision.fashion_mnist import DEBIAN_FOLDER, load_split
+from synthvision.datasets.fashion_mnist import DEBIAN_FOLDER, load_split
 
 TOY_DIR = Path(__file__).resolve().parents[1] / "data" / "toy"
 WORK_DIR = Path("runs/toy-training")
@@ -81,7 +81,7 @@ def _judge(args: argparse.Namespace) -> None:
 
 
 def _clip(args: argparse.Namespace) -> None:
-    from synthvision.clip_model import save_clip
+    from synthvision.models.clip import save_clip
     from synthvision.toy.clip_training import TOY_CLIP_CONFIG, TOY_PREPROCESS, ClipTraining, train_clip
 
     folder = args.out / "clip"
@@ -157,7 +157,7 @@ def _clip_card(args: argparse.Namespace) -> None:
 
 
 def _glide(args: argparse.Namespace) -> None:
-    from synthvision.generators.glide.tokenizer import GlideTokenizer
+    from synthvision.models.generators.glide.tokenizer import GlideTokenizer
     from synthvision.toy.glide_training import TrainSettings, save_toy_glide, toy_tokenizer, train_glide_model
 
     vocab, merges = toy_tokenizer(args.seed)

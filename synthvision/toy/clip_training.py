@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from synthvision.fashion_mnist import Split
+from synthvision.datasets.fashion_mnist import Split
 from synthvision.toy.captions import clip_caption
 
 TOY_CLIP_CONFIG = {

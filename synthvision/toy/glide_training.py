@@ -31,14 +31,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from synthvision.fashion_mnist import CLASSES, Split
-from synthvision.generators.glide.diffusion import SpacedDiffusion
-from synthvision.generators.glide.model import GlideArchitecture, GlideUNet
-from synthvision.generators.glide.tiny import ARCHITECTURE_FILE, random_glide
-from synthvision.generators.glide.tokenizer import MERGES_FILE, VOCAB_FILE, GlideTokenizer
-from synthvision.pretraining.checkpoint import Checkpointer
-from synthvision.respacing import BASE_STEPS
-from synthvision.storage import Storage
+from synthvision.core.respacing import BASE_STEPS
+from synthvision.datasets.fashion_mnist import CLASSES, Split
+from synthvision.methods.pretraining.checkpoint import Checkpointer
+from synthvision.models.generators.glide.diffusion import SpacedDiffusion
+from synthvision.models.generators.glide.model import GlideArchitecture, GlideUNet
+from synthvision.models.generators.glide.tiny import ARCHITECTURE_FILE, random_glide
+from synthvision.models.generators.glide.tokenizer import MERGES_FILE, VOCAB_FILE, GlideTokenizer
+from synthvision.storage.store import Storage
 from synthvision.toy.captions import caption_corpus, glide_caption
 
 BASE_SIZE, UPSAMPLED_SIZE = 16, 32

@@ -20,8 +20,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from synthvision.errors import ModelLoadError
-from synthvision.fashion_mnist import Split
+from synthvision.core.errors import ModelLoadError
+from synthvision.datasets.fashion_mnist import Split
 
 SIZE = 28
 WEIGHTS_FILE = "judge.safetensors"

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthvision.clip_model import ClipModel
-from synthvision.config import ClipConfig, GeneratorConfig, GlideConfig
-from synthvision.fashion_mnist import CLASSES, Split
-from synthvision.generators.glide.backend import GlideGenerator
-from synthvision.scoring import ZeroShotHead
+from synthvision.core.config import ClipConfig, GeneratorConfig, GlideConfig
+from synthvision.datasets.fashion_mnist import CLASSES, Split
+from synthvision.methods.classifier_tuning import top1
+from synthvision.methods.filtering import ZeroShotHead
+from synthvision.models.clip import ClipModel
+from synthvision.models.generators.glide.backend import GlideGenerator
 from synthvision.toy.judge import judge_images
-from synthvision.training import top1
 
 
 def encode_split(clip: ClipModel, split: Split, batch_size: int = 500) -> np.ndarray:

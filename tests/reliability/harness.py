@@ -20,20 +20,21 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from synthvision import failpoints
-from synthvision.manifest import Manifest
+from synthvision.core import failpoints
+from synthvision.core.manifest import Manifest
 from synthvision.run import Run
-from synthvision.storage import Storage
+from synthvision.stages import generate, score
+from synthvision.storage.store import Storage
 
 PRELOAD = [
     "flows.cli",
     "flows.synthesize",
     "flows.stages",
     "synthvision.run",
-    "synthvision.generators.diffusers_backend",
-    "synthvision.clip_model",
-    "synthvision.sentence_model",
-    "synthvision.pretraining.stages",
+    "synthvision.models.generators.diffusers_backend",
+    "synthvision.models.clip",
+    "synthvision.models.sentences",
+    "synthvision.stages.pretrain",
     "s3fs",
 ]
 KILLED = -9  # multiprocessing's exit code for a process ended by SIGKILL
@@ -142,10 +143,10 @@ def check_complete(run: Run) -> None:
     for index in range(run.plan.num_shards):
         spec = run.plan.shard(index)
         planned += [sample.key for sample in spec.samples]
-        manifest = run.committed_shard(index)
+        manifest = generate.committed(run, index)
         assert manifest is not None, f"{spec.name} not committed"
         found += tar_keys(run.storage.read_bytes(manifest.data_file))
-        scores = run.committed_scores(index)
+        scores = score.committed(run, index)
         assert scores is not None, f"{spec.name} not scored"
         scored += pq.read_table(io.BytesIO(run.storage.read_bytes(scores.data_file)))["key"].to_pylist()
     lost = len(set(planned) - set(found)) + len(set(planned) - set(scored))
@@ -155,5 +156,5 @@ def check_complete(run: Run) -> None:
     assert sorted(found) == sorted(planned) == sorted(scored), (
         f"lost {lost}, duplicates {duplicates}, unplanned {set(found) - set(planned)}"
     )
-    assert run.committed_report("train") is not None
+    assert run.commits.has_report("train")
     assert not temporaries(run.storage)  # what killed writes left, the next run cleared

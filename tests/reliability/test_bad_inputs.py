@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthvision.config import load_config
+from synthvision.core.config import load_config
 from synthvision.run import Run
 from tests.reliability.harness import TALLY, check_complete, tail
 
@@ -213,7 +213,7 @@ def test_an_output_without_write_permission(launcher, tmp_path, colours_file):
 
 @pytest.mark.slow
 def test_weights_that_are_not_tensors_only_are_refused(launcher, tmp_path, colours_file):
-    from synthvision.generators.glide.tiny import build_tiny_glide, save_glide_folder, tiny_vocabulary
+    from synthvision.models.generators.glide.tiny import build_tiny_glide, save_glide_folder, tiny_vocabulary
 
     weights = tmp_path / "glide"
     base, upsampler, _ = build_tiny_glide()

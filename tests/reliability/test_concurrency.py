@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from synthvision.config import load_config
+from synthvision.core.config import load_config
 from synthvision.run import Run
 from tests.reliability.harness import check_complete, tail
 

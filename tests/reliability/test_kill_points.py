@@ -16,8 +16,8 @@ import random
 import pytest
 import yaml
 
-from synthvision import failpoints
-from synthvision.config import load_config
+from synthvision.core import failpoints
+from synthvision.core.config import load_config
 from synthvision.run import Run
 from tests.reliability.harness import KILLED, TALLY, check_complete, check_visible, tail
 

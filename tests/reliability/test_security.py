@@ -12,7 +12,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, LogFilter
 
-from synthvision.config import load_config
+from synthvision.core.config import load_config
 from synthvision.run import Run
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, REPO
 from tests.reliability.harness import check_complete, tail

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from flows.fanout import StageSummary
 from flows.synthesize import synthesize
 from synthvision.run import Run
 from tests.conftest import tiny_config
@@ -35,9 +36,9 @@ def test_a_run_completes_through_injected_storage_faults(s3_endpoint, s3_bucket,
     print(
         f"storage faults (SYNTHVISION_KILL_SEED={SEED}): {dict(proxy.faults)} in {proxy.requests} requests; stats: "
         + "; ".join(
-            f"{stage} {summary.get('storage_requests')} task retries {summary['task_retries']}"
-            for stage, summary in result["stages"].items()
-            if "task_retries" in summary
+            f"{stage} {summary.storage_requests} task retries {summary.task_retries}"
+            for stage, summary in result.stages.items()
+            if isinstance(summary, StageSummary)
         )
     )
     assert sum(proxy.faults.values()) >= 0.05 * proxy.requests > 0
@@ -46,10 +47,8 @@ def test_a_run_completes_through_injected_storage_faults(s3_endpoint, s3_bucket,
         config.model_copy(update={"storage_options": {"endpoint_url": s3_endpoint}})
     )  # a reader past the proxy
     check_complete(direct)
-    stats = [result["stages"][stage]["storage_requests"] for stage in ("generate", "score")]
+    stats = [result.stages[stage].storage_requests for stage in ("generate", "score")]
     assert (
-        sum(s["retries"] for s in stats)
-        + sum(result["stages"][stage]["task_retries"] for stage in ("generate", "score"))
-        > 0
+        sum(s["retries"] for s in stats) + sum(result.stages[stage].task_retries for stage in ("generate", "score")) > 0
     )
     assert sum(s["failed_attempts"] for s in stats) > 0

@@ -1,0 +1,188 @@
+"""The table of stages: what each stage is, in one place.
+
+A row names the stage, the stages whose outputs it reads, the config fields that change its output,
+where that output lives, and whether it is committed shard by shard or once per run. The stage
+hashes, `status`, the run record, the CLI and the flows' deployments are derived from these rows (or
+checked against them by tests), so a new stage is one row here plus the code that computes it.
+
+Pure: no torch, fsspec or PIL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from synthvision.core.config import RunConfig
+from synthvision.core.hashing import stable_hash
+
+RUNTIME = frozenset({"device", "batch_size"})  # fields that change how fast, never what
+ABSENT = object()  # a part's value that leaves its key out of the hash
+
+
+@dataclass(frozen=True)
+class Part:
+    """One entry of a stage hash: `key` and the config value it stands for (ABSENT: no entry)."""
+
+    key: str
+    value: Callable[[RunConfig], Any]
+
+
+def section(name: str, exclude: Any = None) -> Part:
+    """A whole config section, less the fields in `exclude` (a pydantic exclude spec); a missing
+    optional section hashes as None."""
+
+    def value(config: RunConfig) -> Any:
+        found = getattr(config, name)
+        return found if found is None or not hasattr(found, "model_dump") else found.model_dump(exclude=exclude)
+
+    return Part(name, value)
+
+
+def _real_guidance(config: RunConfig) -> Any:
+    fewshot = config.fewshot
+    if fewshot is None or not fewshot.real_guidance.enabled:
+        return ABSENT  # so that generating without real guidance hashes as it always did
+    return {"train_set": fewshot.train_set, **fewshot.real_guidance.model_dump()}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    upstream: tuple[str, ...]  # the stages whose outputs this one reads
+    parts: tuple[Part, ...]  # config that changes this stage's output (its upstream's comes with it)
+    output: str  # under the run's output: a folder ending in "/" or a file
+    per_shard: bool  # committed shard by shard (else once per run)
+    optional: str | None = None  # the config section it needs; None: every run has it
+    summary: str = ""
+
+    @property
+    def folder(self) -> str:
+        """The folder its outputs are written under (the prompt table: the output's root)."""
+        return self.output.rstrip("/") if self.output.endswith("/") else ""
+
+    @property
+    def report_file(self) -> str:
+        """A whole-run stage's report, written last: its presence with this config's hash commits the stage."""
+        return f"{self.folder}/report.json"
+
+    @property
+    def versioned(self) -> bool:
+        """Its outputs are named by position (prompt table, shard index): a changed config would
+        overwrite another config's data in place, so `run.json` guards them."""
+        return self.name == "prompts" or self.per_shard
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "prompts",
+        (),
+        (section("label_space"), section("seed"), section("prompts", {"sentence_model": set(RUNTIME)})),
+        "prompts.parquet",
+        per_shard=False,
+        summary="the prompt table: prompts per class (B, LE)",
+    ),
+    Stage(
+        "generate",
+        ("prompts",),
+        (section("generator", set(RUNTIME)), section("shards"), Part("real_guidance", _real_guidance)),
+        "shards/",
+        per_shard=True,
+        summary="synthetic images, one WebDataset tar per shard",
+    ),
+    Stage(
+        # scores record pass/fail at the threshold; whether to drop the failures is the trainer's choice,
+        # so the no-CF ablation reuses the scores
+        "score",
+        ("generate",),
+        (section("clip", set(RUNTIME)), Part("filter", lambda c: {"threshold": c.filter.threshold})),
+        "scores/",
+        per_shard=True,
+        summary="CLIP features, zero-shot logits and the CF verdict per image",
+    ),
+    Stage(
+        "train",
+        ("score",),
+        (section("filter"), section("evaluation"), section("training", {"device"})),
+        "train/",
+        per_shard=False,
+        summary="classifier tuning (CT) on the scored images; top-1 on the test set",
+    ),
+    Stage(
+        "fewshot",
+        ("score",),
+        (section("filter"), section("evaluation"), section("fewshot", {"device"})),
+        "fewshot/",
+        per_shard=False,
+        optional="fewshot",
+        summary="few-shot CT per shot count and strategy",
+    ),
+    Stage(
+        "pretrain",
+        ("generate",),
+        (section("pretrain", {"device", "checkpoint_every"}),),
+        "pretrain/",
+        per_shard=False,
+        optional="pretrain",
+        summary="a ResNet pre-trained on the shards (supervised or MoCo v2)",
+    ),
+    Stage(
+        "transfer",
+        ("pretrain",),
+        (section("transfer", {"device", "checkpoint_every"}),),
+        "transfer/",
+        per_shard=False,
+        optional="transfer",
+        summary="the pre-trained backbone and a random init fine-tuned on real data",
+    ),
+    Stage(
+        "scratch",
+        ("generate",),
+        (section("evaluation"), section("scratch", {"device", "checkpoint_every"})),
+        "scratch/",
+        per_shard=False,
+        optional="scratch",
+        summary="ResNets from random init on synthetic and on k real images per class",
+    ),
+)
+BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+
+
+def stage(name: str) -> Stage:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r} (stages: {', '.join(NAMES)})") from None
+
+
+def lineage(name: str) -> list[Stage]:
+    """The stage and every stage upstream of it, upstream first (each once)."""
+    order: list[Stage] = []
+
+    def visit(current: Stage) -> None:
+        for parent in current.upstream:
+            visit(BY_NAME[parent])
+        if current not in order:
+            order.append(current)
+
+    visit(stage(name))
+    return order
+
+
+def stage_hash(config: RunConfig, name: str) -> str:
+    """Hash of everything that changes `name`'s outputs, its upstream stages included; a part a stage
+    names again (train's whole `filter` over score's threshold) is taken from the later stage."""
+    parts: dict[str, Any] = {}
+    for current in lineage(name):
+        for part in current.parts:
+            value = part.value(config)
+            if value is not ABSENT:
+                parts[part.key] = value
+    return stable_hash({"stage": name, **parts})
+
+
+def enabled(config: RunConfig) -> list[Stage]:
+    """The stages this config can run: every stage whose optional section it has."""
+    return [s for s in STAGES if s.optional is None or getattr(config, s.optional) is not None]

@@ -1,0 +1,1 @@
+"""Real labelled image sets: Fashion-MNIST idx files, tars and folders, the colour demo set."""

@@ -1,0 +1,230 @@
+"""Few-shot learning with synthetic data (paper section 3.2, A.7.2), on frozen CLIP features.
+
+- `sample_shots`: M images per class from a real labelled pool, fixed by the seed.
+- `real_filter` (RF): a synthetic image of class c is dropped when the majority of its k nearest
+  real shots (cosine similarity of CLIP image features) belong to classes other than c: it looks
+  more like another class's real data than like its own.
+- Training a linear head initialised from CLIP's text embeddings (CT w. init) on the shots alone, or
+  with the synthetic images by **mix** training (every step one real batch of 32 and one synthetic
+  batch of 512, their losses added 1:1, lr 1e-3) or **phase-wise** (all epochs on one part, then all
+  on the other, lr 2e-3 each). By default the encoder is frozen with BatchNorm in eval mode (the
+  paper's "BN frozen"), so features are cached; `batch_norm: train` (Table 6) or a tuned encoder run
+  the image tower at every step instead (`Encoder`).
+Pure functions on arrays; the run reads and writes the data.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from synthvision.core.config import FewShotConfig
+from synthvision.core.errors import DataError
+from synthvision.methods.classifier_tuning import normalize
+from synthvision.methods.losses import LOSSES
+
+STRATEGIES = ("real_only", "syn_only", "mix", "syn_then_real", "real_then_syn")
+
+
+def sample_shots(
+    labels: np.ndarray, shots: int, class_names: tuple[str, ...], seed: int, field: str = "fewshot.train_set"
+) -> np.ndarray:
+    """Indices of `shots` images per class (sorted), the same for the same labels and seed, and nested:
+    the M-shot set of a seed holds its smaller shot sets, so accuracy vs shots compares like with like."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label, name in enumerate(class_names):
+        members = np.flatnonzero(labels == label)
+        if len(members) < shots:
+            raise DataError(f"{field}: class {name!r} has {len(members)} image(s), fewer than {shots} shots")
+        chosen.append(members[rng.permutation(len(members))[:shots]])
+    return np.sort(np.concatenate(chosen))
+
+
+def real_filter(
+    syn_features: np.ndarray, syn_labels: np.ndarray, real_features: np.ndarray, real_labels: np.ndarray, k: int
+) -> np.ndarray:
+    """Keep-mask of the synthetic images: False where more than half of the k nearest real shots
+    (cosine similarity) are of another class than the synthetic image's own."""
+    k = min(k, len(real_labels))
+    similarity = normalize(syn_features) @ normalize(real_features).T
+    nearest = similarity.topk(k, dim=1).indices.numpy()
+    other = (real_labels[nearest] != syn_labels[:, None]).sum(axis=1)
+    return other * 2 <= k
+
+
+@dataclass
+class FewShotResult:
+    head: torch.nn.Linear
+    steps: list[tuple[int, int]] = field(default_factory=list)  # (real, synthetic) samples per step
+
+
+class Encoder:
+    """CLIP's image tower run at every step, for the settings that cannot use cached features:
+    BatchNorm in train mode (batch statistics, running statistics updated; paper Table 6) and/or
+    the tower's weights tuned. Holds its own copy of the tower."""
+
+    def __init__(
+        self,
+        tower: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        device: torch.device,
+        batch_norm: str,
+        tune: bool,
+    ):
+        self.tower = copy.deepcopy(tower).to(device).float()
+        self.preprocess, self.device, self.batch_norm, self.tune = preprocess, device, batch_norm, tune
+        for parameter in self.tower.parameters():
+            parameter.requires_grad = tune
+
+    def train_mode(self) -> None:
+        self.tower.train()
+        if self.batch_norm == "frozen":
+            for module in self.tower.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def features(self, images: list[Image.Image]) -> torch.Tensor:
+        return F.normalize(
+            self.tower(torch.stack([self.preprocess(image) for image in images]).to(self.device)).float(), dim=-1
+        )
+
+    @torch.no_grad()
+    def encode(self, images: list[Image.Image], batch_size: int) -> torch.Tensor:
+        """Unit-norm features in eval mode (after training: with the running statistics it learnt)."""
+        self.tower.eval()
+        return torch.cat([self.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).cpu()
+
+
+@dataclass(frozen=True)
+class Part:
+    """Training data of one kind: features of an index batch (cached, or encoded now), labels,
+    teacher logits (for SCE) and its loss."""
+
+    features: Callable[[torch.Tensor], torch.Tensor]
+    y: torch.Tensor
+    teacher: torch.Tensor
+    loss: str
+
+    @classmethod
+    def cached(
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        teacher: np.ndarray | None = None,
+        loss: str = "ce",
+        device: torch.device | str = "cpu",
+    ) -> Part:
+        x = normalize(features).to(device)
+        return cls(lambda batch: x[batch], *cls._targets(labels, teacher, device), loss)
+
+    @classmethod
+    def images(
+        cls,
+        images: list[Image.Image],
+        labels: np.ndarray,
+        encoder: Encoder,
+        teacher: np.ndarray | None = None,
+        loss: str = "ce",
+    ) -> Part:
+        return cls(
+            lambda batch: encoder.features([images[i] for i in batch.tolist()]),
+            *cls._targets(labels, teacher, encoder.device),
+            loss,
+        )
+
+    @staticmethod
+    def _targets(labels: np.ndarray, teacher: np.ndarray | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher = np.zeros((len(labels), 1), np.float32) if teacher is None else teacher
+        return torch.as_tensor(labels, dtype=torch.long, device=device), torch.as_tensor(
+            teacher, dtype=torch.float32, device=device
+        )
+
+    def batches(self, size: int, order: torch.Generator) -> Iterator[torch.Tensor]:
+        """Index batches over endless reshuffled epochs."""
+        while True:
+            yield from torch.randperm(len(self.y), generator=order).split(size)
+
+    def loss_on(self, head: torch.nn.Linear, batch: torch.Tensor, temperature: float) -> torch.Tensor:
+        batch = batch.to(self.y.device)
+        return LOSSES[self.loss](head(self.features(batch)), self.y[batch], self.teacher[batch], temperature)
+
+
+def _epoch_steps(samples: int, batch_size: int) -> int:
+    return -(-samples // batch_size)
+
+
+def train_few_shot(
+    strategy: str,
+    head: torch.nn.Linear,
+    real: Part,
+    synthetic: Part | None,
+    config: FewShotConfig,
+    seed: int,
+    encoder: Encoder | None = None,
+) -> FewShotResult:
+    """Tune `head` (and the encoder's tower, if it is tuned) by `strategy` on the real shots and the
+    synthetic data; returns the head on the CPU with the per-step (real, synthetic) batch sizes."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown few-shot strategy {strategy!r}: use one of {STRATEGIES}")
+    head = head.to(real.y.device).train()
+    order = torch.Generator().manual_seed(seed)
+    result = FewShotResult(head)
+    real_phase = (real, None, config.epochs * _epoch_steps(len(real.y), config.real_batch_size))
+    if strategy == "real_only" or synthetic is None:
+        if strategy == "syn_only":
+            raise DataError("few-shot strategy syn_only: no synthetic image is left to train on")
+        _run(head, real_phase, config.phase_lr, config, order, result, encoder)
+    else:
+        syn_steps = config.epochs * _epoch_steps(len(synthetic.y), config.synthetic_batch_size)
+        if strategy == "syn_only":
+            _run(head, (None, synthetic, syn_steps), config.phase_lr, config, order, result, encoder)
+        elif strategy == "mix":  # epochs counted over the synthetic part; the real shots cycle alongside
+            _run(head, (real, synthetic, syn_steps), config.mix_lr, config, order, result, encoder)
+        else:
+            syn_phase = (None, synthetic, syn_steps)
+            for phase in (real_phase, syn_phase) if strategy == "real_then_syn" else (syn_phase, real_phase):
+                _run(head, phase, config.phase_lr, config, order, result, encoder)
+    result.head = head.cpu().eval()
+    return result
+
+
+def _run(
+    head: torch.nn.Linear,
+    phase: tuple[Part | None, Part | None, int],
+    lr: float,
+    config: FewShotConfig,
+    order: torch.Generator,
+    result: FewShotResult,
+    encoder: Encoder | None,
+) -> None:
+    """One phase: `steps` AdamW steps on a cosine schedule, each summing the losses of one real batch
+    and one synthetic batch (either part may be absent)."""
+    real, synthetic, steps = phase
+    groups = [{"params": list(head.parameters()), "lr": lr}]
+    if encoder is not None and encoder.tune:
+        groups.append({"params": list(encoder.tower.parameters()), "lr": config.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    real_batches = real.batches(config.real_batch_size, order) if real else None
+    syn_batches = synthetic.batches(config.synthetic_batch_size, order) if synthetic else None
+    for _ in range(steps):
+        if encoder is not None:
+            encoder.train_mode()
+        loss, sizes = 0.0, [0, 0]
+        for i, (part, batches) in enumerate(((real, real_batches), (synthetic, syn_batches))):
+            if part is not None:
+                batch = next(batches)
+                loss = loss + part.loss_on(head, batch, config.temperature)
+                sizes[i] = len(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        result.steps.append((sizes[0], sizes[1]))

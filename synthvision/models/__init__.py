@@ -1,0 +1,1 @@
+"""Models and their loading: CLIP, the generators (GLIDE, diffusers), the sentence model, devices."""

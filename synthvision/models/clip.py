@@ -1,0 +1,140 @@
+"""The CLIP model: loading (open_clip name + pretrained tag, `local-dir:` checkpoint, or the tiny
+config-built model), the zero-shot text classifier, and the frozen image encoder.
+
+`ClipModel.encode_images` is the only place images go through the image encoder. Scoring stores its
+output per shard, and training and evaluation reuse those embeddings, so no image is encoded twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from synthvision.core.config import ClipConfig
+from synthvision.core.errors import ConfigError, ModelLoadError
+from synthvision.core.memo import once_per_config
+from synthvision.models.devices import resolve_device
+
+TINY_CLIP = "synthvision-tiny-clip"  # a small ViT
+TINY_CLIPS = {"tiny": TINY_CLIP, "tiny-rn": "synthvision-tiny-clip-rn"}  # tiny-rn: a small ResNet with BatchNorm
+LOCAL_DIR = "local-dir:"
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+
+_registered = False
+
+
+def _register_tiny_config() -> None:
+    global _registered
+    if not _registered:
+        open_clip.add_model_config(Path(str(resources.files("synthvision.data.clip"))))
+        _registered = True
+
+
+def open_clip_name(config: ClipConfig) -> str:
+    """Validate `clip.model` and return the name open_clip knows it by."""
+    if config.model in TINY_CLIPS:
+        _register_tiny_config()
+        return TINY_CLIPS[config.model]
+    if config.model.startswith(LOCAL_DIR):
+        folder = Path(config.model[len(LOCAL_DIR) :]).expanduser()
+        if not (folder / CONFIG_FILE).is_file():
+            raise ModelLoadError(f"clip.model: {folder} is not an open_clip checkpoint folder (no {CONFIG_FILE})")
+        return f"{LOCAL_DIR}{folder}"
+    if config.model not in open_clip.list_models():
+        raise ConfigError(f"clip.model: unknown open_clip model {config.model!r} (see open_clip.list_models())")
+    return config.model
+
+
+@dataclass
+class ClipModel:
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+    device: torch.device
+    name: str
+
+    @classmethod
+    def load(cls, config: ClipConfig) -> ClipModel:
+        name = open_clip_name(config)
+        device = resolve_device(config.device)
+        pretrained = config.pretrained if name == config.model else None
+        if name in TINY_CLIPS.values():
+            torch.manual_seed(0)  # the tiny model's random weights are part of its definition
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        except RuntimeError as error:
+            raise ModelLoadError(f"clip: could not load {config.model!r} pretrained={pretrained!r}: {error}") from None
+        except OSError as error:
+            raise ModelLoadError(
+                f"clip: could not load {config.model!r} pretrained={pretrained!r} ({str(error).splitlines()[0]}). "
+                "Offline, save the checkpoint to a folder and set clip.model to 'local-dir:FOLDER'."
+            ) from None
+        model.eval()
+        return cls(model, preprocess, open_clip.get_tokenizer(name), device, config.model)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp().item())
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, enabled=self.device.type == "cuda")
+
+    @torch.inference_mode()
+    def text_classifier(self, class_names: tuple[str, ...], templates: list[str]) -> np.ndarray:
+        """Unit-norm class embeddings (C x D): per class, the mean of its normalised template embeddings."""
+        texts = [template.format(name) for name in class_names for template in templates]
+        chunks = []
+        for start in range(0, len(texts), 256):
+            with self._autocast():
+                tokens = self.tokenizer(texts[start : start + 256]).to(self.device)
+                chunks.append(self.model.encode_text(tokens).float())
+        embeddings = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+        per_class = embeddings.reshape(len(class_names), len(templates), -1).mean(dim=1)
+        return torch.nn.functional.normalize(per_class, dim=-1).cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        """Raw (unnormalised) image embeddings, float32, N x D."""
+        batch = torch.stack([self.preprocess(image) for image in images]).to(self.device)
+        with self._autocast():
+            features = self.model.encode_image(batch)
+        return features.float().cpu().numpy()
+
+
+@once_per_config
+def load_clip(config: ClipConfig) -> ClipModel:
+    """The CLIP model for `config`, loaded once per process and shared by the scoring tasks."""
+    return ClipModel.load(config)
+
+
+def save_clip(
+    model: torch.nn.Module,
+    model_cfg: dict,
+    folder: str | Path,
+    preprocess_cfg: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write `model` in open_clip's `local-dir:` layout (config JSON, with its preprocessing if given,
+    + safetensors weights, cast to `dtype` if given: open_clip loads them into its float32 model)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"model_cfg": model_cfg, **({"preprocess_cfg": preprocess_cfg} if preprocess_cfg else {})}
+    (folder / CONFIG_FILE).write_text(json.dumps(record, indent=1))
+    state = {
+        key: value.detach().cpu().to(dtype or value.dtype).contiguous() for key, value in model.state_dict().items()
+    }
+    save_file(state, folder / WEIGHTS_FILE)
+
+
+def tiny_clip_config() -> dict:
+    _register_tiny_config()
+    return open_clip.get_model_config(TINY_CLIP)

@@ -1,0 +1,1 @@
+"""What a person reads: report and contact-sheet rendering."""

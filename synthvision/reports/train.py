@@ -1,0 +1,86 @@
+"""The train stage's report: its shape (`TrainReport`, stored as `train/report.json`) and its
+rendering for people (`train/report.md`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Strategies:
+    prompts: str  # basic or language_enhancement
+    clip_filter: bool
+    loss: str  # ce or sce
+
+
+@dataclass(frozen=True)
+class TrainData:
+    synthetic_images: int  # scored
+    passed_filter: int
+    trained_on: int
+    filter_threshold: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    test_set: str | None  # None: no test set configured, the head was not evaluated
+    test_images: int = 0
+    zero_shot_top1: float | None = None
+    tuned_top1: float | None = None
+    gain: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    run_name: str
+    config_hash: str  # the train stage's hash: commits the stage
+    output: str
+    config_hashes: dict[str, str]  # every stage's, for provenance
+    label_space: dict[str, Any]  # name, classes
+    strategies: Strategies
+    data: TrainData
+    training: dict[str, Any]  # the training config, steps and per-epoch losses
+    evaluation: Evaluation
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def render_train_report(report: TrainReport) -> str:
+    data, evaluation, strategies = report.data, report.evaluation, report.strategies
+    lines = [
+        f"# synthvision report: {report.run_name}",
+        "",
+        f"Output: `{report.output}`; config hash (train): `{report.config_hash}`",
+        "",
+        f"Label space **{report.label_space['name']}** ({report.label_space['classes']} classes); "
+        f"prompts **{strategies.prompts}**, CLIP filter **{'on' if strategies.clip_filter else 'off'}**, "
+        f"loss **{strategies.loss}**.",
+        "",
+        f"| synthetic images | passed CF (threshold {data.filter_threshold:.4f}) | trained on |",
+        "|---:|---:|---:|",
+        f"| {data.synthetic_images} | {data.passed_filter} | {data.trained_on} |",
+        "",
+    ]
+    if evaluation.test_set:
+        lines += [
+            f"Top-1 on `{evaluation.test_set}` ({evaluation.test_images} images):",
+            "",
+            "| model | top-1 (%) |",
+            "|---|---:|",
+            f"| CLIP zero-shot | {_pct(evaluation.zero_shot_top1)} |",
+            f"| CLIP + synthetic (CT) | {_pct(evaluation.tuned_top1)} |",
+            f"| gain | {evaluation.gain:+.2f} |",
+        ]
+    else:
+        lines.append("No test set configured (evaluation.test_set): the head was trained but not evaluated.")
+    losses = report.training["epoch_losses"]
+    lines += [
+        "",
+        f"Training: {report.training['epochs']} epochs, {report.training['steps']} steps, "
+        f"loss {losses[0]:.4f} -> {losses[-1]:.4f}.",
+        "",
+    ]
+    return "\n".join(lines)

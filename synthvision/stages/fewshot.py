@@ -1,0 +1,125 @@
+"""The fewshot stage (paper Tables 5-7): M real shots per class with the synthetic data, for each
+shot count and strategy (real only, synthetic only, mix, phase-wise), evaluated on the real test set.
+Writes `fewshot/accuracy.png`, `report.md` and, last, `report.json`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from synthvision.core.errors import ConfigError, DataError
+from synthvision.core.stage_table import stage
+from synthvision.datasets.labelled import EncodedSet, encode_labelled
+from synthvision.methods.classifier_tuning import predict, top1, zero_shot_head
+from synthvision.methods.fewshot import Encoder, Part, real_filter, sample_shots, train_few_shot
+from synthvision.models.devices import resolve_device
+from synthvision.reports.fewshot import FewShotReport, FewShotRow, render_few_shot_report, render_plot
+from synthvision.stages import generate, score
+
+if TYPE_CHECKING:
+    from synthvision.run import Run
+
+
+def committed(run: Run) -> FewShotReport | None:
+    return run.commits.report("fewshot", FewShotReport)
+
+
+def few_shot(run: Run) -> FewShotReport:
+    fewshot, seed = run.section("fewshot"), run.config.seed
+    url = run.test_set_url()
+    if url is None:
+        raise ConfigError("fewshot: needs a test set (evaluation.test_set or evaluation.demo_test_set)")
+    # 1. the synthetic data (scores after CF), CLIP, and the real pool and test set, encoded once; the
+    #    image tower runs at every step when BN statistics or the encoder are trained, so then the
+    #    images themselves are kept
+    synthetic = score.read_synthetic(run)
+    clip, zero_shot = run.clip_and_head()
+    image_level = fewshot.batch_norm == "train" or fewshot.tune_encoder
+    pool, test = _real_sets(run, url, image_level)
+    device = resolve_device(fewshot.device)
+    syn_images = generate.read_images(run, synthetic.keys) if image_level else []
+    results = []
+    for shots in fewshot.shots:
+        # 2. M shots per class, drawn with the run's seed; the real filter (RF) drops synthetic images
+        #    whose nearest real neighbours are of another class
+        chosen = sample_shots(pool.labels, shots, run.label_space.classes, seed)
+        keep = np.ones(len(synthetic.labels), bool)
+        if fewshot.real_filter.enabled:
+            keep = real_filter(
+                synthetic.features, synthetic.labels, pool.features[chosen], pool.labels[chosen], fewshot.real_filter.k
+            )
+        syn_labels, syn_teacher = synthetic.labels[keep], synthetic.teacher[keep]
+        for strategy in fewshot.strategies:
+            # 3. each strategy from CLIP's zero-shot head: on cached features, or through the image tower
+            head = zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale)
+            if image_level:
+                encoder = Encoder(clip.model.visual, clip.preprocess, device, fewshot.batch_norm, fewshot.tune_encoder)
+                real = Part.images([pool.images[i] for i in chosen], pool.labels[chosen], encoder)
+                kept_images = [syn_images[i] for i in np.flatnonzero(keep)]
+                syn = (
+                    Part.images(kept_images, syn_labels, encoder, syn_teacher, fewshot.synthetic_loss)
+                    if keep.any()
+                    else None
+                )
+                result = train_few_shot(strategy, head, real, syn, fewshot, seed, encoder)
+                test_features = encoder.encode(test.images, run.config.clip.batch_size).numpy()
+            else:
+                real = Part.cached(pool.features[chosen], pool.labels[chosen], device=device)
+                syn = (
+                    Part.cached(synthetic.features[keep], syn_labels, syn_teacher, fewshot.synthetic_loss, device)
+                    if keep.any()
+                    else None
+                )
+                result = train_few_shot(strategy, head, real, syn, fewshot, seed)
+                test_features = test.features
+            # 4. its top-1 on the test set
+            results.append(
+                FewShotRow(
+                    shots=shots,
+                    strategy=strategy,
+                    top1=top1(predict(result.head, test_features), test.labels),
+                    steps=len(result.steps),
+                    synthetic_used=0 if strategy == "real_only" else int(keep.sum()),
+                    real_filter_dropped=int((~keep).sum()),
+                )
+            )
+    # 5. the report: plot and markdown first, JSON last (it commits the stage)
+    report = FewShotReport(
+        run_name=run.config.run_name,
+        config_hash=run.hashes["fewshot"],
+        config_hashes=run.hashes,
+        test_set=url,
+        test_images=int(len(test.labels)),
+        zero_shot_top1=top1(zero_shot.logits(test.features).argmax(axis=1), test.labels),
+        synthetic={
+            "scored": synthetic.scored,
+            "after_clip_filter": len(synthetic.labels),
+            "real_filter": fewshot.real_filter.model_dump(),
+        },
+        encoder={"batch_norm": fewshot.batch_norm, "tuned": fewshot.tune_encoder},
+        results=results,
+    )
+    run.storage.write_bytes(f"{stage('fewshot').folder}/accuracy.png", render_plot(report))
+    run.commits.commit_report("fewshot", report, render_few_shot_report(report))
+    return report
+
+
+def _real_sets(run: Run, url: str, keep_images: bool) -> tuple[EncodedSet, EncodedSet]:
+    """The pool the shots are drawn from and the test set, encoded by CLIP; an error when they share an image."""
+    fewshot, config = run.config.fewshot, run.config
+    clip, _ = run.clip_and_head()
+    batch, options = config.clip.batch_size, config.storage_options
+    pool = encode_labelled(
+        clip, fewshot.train_set, fewshot.format, run.label_space, batch, options, "fewshot.train_set", keep_images
+    )
+    test = encode_labelled(
+        clip, url, config.evaluation.format, run.label_space, batch, options, keep_images=keep_images
+    )
+    shared = set(pool.digests) & set(test.digests)
+    if shared:
+        raise DataError(
+            f"fewshot.train_set shares {len(shared)} image(s) with the test set {url}: the shots must be "
+            "disjoint from it"
+        )
+    return pool, test

@@ -1,0 +1,154 @@
+"""The generate stage: one shard of images per call, from its spec (prompts and seeds fixed by the plan).
+
+A shard is written whole to a temporary name, committed under its final name, and its manifest is
+written last (see `storage.commits`). The task that owns a shard asks `committed` once, then calls
+`generate` only when there is work; `ensure` is both, for callers without an orchestrator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from synthvision.core import failpoints
+from synthvision.core.batching import batched
+from synthvision.core.manifest import Manifest
+from synthvision.core.stage_table import stage
+from synthvision.storage.commits import done_or_do, every
+from synthvision.storage.tars import ShardWriter, decode_image, read_samples, sample_image_bytes
+
+if TYPE_CHECKING:
+    from synthvision.run import Run
+
+SHARDS_DIR = stage("generate").folder
+ALL_BLACK = "all_black"  # flag: every pixel 0 (what NaN latents or a safety checker's blank-out decode to)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A real shot that guides generation, and the sha256 of its file (recorded with each sample)."""
+
+    image: Image.Image
+    digest: str
+
+
+def shard_tar_path(shard: str) -> str:
+    return f"{SHARDS_DIR}/{shard}.tar"
+
+
+def image_flags(image: Image.Image) -> list[str]:
+    """Problems worth flagging in an image the generator returned (it is kept, and counted in the
+    manifest under the flag, so a bad model or dtype shows up in the run's records)."""
+    return [ALL_BLACK] if image.getextrema() in ((0, 0), ((0, 0),) * len(image.getbands())) else []
+
+
+def committed(run: Run, index: int) -> Manifest | None:
+    spec = run.plan.shard(index)
+    return run.commits.shard("generate", spec.name, spec.spec_hash)
+
+
+def generate(run: Run, index: int) -> Manifest:
+    """Generate shard `index` and commit it; returns its manifest."""
+    started = time.perf_counter()
+    spec, prompts, config_hash = run.plan.shard(index), run.prompts, run.hashes["generate"]
+    # 1. the model (loaded once per process) and, with real guidance, every class's real shots
+    generator = run.generator()
+    guidance = run.guidance
+    shots = run.guidance_shots() if guidance is not None else None
+    model_seconds, flagged = 0.0, {}
+    data_file = shard_tar_path(spec.name)
+    with run.storage.atomic_writer(data_file) as stream, ShardWriter(stream, run.config.generator.image_format) as tar:
+        for batch in batched(spec.samples, generator.batch_size):
+            # 2. a batch of the spec's samples: its prompts, seeds and (real guidance) reference shots
+            texts = [prompts[sample.prompt_id].text for sample in batch]
+            seeds = [sample.seed for sample in batch]
+            references = [shots[s.class_id][s.reference] for s in batch] if shots is not None else None
+            # 3. the model's images
+            tick = time.perf_counter()
+            if references is None:
+                images = generator.generate(texts, seeds)
+            else:
+                images = generator.generate_guided(texts, seeds, [r.image for r in references], guidance.strength)
+            model_seconds += time.perf_counter() - tick
+            # 4. each image into the tar with its metadata; problems flagged, never dropped
+            for i, (sample, text, image) in enumerate(zip(batch, texts, images, strict=True)):
+                flags = image_flags(image)
+                for flag in flags:
+                    flagged[flag] = flagged.get(flag, 0) + 1
+                meta = {
+                    "key": sample.key,
+                    "prompt": text,
+                    "prompt_id": sample.prompt_id,
+                    "class_id": sample.class_id,
+                    "class_name": prompts[sample.prompt_id].class_name,
+                    "seed": sample.seed,
+                    "generator": generator.name,
+                    "config_hash": config_hash,
+                    "shard": spec.name,
+                    **({} if references is None else _guided(references[i], guidance.strength)),
+                    **({"flags": flags} if flags else {}),
+                }
+                tar.write(sample.key, image, meta, sample.class_id)
+            failpoints.reach("generate.batch")
+    # 5. the manifest, written last: it commits the shard
+    manifest = Manifest(
+        shard=spec.name,
+        stage="generate",
+        config_hash=config_hash,
+        spec_hash=spec.spec_hash,
+        data_file=data_file,
+        count=tar.count,
+        bytes=stream.bytes,
+        sha256=stream.sha256,
+        timings={"model_s": round(model_seconds, 4), "total_s": round(time.perf_counter() - started, 4)},
+        dropped=flagged,
+    )
+    failpoints.reach("generate.before_manifest")
+    run.commits.commit_shard(manifest)
+    return manifest
+
+
+def _guided(reference: Reference, strength: float) -> dict[str, Any]:
+    return {"reference": reference.digest, "real_guidance_strength": strength}
+
+
+def ensure(
+    run: Run, index: int, slot: Callable[[], AbstractContextManager[Any]] = nullcontext
+) -> tuple[Manifest, bool]:
+    """Shard `index`'s manifest, generating it first (holding `slot`) if it is not committed; and
+    whether it was generated now. Skipping a committed shard costs one manifest read, never a model."""
+    return done_or_do(lambda: committed(run, index), lambda: generate(run, index), slot)
+
+
+def committed_shards(run: Run) -> list[Manifest]:
+    """Every shard's manifest; an error naming the first shard that is not committed."""
+    return every(
+        ((run.plan.shard(i).name, committed(run, i)) for i in range(run.plan.num_shards)),
+        "are not generated",
+        "generate",
+    )
+
+
+def read_images(run: Run, keys: list[str]) -> list[Image.Image]:
+    """The generated images with these sample keys, in that order (read from the committed tars)."""
+    wanted, found = set(keys), {}
+    for manifest in committed_shards(run):
+        with run.storage.open(manifest.data_file) as stream:
+            for sample in read_samples(stream, manifest.data_file):
+                if sample["__key__"] in wanted:
+                    found[sample["__key__"]] = decode_image(sample_image_bytes(sample))
+    return [found[key] for key in keys]
+
+
+def contact_sheet(run: Run, count: int = 32) -> str | None:
+    """Write the run's contact sheet from its first committed shards; returns its URL."""
+    from synthvision.reports.contact_sheet import write_contact_sheet
+
+    needed = min(-(-count // run.config.shards.shard_size), run.plan.num_shards)
+    manifests = [m for m in (committed(run, i) for i in range(needed)) if m is not None]
+    return write_contact_sheet(run.storage, manifests, count)

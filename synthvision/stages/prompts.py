@@ -1,0 +1,64 @@
+"""The prompts stage: class names into prompts, strategy B (one template) or LE (a seq2seq or causal
+language model writes sentences per class), committed as `prompts.parquet`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+from synthvision.core import failpoints
+from synthvision.core.prompts import Prompt, basic_prompts, language_enhanced_prompts
+from synthvision.storage.commits import done_or_do
+from synthvision.storage.prompt_table import write_prompts
+
+if TYPE_CHECKING:
+    from synthvision.run import Run
+
+
+@dataclass(frozen=True)
+class PromptsOutcome:
+    prompts: int
+    done_now: bool
+    by_source: dict[str, int] = field(default_factory=dict)  # basic, language_enhancement, basic_fallback
+
+    @classmethod
+    def of(cls, prompts: list[Prompt], done_now: bool) -> PromptsOutcome:
+        return cls(len(prompts), done_now, dict(sorted(Counter(p.source for p in prompts).items())))
+
+
+def committed(run: Run) -> list[Prompt] | None:
+    return run.commits.prompts()
+
+
+def expand(run: Run) -> list[Prompt]:
+    """Expand every class into prompts and commit the table; returns the prompts."""
+    config, label_space = run.config, run.label_space
+    template = config.prompts.template or label_space.default_template
+    if config.prompts.strategy == "basic":
+        # B: the template with the class name
+        prompts = basic_prompts(label_space, template)
+    else:
+        # LE: 1. the sentence model; 2. its sentences per class (seeded); 3. each class's sentences, or
+        # the template where the model wrote none that name the class
+        from synthvision.models.sentences import load_sentence_model, sample_sentences
+
+        model, tokenizer = load_sentence_model(config.prompts.sentence_model)
+        sentences = {}
+        for class_id, name in enumerate(tqdm(label_space.classes, desc="language enhancement", unit="class")):
+            sentences[class_id] = sample_sentences(
+                model, tokenizer, name, config.prompts.sentences_per_class, config.prompts.sentence_model, config.seed
+            )
+            failpoints.reach("prompts.class")
+        prompts = language_enhanced_prompts(label_space, template, sentences, config.prompts.sentences_per_class)
+    write_prompts(run.storage, prompts, run.hashes["prompts"])
+    return prompts
+
+
+def ensure(run: Run, slot: Callable[[], AbstractContextManager[Any]] = nullcontext) -> tuple[list[Prompt], bool]:
+    """The prompt table, expanding and committing it first (holding `slot`) if needed; and whether now."""
+    return done_or_do(lambda: committed(run), lambda: expand(run), slot)

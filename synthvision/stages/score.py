@@ -1,0 +1,220 @@
+"""The score stage: CLIP zero-shot probabilities, the CLIP filter (CF), logits and embeddings, one
+shard per call, into parquet.
+
+The parquet holds, per sample: key, label, prob (CLIP's probability of the label), top1, passed (CF),
+logits (all classes: the soft targets of SCE) and embedding (the image feature: training's cache).
+Scores are tied to the exact tar they scored through that tar's sha256 (their manifest's
+`spec_hash`), so a regenerated shard is rescored. A tar that is not the one its manifest describes is
+moved to `quarantine/` (so it is generated again) and reported with `CorruptShard`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synthvision.core import failpoints
+from synthvision.core.batching import batched
+from synthvision.core.errors import DataError
+from synthvision.core.manifest import Manifest, manifest_path
+from synthvision.core.stage_table import stage
+from synthvision.methods.filtering import CLIP_FILTER_REASON, clip_filter, filter_threshold, softmax
+from synthvision.stages import generate
+from synthvision.storage.commits import done_or_do, every
+from synthvision.storage.store import HashingReader
+from synthvision.storage.tars import decode_image, read_samples, sample_image_bytes
+
+if TYPE_CHECKING:
+    from synthvision.run import Run
+
+SCORES_DIR = stage("score").folder
+DECODE_ERROR = "decode_error"
+
+
+class CorruptShard(DataError):
+    """A committed shard's tar is not the one its manifest describes (changed, truncated or rotted
+    since it was written): the run quarantines it, regenerates it and goes on."""
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """The committed scores of a run's synthetic images, as training reads them."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    teacher: np.ndarray  # CLIP zero-shot logits: soft targets for SCE
+    keys: list[str]  # sample keys, to find the images in the shards
+    scored: int  # synthetic images scored
+    passed: int  # of those, passing the CLIP filter
+
+
+def scores_path(shard: str) -> str:
+    return f"{SCORES_DIR}/{shard}.parquet"
+
+
+def committed(run: Run, index: int) -> Manifest | None:
+    """The scores of shard `index`, if computed from exactly the tar committed now."""
+    source = generate.committed(run, index)
+    return None if source is None else run.commits.shard("score", source.shard, source.sha256)
+
+
+def score(run: Run, index: int) -> Manifest:
+    """Score shard `index` and commit the scores; returns their manifest."""
+    started = time.perf_counter()
+    # 1. the committed shard it scores (a manifest whose tar is gone or resized: quarantined)
+    source = _source(run, index)
+    # 2. CLIP and its zero-shot head (loaded once per process)
+    clip, head = run.clip_and_head()
+    # 3. the image embeddings of the shard's tar, whose bytes must be the committed ones
+    dropped: dict[str, int] = {}
+    try:
+        keys, labels, features = _embed(run, source, clip.encode_images, dropped)
+    except CorruptShard as error:
+        raise _quarantined(run, source.shard, str(error)) from None
+    # 4. zero-shot logits and probabilities; CF keeps an image when CLIP's probability of its label
+    #    reaches the threshold
+    features = features if len(keys) else np.zeros((0, head.class_embeddings.shape[1]), np.float32)
+    label_array = np.asarray(labels, dtype=np.int64)
+    logits = head.logits(features).astype(np.float32)
+    probs = softmax(logits)
+    passed = clip_filter(probs, label_array, threshold(run))
+    if (~passed).any():
+        dropped[CLIP_FILTER_REASON] = int((~passed).sum())
+    # 5. the parquet, then its manifest, written last: it commits the scores
+    table = pa.table(
+        {
+            "key": pa.array(keys, pa.string()),
+            "label": pa.array(label_array, pa.int32()),
+            "prob": pa.array(probs[np.arange(len(keys)), label_array], pa.float32()),
+            "top1": pa.array(logits.argmax(axis=1) if len(keys) else [], pa.int32()),
+            "passed": pa.array(passed, pa.bool_()),
+            "logits": pa.array(list(logits), pa.list_(pa.float32())),
+            "embedding": pa.array(list(features.astype(np.float32)), pa.list_(pa.float32())),
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    data_file = scores_path(source.shard)
+    with run.storage.atomic_writer(data_file) as writer:
+        writer.write(buffer.getvalue())
+    manifest = Manifest(
+        shard=source.shard,
+        stage="score",
+        config_hash=run.hashes["score"],
+        spec_hash=source.sha256,
+        data_file=data_file,
+        count=len(keys),
+        bytes=writer.bytes,
+        sha256=writer.sha256,
+        timings={"total_s": round(time.perf_counter() - started, 4)},
+        dropped=dropped,
+    )
+    failpoints.reach("score.before_manifest")
+    run.commits.commit_shard(manifest)
+    return manifest
+
+
+def ensure(
+    run: Run, index: int, slot: Callable[[], AbstractContextManager[Any]] = nullcontext
+) -> tuple[Manifest, bool]:
+    """Shard `index`'s scores, scoring it first (holding `slot`) if they are not committed; and
+    whether it was scored now."""
+    return done_or_do(lambda: committed(run, index), lambda: score(run, index), slot)
+
+
+def threshold(run: Run) -> float:
+    """CF's threshold: `filter.threshold`, or 1 / classes (better than chance) when unset."""
+    return filter_threshold(run.label_space.num_classes, run.config.filter.threshold)
+
+
+def _source(run: Run, index: int) -> Manifest:
+    spec = run.plan.shard(index)
+    source = generate.committed(run, index)
+    if source is None:
+        recorded = run.storage.read_manifest(generate.SHARDS_DIR, spec.name)
+        if recorded is None or not recorded.matches(run.hashes["generate"], spec.spec_hash):
+            raise DataError(f"shard {spec.name} is not committed: run the generate stage first")
+        url = run.storage.url_of(recorded.data_file)
+        raise _quarantined(run, spec.name, f"{url} is missing or not the {recorded.bytes} bytes its manifest records")
+    return source
+
+
+def _embed(
+    run: Run, source: Manifest, encode: Callable[[list], np.ndarray], dropped: dict[str, int]
+) -> tuple[list[str], list[int], np.ndarray | None]:
+    """Keys, labels and image embeddings of a committed tar, batch by batch (an undecodable sample is
+    counted in `dropped`, never fatal); `CorruptShard` when the bytes read are not the committed ones."""
+    url = run.storage.url_of(source.data_file)
+    keys, labels, embeddings = [], [], []
+    with run.storage.open(source.data_file) as raw:
+        stream = HashingReader(raw)
+        try:
+            for batch in batched(_decoded(read_samples(stream, url), dropped), run.config.clip.batch_size):
+                keys += [key for key, _, _ in batch]
+                labels += [label for _, label, _ in batch]
+                embeddings.append(encode([image for _, _, image in batch]))
+                failpoints.reach("score.batch")
+        except Exception as error:
+            # a tar that does not parse is corrupt if its bytes are not the committed ones; otherwise
+            # the fault was on the way (a dropped connection) and the task's retry reads it again
+            if run.storage.sha256(source.data_file) != source.sha256:
+                raise CorruptShard(
+                    f"{url} does not match its manifest's sha256 ({type(error).__name__}: {error})"
+                ) from None
+            raise
+        if stream.finish() != source.sha256:
+            raise CorruptShard(f"{url} does not match its manifest's sha256")
+    return keys, labels, np.concatenate(embeddings) if embeddings else None
+
+
+def _quarantined(run: Run, shard: str, problem: str) -> CorruptShard:
+    """Move a corrupt shard aside (so it is generated again); the error that says so."""
+    folder = run.storage.quarantine([manifest_path(generate.SHARDS_DIR, shard), generate.shard_tar_path(shard)])
+    return CorruptShard(f"shard {shard} quarantined to {folder} (generate it again): {problem}")
+
+
+def _decoded(samples: Iterator[dict], dropped: dict[str, int]) -> Iterator[tuple[str, int, object]]:
+    for sample in samples:
+        try:
+            image = decode_image(sample_image_bytes(sample))
+            label = int(sample["cls"])
+        except Exception:  # any undecodable sample is counted with its reason, never fatal
+            dropped[DECODE_ERROR] = dropped.get(DECODE_ERROR, 0) + 1
+            continue
+        yield sample["__key__"], label, image
+
+
+def committed_scores(run: Run) -> list[Manifest]:
+    """Every shard's scores; an error naming the first shard without committed scores."""
+    return every(
+        ((run.plan.shard(i).name, committed(run, i)) for i in range(run.plan.num_shards)),
+        "have no committed scores",
+        "score",
+    )
+
+
+def read_synthetic(run: Run) -> SyntheticData:
+    """Cached CLIP features, labels and logits of the committed, scored synthetic images (those
+    that pass the CLIP filter, when it is on)."""
+    manifests = committed_scores(run)
+    table = pa.concat_tables([pq.read_table(io.BytesIO(run.storage.read_bytes(m.data_file))) for m in manifests])
+    passed = np.asarray(table["passed"])
+    use = passed if run.config.filter.clip_filter else np.ones(table.num_rows, bool)
+    if not use.any():
+        raise DataError("the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)")
+    return SyntheticData(
+        features=np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
+        labels=np.asarray(table["label"])[use],
+        teacher=np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
+        keys=[key for key, used in zip(table["key"].to_pylist(), use, strict=True) if used],
+        scored=int(table.num_rows),
+        passed=int(passed.sum()),
+    )

@@ -1,0 +1,69 @@
+"""The scratch stage (paper Table 4): ResNets from random init on the synthetic shards and on k real
+images per class, each scored on the run's test set: how many real images the synthetic ones are worth."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from synthvision.core.errors import ConfigError
+from synthvision.core.stage_table import stage
+from synthvision.methods.pretraining.data import load_labelled
+from synthvision.methods.pretraining.jobs import OnStep, model_top1, sample_per_class, seed_init, train_supervised
+from synthvision.methods.pretraining.models import build_resnet
+from synthvision.models.devices import resolve_device
+from synthvision.reports.resnets import ScratchReport, ScratchRow
+from synthvision.stages import generate
+
+if TYPE_CHECKING:
+    from synthvision.run import Run
+
+SCRATCH_DIR = stage("scratch").folder
+
+
+def committed(run: Run) -> ScratchReport | None:
+    return run.commits.report("scratch", ScratchReport)
+
+
+def scratch(run: Run, on_step: OnStep = None) -> ScratchReport:
+    config, digest, space = run.section("scratch"), run.hashes["scratch"], run.label_space
+    url = run.test_set_url()
+    if url is None:
+        raise ConfigError("scratch: needs a test set (evaluation.test_set or evaluation.demo_test_set)")
+    options = run.config.storage_options
+    # 1. the test set, and the training jobs: the synthetic shards, and k real images per class for each k
+    test = load_labelled(url, run.config.evaluation.format, space, options, "evaluation.test_set")
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    if config.synthetic:
+        manifests = generate.committed_shards(run)
+        jobs.append(("synthetic", {"manifests": manifests, "images": sum(m.count for m in manifests)}))
+    if config.real_per_class:
+        pool = load_labelled(config.real_train_set, config.format, space, options, "scratch.real_train_set")
+        for k in config.real_per_class:
+            real = sample_per_class(pool, k, space.classes, run.config.seed)
+            jobs.append((f"real-{k}-per-class", {"real": real, "images": len(real.labels)}))
+    device = resolve_device(config.device)
+    rows = []
+    for name, job in jobs:
+        # 2. a seeded random init, trained (checkpointed, resumable), then its top-1 on the test set
+        seed_init(run.config.seed, "scratch", name)
+        model = build_resnet(config.arch, space.num_classes)
+        result = train_supervised(
+            run.storage,
+            f"{SCRATCH_DIR}/{name}",
+            model,
+            config.optim,
+            config.image_size,
+            run.config.seed,
+            config.checkpoint_every,
+            device,
+            manifests=job.get("manifests"),
+            real=job.get("real"),
+            on_step=on_step,
+            config_hash=digest,
+        )
+        top1 = model_top1(model, test, config.image_size, config.optim.batch_size, device)
+        rows.append(ScratchRow(name, job["images"], top1, result.steps))
+    # 3. the report (it commits the stage)
+    report = ScratchReport(digest, config.arch, url, len(test.labels), rows)
+    run.commits.commit_report("scratch", report)
+    return report

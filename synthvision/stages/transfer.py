@@ -1,0 +1,84 @@
+"""The transfer stage (paper Tables 8-10): the pre-trained backbone and a random init, each
+fine-tuned on a real dataset; top-1 of each on its test split."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from synthvision.core.errors import DataError
+from synthvision.core.label_spaces import load_label_space
+from synthvision.core.stage_table import stage
+from synthvision.methods.pretraining.data import load_labelled
+from synthvision.methods.pretraining.jobs import (
+    BACKBONE_FILE,
+    OnStep,
+    load_backbone,
+    model_top1,
+    sample_per_class,
+    seed_init,
+    train_supervised,
+)
+from synthvision.methods.pretraining.models import build_resnet
+from synthvision.models.devices import resolve_device
+from synthvision.reports.resnets import TransferReport, TransferRow
+from synthvision.stages.pretrain import PRETRAIN_DIR
+
+if TYPE_CHECKING:
+    from synthvision.run import Run
+
+TRANSFER_DIR = stage("transfer").folder
+
+
+def committed(run: Run) -> TransferReport | None:
+    return run.commits.report("transfer", TransferReport)
+
+
+def transfer(run: Run, on_step: OnStep = None) -> TransferReport:
+    config, digest, pre = run.section("transfer"), run.hashes["transfer"], run.section("pretrain")
+    if "pretrained" in config.inits and not run.commits.has_report("pretrain"):
+        raise DataError("transfer: no committed pre-training for this config: run `synthvision pretrain` first")
+    # 1. the real dataset: its train split (optionally k images per class) and its test split
+    label_space = load_label_space(config.label_space)
+    options = run.config.storage_options
+    train = load_labelled(config.train_set, config.format, label_space, options, "transfer.train_set")
+    if config.per_class is not None:
+        train = sample_per_class(train, config.per_class, label_space.classes, run.config.seed, "transfer.train_set")
+    test = load_labelled(config.test_set, config.format, label_space, options, "transfer.test_set")
+    device = resolve_device(config.device)
+    rows = []
+    for init in config.inits:
+        # 2. a ResNet with the dataset's classes, from the exported backbone or a seeded random init
+        seed_init(run.config.seed, "transfer", init)
+        model = build_resnet(pre.arch, label_space.num_classes)
+        if init == "pretrained":
+            backbone = f"{PRETRAIN_DIR}/{BACKBONE_FILE}"
+            load_backbone(run.storage.read_bytes(backbone), model, run.storage.url_of(backbone))
+        # 3. fine-tuned (checkpointed, resumable), then its top-1 on the test split
+        result = train_supervised(
+            run.storage,
+            f"{TRANSFER_DIR}/{init}",
+            model,
+            config.optim,
+            config.image_size,
+            run.config.seed,
+            config.checkpoint_every,
+            device,
+            real=train,
+            batch_norm=config.batch_norm,
+            on_step=on_step,
+            config_hash=digest,
+        )
+        top1 = model_top1(model, test, config.image_size, config.optim.batch_size, device)
+        rows.append(TransferRow(init, top1, result.steps))
+    # 4. the report (it commits the stage)
+    report = TransferReport(
+        config_hash=digest,
+        dataset=label_space.name,
+        train_images=len(train.labels),
+        test_images=len(test.labels),
+        pretraining=pre.method,
+        arch=pre.arch,
+        results=rows,
+    )
+    run.commits.commit_report("transfer", report)
+    return report

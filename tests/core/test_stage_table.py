@@ -1,0 +1,144 @@
+"""The table of stages (synthvision/core/stage_table.py) and everything derived from it or checked against it:
+stage hashes, status, the CLI's commands, the flows and their deployments."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import yaml
+
+from synthvision.core.config import RunConfig, parse_config
+from synthvision.core.stage_table import NAMES, STAGES, enabled, lineage, stage, stage_hash
+from tests.conftest import REPO, tiny_config
+
+EVERY_SECTION = {
+    "output": "/tmp/unused",
+    "label_space": "fashion-mnist",
+    "seed": 3,
+    "fewshot": {"train_set": "pool.tar", "shots": [16], "real_guidance": {"enabled": True}},
+    "pretrain": {},
+    "transfer": {"label_space": "fashion-mnist", "train_set": "pool.tar", "test_set": "test.tar"},
+    "scratch": {"real_train_set": "pool.tar", "real_per_class": [1]},
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        # recorded from the hand-written stage_hash the table replaced: committed outputs stay committed
+        (
+            {"output": "/tmp/unused"},
+            "b9f34c6aaa7c08d0 34d676e5e59ead01 c1a10566507349db 574d07b49d9c4b0c "
+            "0ac6907144a39a2f a8e53f463030d75c aa6e780f9a387fc3 2369d8d7352ae14a",
+        ),
+        (
+            EVERY_SECTION,
+            "59a9b7c2a41f5743 6d9a26d49480b9ea 178745b74339d42e a3d9cf72d825ee0d "
+            "be2a12ed39d3a8a4 77489b47873e9fe5 1524056e09c6b2a5 61d55ba3d0b8c2b4",
+        ),
+    ],
+    ids=["defaults", "every-section"],
+)
+def test_stage_hashes_are_those_of_every_earlier_release(config, expected):
+    config = RunConfig.model_validate(config)
+    assert " ".join(stage_hash(config, name) for name in NAMES) == expected
+
+
+def test_stage_hashes_change_only_downstream_of_the_edit():
+    base = parse_config({})
+    edits = {
+        "training": parse_config({"training": {"lr": 1e-3}}),
+        "generator": parse_config({"generator": {"guidance_scale": 2.0}}),
+        "filter.clip_filter": parse_config({"filter": {"clip_filter": False}}),
+        "runtime": parse_config({"generator": {"device": "cpu", "batch_size": 64}, "orchestration": {"retries": 9}}),
+    }
+    changed = {
+        edit: [name for name in NAMES if stage_hash(base, name) != stage_hash(config, name)]
+        for edit, config in edits.items()
+    }
+    assert changed == {
+        "training": ["train"],
+        "generator": ["generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch"],
+        "filter.clip_filter": ["train", "fewshot"],  # the scores hold the verdict, not the choice to drop
+        "runtime": [],
+    }
+
+
+def test_the_table_is_a_dag_in_order_and_names_real_config_sections():
+    seen: set[str] = set()
+    for row in STAGES:
+        assert set(row.upstream) <= seen, f"{row.name} reads a stage listed after it"
+        seen.add(row.name)
+        assert row.optional is None or row.optional in RunConfig.model_fields
+        assert all(part.key in RunConfig.model_fields or part.key == "real_guidance" for part in row.parts)
+    assert [s.name for s in lineage("transfer")] == ["prompts", "generate", "pretrain", "transfer"]
+    assert [s.name for s in STAGES if s.versioned] == ["prompts", "generate", "score"]
+    with pytest.raises(ValueError, match="unknown stage 'tune'.*prompts, generate"):
+        stage("tune")
+
+
+def test_every_stage_has_a_command_and_a_flow_and_every_flow_a_deployment():
+    from flows import stages as stage_flows
+    from flows.cli import app
+    from flows.synthesize import synthesize
+
+    commands = {command.name or command.callback.__name__ for command in app.registered_commands}
+    assert set(NAMES) <= commands
+    flows = {"synthesize": synthesize} | {name: getattr(stage_flows, f"{name}_flow") for name in NAMES}
+    assert all(flow.name == name for name, flow in flows.items())
+
+    deployments = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())["deployments"]
+    deployed = {(d["name"], d["entrypoint"]) for d in deployments}
+    entrypoints = {"synthesize": "flows/synthesize.py:synthesize"} | {
+        name: f"flows/stages.py:{name}_flow" for name in NAMES
+    }
+    missing = {(pool, entry) for pool in ("local", "k8s") for entry in entrypoints.values()} - deployed
+    assert not missing, f"flows without a deployment: {sorted(missing)}"
+
+
+def test_status_lists_every_stage_the_config_enables(tmp_path, colours_file):
+    from synthvision.run import Run
+
+    config = tiny_config(tmp_path / "run", colours_file, pretrain={"image_size": 32}, scratch={"real_per_class": []})
+    rows = Run(config).status()
+    assert (
+        [row.stage for row in rows]
+        == [s.name for s in enabled(config)]
+        == ["prompts", "generate", "score", "train", "pretrain", "scratch"]
+    )
+    shards = rows[1].planned
+    assert [(row.planned, row.committed) for row in rows] == [(1, 0), (shards, 0), (shards, 0), (1, 0), (1, 0), (1, 0)]
+
+
+def test_architecture_md_shows_the_table_as_it_is_and_every_stage_has_its_file():
+    def commits(row) -> str:
+        if row.per_shard:
+            return f"`{row.output}` per shard"
+        return f"`{row.output if not row.folder else row.report_file}`"
+
+    expected = [
+        f"| {row.name} | {', '.join(row.upstream) or 'config'} | {commits(row)} | `stages/{row.name}.py` |"
+        for row in STAGES
+    ]
+    lines = [line.strip() for line in (REPO / "ARCHITECTURE.md").read_text().splitlines()]
+    start = lines.index("| stage | reads | commits | file |") + 2
+    shown = [line for line in lines[start : start + len(expected) + 1] if line.startswith("|")]
+    assert shown == expected
+    for row in STAGES:  # a stage is a row and a file, which says what is committed and does the work
+        module = importlib.import_module(f"synthvision.stages.{row.name}")
+        assert callable(module.committed), row.name
+
+
+def test_architecture_md_lists_every_folder_of_the_library():
+    text = (REPO / "ARCHITECTURE.md").read_text()
+    folders = sorted(p.name for p in (REPO / "synthvision").iterdir() if (p / "__init__.py").exists())
+    assert [name for name in folders if f"\n  {name}/" not in text] == []
+
+
+def test_readme_output_layout_shows_where_every_stage_commits():
+    layout = (REPO / "README.md").read_text().split("## Output layout", 1)[1].split("\n## ", 1)[0]
+    paths = [line.split()[0] for line in layout.splitlines() if line.startswith("OUTPUT/")]
+    for row in STAGES:
+        committed = f"OUTPUT/{row.report_file if row.folder and not row.per_shard else row.output}"
+        assert any(path.startswith(committed) for path in paths), f"README's output layout lacks {committed}"

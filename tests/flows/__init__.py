@@ -1,0 +1,1 @@
+"""Tests of flows and the CLI."""

@@ -1,0 +1,146 @@
+"""Against a Prefect server started with `prefect server start`: the README's demo command, checked
+through Prefect's API, and a deployment from deployments/prefect.yaml run by a process-pool worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, tiny_config
+from tests.flows.test_cli import cli
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def client_of(server_env: dict[str, str]) -> Iterator:
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server_env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        yield client
+
+
+def prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(tmp_path, prefect_cli_server):
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    out = tmp_path / "demo"
+    result = cli("run", "configs/demo.yaml", "--set", f"output={out}", env=prefect_cli_server)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"report: {out}/train/report.md" in result.stdout
+    report = json.loads((out / "train" / "report.json").read_text())
+    assert report["data"]["synthetic_images"] == 500 and report["evaluation"]["test_images"] == 2000
+    # the toy world's point: tuning on its synthetic images beats its CLIP's zero-shot on real test images
+    assert report["evaluation"]["tuned_top1"] > report["evaluation"]["zero_shot_top1"] + 5, report["evaluation"]
+
+    with client_of(prefect_cli_server) as client:
+        flow_runs = {run.name: run for run in client.read_flow_runs()}
+        assert {"demo", "demo-prompts", "demo-generate", "demo-generate-wave-0000", "demo-score", "demo-train"} <= set(
+            flow_runs
+        )
+        assert flow_runs["demo"].state.is_completed()
+        wave = flow_runs["demo-generate-wave-0000"]
+        deadline = time.monotonic() + 30  # task-run states reach the server asynchronously
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [wave.id]}))
+            if len(tasks) == 10 and all(task.state.is_completed() for task in tasks) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert sorted(task.name for task in tasks) == [f"generate-shard-{i:05d}" for i in range(10)]
+        assert all(task.state.is_completed() for task in tasks)
+        artifacts = {a.key: a for a in client.read_artifacts() if a.key and a.key.startswith("demo-")}
+    assert artifacts["demo-generate-progress"].data == 100.0 and artifacts["demo-score-progress"].data == 100.0
+    shard_rows = json.loads(artifacts["demo-generate-shards-wave-0000"].data)
+    assert [row["shard"] for row in shard_rows] == [f"shard-{i:05d}" for i in range(10)]
+    assert {"demo-score-shards-wave-0000", "demo-report", "demo-stages"} <= set(artifacts)
+    assert str(out / "contact_sheet.png") in artifacts["demo-contact-sheet"].data
+
+    status = cli("status", "configs/demo.yaml", "--set", f"output={out}")
+    assert status.returncode == 0
+    assert status.stdout.split("\n")[2].split() == ["generate", "10", "10", "0"]
+    status = cli("status", "configs/demo.yaml", "--set", f"output={out}", "--set", "generator.steps=5")
+    assert status.stdout.split("\n")[2].split() == ["generate", "10", "0", "10"]
+
+
+def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_server, colours_file):
+    env = {**prefect_cli_server, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    prefect("work-pool", "create", "synthvision-local", "--type", "process", env=env)
+    prefect("deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "synthesize/local", env=env)
+    config = tiny_config(tmp_path / "run", colours_file, run_name="deployed")
+    config_file = tmp_path / "deployed.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    unknown = cli("submit", str(config_file), "--deployment", "synthesize/nowhere", env=env)
+    assert unknown.returncode == 2 and unknown.stderr.startswith(
+        "error: deployment 'synthesize/nowhere' not found on the Prefect server"
+    )
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "synthvision-local"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        result = cli("submit", str(config_file), "--deployment", "synthesize/local", "--wait", env=env)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a worker busy with the API may outlive SIGTERM; the run is judged below
+            worker.kill()
+            worker.wait()
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "flow run deployed" in result.stdout and ": Completed" in result.stdout
+
+    with client_of(prefect_cli_server) as client:
+        deployment = client.read_deployment_by_name("synthesize/local")
+        run = next(r for r in client.read_flow_runs() if r.name == "deployed")
+        assert run.deployment_id == deployment.id and run.state.is_completed()
+        assert run.parameters["config"]["run_name"] == "deployed"
+    assert (tmp_path / "run" / "train" / "report.json").is_file()
+
+
+def test_the_kubernetes_pool_template_requests_gpus(prefect_cli_server):
+    import asyncio
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    template = json.loads((REPO / "deployments" / "k8s-gpu-job-template.json").read_text())
+    values = {
+        "gpu_count": 2,
+        "image": "registry.example/synthvision-worker:1",
+        "node_selector": {"nvidia.com/gpu.product": "H100"},
+    }
+    with temporary_settings({PREFECT_API_URL: prefect_cli_server["PREFECT_API_URL"]}):
+        job = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(template, values)).job_manifest
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert (
+        container["resources"]["limits"]["nvidia.com/gpu"] == 2
+        and container["resources"]["requests"]["nvidia.com/gpu"] == 2
+    )
+    assert container["image"] == "registry.example/synthvision-worker:1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]

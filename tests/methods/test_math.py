@@ -1,0 +1,72 @@
+"""Filter, loss and head math against values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from synthvision.core.config import TrainingConfig
+from synthvision.methods.classifier_tuning import predict, top1, tune_classifier, zero_shot_head
+from synthvision.methods.filtering import clip_filter, filter_threshold, softmax, zero_shot_logits
+from synthvision.methods.losses import LOSSES, soft_target_cross_entropy
+
+
+def test_softmax_and_cf_threshold():
+    probs = softmax(np.array([[0.0, math.log(3.0)], [math.log(4.0), 0.0]]))
+    np.testing.assert_allclose(probs, [[0.25, 0.75], [0.8, 0.2]])
+    assert filter_threshold(4, None) == 0.25 and filter_threshold(4, 0.6) == 0.6
+    # sample 0 is labelled 0 (p=0.25), sample 1 labelled 0 (p=0.8): only the second passes 1/N=0.5
+    assert clip_filter(probs, np.array([0, 0]), threshold=0.5).tolist() == [False, True]
+    assert clip_filter(probs, np.array([0, 0]), threshold=0.25).tolist() == [True, True]  # >= keeps the boundary
+
+
+def test_zero_shot_logits_are_scaled_cosines():
+    classes = np.array([[1.0, 0.0], [0.0, 1.0]])
+    logits = zero_shot_logits(np.array([[3.0, 4.0]]), classes, logit_scale=100.0)
+    np.testing.assert_allclose(logits, [[60.0, 80.0]])
+
+
+def test_sce_against_hand_computed_value():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # log_softmax = [log .25, log .75]
+    teacher = torch.tensor([[2 * math.log(2.0), 0.0]])  # softmax(teacher / 2) = [2/3, 1/3]
+    labels = torch.tensor([1])
+    ce = -math.log(0.75)
+    soft = -(2 / 3 * math.log(0.25) + 1 / 3 * math.log(0.75))
+    assert soft_target_cross_entropy(logits, labels, teacher, temperature=2.0).item() == pytest.approx(
+        0.5 * ce + 0.5 * soft, rel=1e-6
+    )
+    assert LOSSES["ce"](logits, labels, teacher, 2.0).item() == pytest.approx(ce, rel=1e-6)
+
+
+def test_head_starts_as_clip_zero_shot_classifier():
+    rng = np.random.default_rng(0)
+    classes = rng.normal(size=(3, 8))
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    features = rng.normal(size=(5, 8)).astype(np.float32)
+    head = zero_shot_head(classes, logit_scale=50.0)
+    with torch.no_grad():
+        from synthvision.methods.classifier_tuning import normalize
+
+        np.testing.assert_allclose(
+            head(normalize(features)).numpy(), zero_shot_logits(features, classes, 50.0), rtol=1e-4, atol=1e-4
+        )
+
+
+@pytest.mark.parametrize("loss", ["ce", "sce"])
+def test_tuning_fixes_a_wrong_zero_shot_head(loss):
+    rng = np.random.default_rng(0)
+    centers = np.eye(4, 16)
+    labels = np.repeat(np.arange(4), 50)
+    features = (centers[labels] + 0.1 * rng.normal(size=(200, 16))).astype(np.float32)
+    wrong = centers[[1, 2, 3, 0]]  # zero-shot text embeddings that point at the wrong classes
+    head = zero_shot_head(wrong, logit_scale=1.0)
+    assert top1(predict(head, features), labels) == 0.0
+    teacher = np.eye(4)[labels].astype(np.float32) * 5  # a teacher that knows the right classes
+    config = TrainingConfig(loss=loss, epochs=30, batch_size=32, lr=2e-2, device="cpu")
+    result = tune_classifier(features, labels, teacher, head, config, seed=0)
+    assert top1(predict(result.head, features), labels) == 100.0
+    assert result.steps == 30 * 7
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+    again = tune_classifier(features, labels, teacher, zero_shot_head(wrong, 1.0), config, seed=0)
+    torch.testing.assert_close(again.head.weight, result.head.weight)

@@ -1,0 +1,65 @@
+"""Seq2seq (LE) and CLIP weights saved to a folder load back through the code path a hub id uses."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthvision.core.config import ClipConfig, SentenceModelConfig
+from synthvision.core.errors import ConfigError, ModelLoadError
+from synthvision.models.clip import ClipModel, save_clip, tiny_clip_config
+from synthvision.models.sentences import build_tiny_sentence_model, load_sentence_model, sample_sentences
+
+
+def test_sentence_model_round_trip_and_deterministic_sampling(tmp_path):
+    model, tokenizer = build_tiny_sentence_model()
+    model.save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+    config = SentenceModelConfig(model=str(tmp_path / "t5"), max_new_tokens=8, batch_size=3)
+    loaded, loaded_tokenizer = load_sentence_model(config)
+    first = sample_sentences(loaded, loaded_tokenizer, "cat", 5, config, seed=0)
+    assert len(first) == 5
+    assert first == sample_sentences(model.eval(), tokenizer, "cat", 5, config, seed=0)
+    assert first != sample_sentences(loaded, loaded_tokenizer, "cat", 5, config, seed=1)
+
+
+def test_sentence_model_missing_folder():
+    with pytest.raises(ModelLoadError, match="prompts.sentence_model.model: local folder './missing' does not exist"):
+        load_sentence_model(SentenceModelConfig(model="./missing"))
+
+
+def test_clip_local_dir_round_trip(tmp_path):
+    tiny = ClipModel.load(ClipConfig(model="tiny"))
+    save_clip(tiny.model, tiny_clip_config(), tmp_path / "clip")
+    loaded = ClipModel.load(ClipConfig(model=f"local-dir:{tmp_path / 'clip'}"))
+    images = [Image.new("RGB", (40, 30), (200, 10, 10)), Image.new("RGB", (32, 32), (0, 0, 255))]
+    np.testing.assert_allclose(loaded.encode_images(images), tiny.encode_images(images), rtol=1e-5, atol=1e-6)
+    classes = loaded.text_classifier(("red", "blue"), ["a photo of a {}", "a {}"])
+    assert classes.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(classes, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        classes, tiny.text_classifier(("red", "blue"), ["a photo of a {}", "a {}"]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_clip_errors(tmp_path):
+    with pytest.raises(ConfigError, match="clip.model: unknown open_clip model 'ViT-Huge-9000'"):
+        ClipModel.load(ClipConfig(model="ViT-Huge-9000"))
+    with pytest.raises(ModelLoadError, match="is not an open_clip checkpoint folder"):
+        ClipModel.load(ClipConfig(model=f"local-dir:{tmp_path}"))
+
+
+def test_language_enhancement_stage_end_to_end_on_the_tiny_model(make_config):
+    from synthvision.run import open_run
+    from synthvision.stages import prompts
+
+    config = make_config(
+        prompts={"strategy": "language_enhancement", "sentences_per_class": 4, "sentence_model": {"max_new_tokens": 6}}
+    )
+    run = open_run(config)
+    table, expanded = prompts.ensure(run)
+    assert expanded and [p.class_id for p in table] == [0, 1, 2]
+    # the random tiny model never writes a sentence naming the class: every class falls back to B
+    assert [(p.text, p.source) for p in table] == [
+        (f"a photo of a {c}", "basic_fallback") for c in ("red", "green", "blue")
+    ]
+    assert prompts.ensure(run) == (table, False)

@@ -1,0 +1,109 @@
+import io
+from dataclasses import replace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from synthvision.core.config import ClipConfig
+from synthvision.core.errors import ConfigError, DataError
+from synthvision.core.label_spaces import LabelSpace
+from synthvision.core.manifest import Manifest
+from synthvision.datasets.colour_demo import write_colour_test_set
+from synthvision.datasets.labelled import iter_test_set
+from synthvision.methods.filtering import ZeroShotHead
+from synthvision.models.clip import ClipModel
+from synthvision.run import Run
+from synthvision.stages import generate, prompts, score
+from synthvision.stages.score import DECODE_ERROR
+from synthvision.storage.store import Storage
+from tests.conftest import tiny_config
+
+SPACE = LabelSpace("colours", ("red", "blue"))
+
+
+def png(colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_tar(storage: Storage, relpath: str, samples: list[dict]) -> Manifest:
+    with storage.atomic_writer(relpath) as stream:
+        with wds.TarWriter(stream, encoder=False) as tar:
+            for sample in samples:
+                tar.write(sample)
+    return Manifest("shard-00000", "generate", "g", "s", relpath, len(samples), stream.bytes, stream.sha256)
+
+
+def test_score_records_probabilities_filter_and_features(tmp_path):
+    labels = tmp_path / "red-blue.txt"
+    labels.write_text("red\nblue\n")
+    config = tiny_config(
+        tmp_path / "run",
+        labels,
+        shards={"images_per_class": 3, "shard_size": 3},
+        clip={"batch_size": 2},
+        filter={"threshold": 0.5},
+    )
+    run = Run(config)
+    prompts.ensure(run)
+    spec = run.plan.shard(0)
+    # a hand-made shard committed as the run's first: red, an undecodable sample, blue
+    samples = [
+        {"__key__": "0000000000", "png": png((255, 0, 0)), "cls": b"0"},
+        {"__key__": "0000000001", "png": b"not an image", "cls": b"1"},
+        {"__key__": "0000000002", "png": png((0, 0, 255)), "cls": b"1"},
+    ]
+    tar = write_tar(run.storage, generate.shard_tar_path(spec.name), samples)
+    source = replace(tar, shard=spec.name, config_hash=run.hashes["generate"], spec_hash=spec.spec_hash)
+    run.commits.commit_shard(source)
+    clip = ClipModel.load(ClipConfig(model="tiny"))
+    # a hand-made head: class 0 is the direction of the red image's embedding, class 1 its opposite
+    red = clip.encode_images([Image.new("RGB", (32, 32), (255, 0, 0))])[0]
+    red /= np.linalg.norm(red)
+    head = ZeroShotHead(np.stack([red, -red]), logit_scale=10.0)
+    run.clip_and_head = lambda: (clip, head)
+
+    manifest, scored = score.ensure(run, 0)
+    assert scored and manifest.count == 2 and manifest.spec_hash == source.sha256
+    assert manifest.dropped[DECODE_ERROR] == 1
+    table = pq.read_table(run.storage.path(manifest.data_file)).to_pydict()
+    assert table["key"] == ["0000000000", "0000000002"] and table["label"] == [0, 1]
+    assert table["prob"][0] == pytest.approx(1 / (1 + np.exp(-20.0)), rel=1e-4)  # cos +1 vs -1, scale 10
+    assert table["top1"][0] == 0 and table["passed"][0]
+    assert len(table["logits"][0]) == 2 and len(table["embedding"][0]) == 32
+    np.testing.assert_allclose(
+        np.asarray(table["embedding"][0]) / np.linalg.norm(table["embedding"][0]), red, rtol=1e-4, atol=1e-5
+    )
+    assert manifest.dropped.get("clip_low_confidence", 0) == int(not table["passed"][1])
+    run.clip_and_head = lambda: pytest.fail("model loaded for a committed shard")
+    assert score.ensure(run, 0) == (manifest, False)
+
+
+def test_image_folder_and_webdataset_test_sets(tmp_path):
+    storage = Storage(str(tmp_path))
+    folder = write_colour_test_set(storage, "test", SPACE, per_class=2, size=16, seed=0)
+    pairs = list(iter_test_set(folder, "auto", SPACE))
+    assert [label for _, label in pairs] == [1, 1, 0, 0]  # folders sorted: blue, red
+    assert pairs[0][0].size == (16, 16)
+    assert write_colour_test_set(storage, "test", SPACE, 2, 16, 0) == folder  # idempotent
+
+    write_tar(storage, "wds/test-0.tar", [{"__key__": "a", "png": png((0, 0, 255)), "cls": b"1"}])
+    assert [label for _, label in iter_test_set(storage.url_of("wds"), "auto", SPACE)] == [1]
+
+
+def test_test_set_errors(tmp_path):
+    storage = Storage(str(tmp_path))
+    (tmp_path / "imgs" / "green").mkdir(parents=True)
+    with pytest.raises(DataError, match="folder 'green' .* is not a class of label space colours"):
+        list(iter_test_set(str(tmp_path / "imgs"), "imagefolder", SPACE))
+    with pytest.raises(DataError, match="does not exist"):
+        list(iter_test_set(str(tmp_path / "nothing"), "auto", SPACE))
+    write_tar(storage, "bad/x.tar", [{"__key__": "a", "png": png((0, 0, 255)), "cls": b"7"}])
+    with pytest.raises(DataError, match="class 7 outside the label space"):
+        list(iter_test_set(storage.url_of("bad"), "webdataset", SPACE))
+    with pytest.raises(ConfigError, match="'sky' is not a colour"):
+        write_colour_test_set(storage, "t", LabelSpace("x", ("sky",)), 1, 8, 0)
