@@ -14,8 +14,8 @@ from an index only while the manifest file is listed, unchanged in size and olde
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 MANIFEST_VERSION = 1
@@ -48,11 +48,6 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         return cls(**json.loads(text))
-
-    @classmethod
-    def from_record(cls, record: Mapping) -> Manifest:
-        """The manifest within a larger record (a shard task's result also says where it ran)."""
-        return cls(**{f.name: record[f.name] for f in fields(cls)})
 
 
 MANIFEST_SUFFIX = ".manifest.json"

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from synthvision.core.batching import batched
 from synthvision.core.config import FewShotConfig
 from synthvision.core.errors import DataError
 from synthvision.methods.classifier_tuning import normalize
@@ -99,7 +100,7 @@ class Encoder:
     def encode(self, images: list[Image.Image], batch_size: int) -> torch.Tensor:
         """Unit-norm features in eval mode (after training: with the running statistics it learnt)."""
         self.tower.eval()
-        return torch.cat([self.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).cpu()
+        return torch.cat([self.features(batch) for batch in batched(images, batch_size)]).cpu()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from synthvision.core.batching import batched
 from synthvision.core.config import ClipConfig
 from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.core.memo import once_per_config
@@ -93,10 +94,9 @@ class ClipModel:
         """Unit-norm class embeddings (C x D): per class, the mean of its normalised template embeddings."""
         texts = [template.format(name) for name in class_names for template in templates]
         chunks = []
-        for start in range(0, len(texts), 256):
+        for batch in batched(texts, 256):
             with self._autocast():
-                tokens = self.tokenizer(texts[start : start + 256]).to(self.device)
-                chunks.append(self.model.encode_text(tokens).float())
+                chunks.append(self.model.encode_text(self.tokenizer(batch).to(self.device)).float())
         embeddings = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
         per_class = embeddings.reshape(len(class_names), len(templates), -1).mean(dim=1)
         return torch.nn.functional.normalize(per_class, dim=-1).cpu().numpy()

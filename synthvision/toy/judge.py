@@ -20,6 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from synthvision.core.batching import batched
 from synthvision.core.errors import ModelLoadError
 from synthvision.datasets.fashion_mnist import Split
 
@@ -131,9 +132,7 @@ def judge_pixels(model: nn.Sequential, images: np.ndarray, batch_size: int = 100
 @torch.no_grad()
 def judge_images(model: nn.Sequential, images: list[Image.Image], batch_size: int = 500) -> np.ndarray:
     """Predicted classes of any images (generated ones)."""
-    return torch.cat(
-        [model(to_input(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]
-    ).numpy()
+    return torch.cat([model(to_input(batch)).argmax(1) for batch in batched(images, batch_size)]).numpy()
 
 
 def save_judge(model: nn.Sequential, folder: Path, record: dict) -> None:

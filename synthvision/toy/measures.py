@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from synthvision.core.batching import batched
 from synthvision.core.config import ClipConfig, GeneratorConfig, GlideConfig
 from synthvision.datasets.fashion_mnist import CLASSES, Split
 from synthvision.methods.classifier_tuning import top1
@@ -20,7 +21,7 @@ from synthvision.toy.judge import judge_images
 def encode_split(clip: ClipModel, split: Split, batch_size: int = 500) -> np.ndarray:
     """Raw CLIP image embeddings of a split's images, through the model's own preprocessing."""
     images = [Image.fromarray(pixels).convert("RGB") for pixels in split.images]
-    return np.concatenate([clip.encode_images(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    return np.concatenate([clip.encode_images(batch) for batch in batched(images, batch_size)])
 
 
 def zero_shot_top1(clip: ClipModel, features: np.ndarray, labels: np.ndarray, templates: list[str]) -> float:
@@ -49,8 +50,8 @@ def glide_samples(
     )
     generator = GlideGenerator.from_config(config)
     images: list[Image.Image] = []
-    for start in range(0, len(prompts), batch_size):
-        images += generator.generate(prompts[start : start + batch_size], seeds[start : start + batch_size])
+    for batch in batched(zip(prompts, seeds, strict=True), batch_size):
+        images += generator.generate([prompt for prompt, _ in batch], [seed for _, seed in batch])
     return images
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 
+from synthvision.core.batching import batched
 from synthvision.core.config import MocoConfig, OptimConfig
 from synthvision.core.errors import DataError
 from synthvision.core.hashing import derive_seed
@@ -52,9 +54,9 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 def model_top1(model: torch.nn.Module, data: LabelledImages, size: int, batch_size: int, device: torch.device) -> float:
     model.eval()
     transform, correct = eval_transform(size), 0
-    for start in range(0, len(data.labels), batch_size):
-        images = torch.stack([transform(image) for image in data.images[start : start + batch_size]]).to(device)
-        correct += int((model(images).argmax(1).cpu().numpy() == data.labels[start : start + batch_size]).sum())
+    for batch in batched(zip(data.images, data.labels, strict=True), batch_size):
+        images = torch.stack([transform(image) for image, _ in batch]).to(device)
+        correct += int((model(images).argmax(1).cpu().numpy() == np.array([label for _, label in batch])).sum())
     return 100.0 * correct / len(data.labels)
 
 
