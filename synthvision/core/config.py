@@ -110,8 +110,19 @@ class ClipConfig(_Section):
     )
     pretrained: str | None = Field(None, description="open_clip pretrained tag or checkpoint file")
     templates: list[str] | None = Field(None, description="zero-shot templates; default: the label space's")
+    quick_gelu: bool | None = Field(
+        None,
+        description="QuickGELU activations; default: as the pretrained weights were trained (OpenAI's: on)",
+    )
     batch_size: int = Field(256, gt=0)
     device: str = "auto"
+
+    @property
+    def uses_quick_gelu(self) -> bool:
+        """`quick_gelu`, else on for OpenAI's weights (`pretrained: openai`): they were trained with it,
+        and open_clip builds a plain name such as `RN50` with GELU. (Other checkpoints trained with
+        QuickGELU have `-quickgelu` names in open_clip, which set it themselves.)"""
+        return self.quick_gelu if self.quick_gelu is not None else self.pretrained == "openai"
 
     @field_validator("templates")
     @classmethod

@@ -18,8 +18,10 @@ def respaced_steps(spec: str, steps: int = BASE_STEPS) -> list[int]:
     """The base steps kept by a respacing spec, ascending.
 
     - `"100"` or `"10,10,3"`: split the process into as many equal sections as there are numbers and
-      take that many evenly strided steps from each (first and last step of a section included,
-      positions rounded half to even).
+      take that many evenly strided steps from each, first and last step of a section included. As
+      improved-diffusion does, the fractional stride is added to a running position that is rounded
+      (half to even) at each step: for some counts (21, 23, 31, ...) that keeps another step than
+      rounding `j * stride` would.
     - `"ddim50"`: the integer stride that gives exactly 50 steps, from step 0.
     - `"fast27"`: GLIDE's upsampler schedule (see FAST27).
     """
@@ -47,6 +49,9 @@ def respaced_steps(spec: str, steps: int = BASE_STEPS) -> list[int]:
         if not 0 < count <= section:
             raise ValueError(f"respacing {spec!r}: cannot take {count} steps from a section of {section}")
         stride = (section - 1) / (count - 1) if count > 1 else 1
-        kept += [start + round(j * stride) for j in range(count)]
+        position = 0.0
+        for _ in range(count):
+            kept.append(start + round(position))
+            position += stride
         start += section
     return kept

@@ -47,6 +47,11 @@ def _real_guidance(config: RunConfig) -> Any:
     return {"train_set": fewshot.train_set, **fewshot.real_guidance.model_dump()}
 
 
+def _quick_gelu(config: RunConfig) -> Any:
+    """CLIP's activation, where it is QuickGELU (else no entry: the hash of runs before the switch)."""
+    return True if config.clip.uses_quick_gelu else ABSENT
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -96,7 +101,11 @@ STAGES: tuple[Stage, ...] = (
         # so the no-CF ablation reuses the scores
         "score",
         ("generate",),
-        (section("clip", set(RUNTIME)), Part("filter", lambda c: {"threshold": c.filter.threshold})),
+        (
+            section("clip", RUNTIME | {"quick_gelu"}),
+            Part("clip.quick_gelu", _quick_gelu),
+            Part("filter", lambda c: {"threshold": c.filter.threshold}),
+        ),
         "scores/",
         per_shard=True,
         summary="CLIP features, zero-shot logits and the CF verdict per image",

@@ -71,7 +71,9 @@ class ClipModel:
         if name in TINY_CLIPS.values():
             torch.manual_seed(0)  # the tiny model's random weights are part of its definition
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device, force_quick_gelu=config.uses_quick_gelu
+            )
         except RuntimeError as error:
             raise ModelLoadError(f"clip: could not load {config.model!r} pretrained={pretrained!r}: {error}") from None
         except OSError as error:

@@ -71,7 +71,8 @@ def test_the_table_is_a_dag_in_order_and_names_real_config_sections():
         assert set(row.upstream) <= seen, f"{row.name} reads a stage listed after it"
         seen.add(row.name)
         assert row.optional is None or row.optional in RunConfig.model_fields
-        assert all(part.key in RunConfig.model_fields or part.key == "real_guidance" for part in row.parts)
+        keys = [part.key.split(".")[0] for part in row.parts]  # a section, or one field of it
+        assert all(key in RunConfig.model_fields or key == "real_guidance" for key in keys)
     assert [s.name for s in lineage("transfer")] == ["prompts", "generate", "pretrain", "transfer"]
     assert [s.name for s in STAGES if s.versioned] == ["prompts", "generate", "score"]
     with pytest.raises(ValueError, match="unknown stage 'tune'.*prompts, generate"):
@@ -142,3 +143,14 @@ def test_readme_output_layout_shows_where_every_stage_commits():
     for row in STAGES:
         committed = f"OUTPUT/{row.report_file if row.folder and not row.per_shard else row.output}"
         assert any(path.startswith(committed) for path in paths), f"README's output layout lacks {committed}"
+
+
+def test_quick_gelu_enters_the_score_hash_only_where_it_is_on():
+    def score_hash(**clip) -> str:
+        return stage_hash(RunConfig.model_validate({"clip": {"model": "RN50", **clip}}), "score")
+
+    # OpenAI's weights now run with the QuickGELU they were trained with: other scores, another hash
+    assert score_hash(pretrained="openai") != score_hash(pretrained="openai", quick_gelu=False)
+    # where nothing changed, neither did the hash (outputs scored before the switch stay valid)
+    assert score_hash() == score_hash(quick_gelu=False)
+    assert score_hash(quick_gelu=True) != score_hash()

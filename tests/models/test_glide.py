@@ -156,7 +156,24 @@ def test_tokenizer_lowercases_pads_with_the_end_token_and_masks():
     assert mask.tolist() == [[True, True, False, False, False], [True] * 5]
 
 
+def test_text_that_looks_like_the_end_token_is_encoded_as_text():
+    tokenizer = GlideTokenizer(*tiny_vocabulary())
+    vocab, _ = tiny_vocabulary()
+    ids = tokenizer.encode("a <|endoftext|>")
+    assert tokenizer.end_token not in ids and len(ids) > 3  # the characters, byte-level, never the special token
+    assert ids[:2] == [vocab["a"], vocab["Ġ"]] and ids[2] == vocab["<"]
+
+
 # -- diffusion ---------------------------------------------------------------------------------------
+def running_sum_steps(count: int, steps: int = 1000) -> list[int]:
+    """One section of `count` steps by the running-sum rule, written out for the test."""
+    stride, position, kept = (steps - 1) / (count - 1) if count > 1 else 1, 0.0, []
+    for _ in range(count):
+        kept.append(round(position))
+        position += stride
+    return kept
+
+
 def test_respacing_keeps_the_documented_steps():
     assert respaced_steps("ddim50") == list(range(0, 1000, 20))
     assert respaced_steps("10", 100) == [0, 11, 22, 33, 44, 55, 66, 77, 88, 99]  # stride 99 / 9 = 11
@@ -191,6 +208,11 @@ def test_respacing_keeps_the_documented_steps():
         800,  # 2 + 2, with the noisiest step 999 moved to 997
         997,
     ]
+    # the stride accumulates in a running position, as improved-diffusion's `space_timesteps` does:
+    # for 21 steps 10 x 49.95 sums to 499.49999999999994 (kept: 499), where 10 * 49.95 gives 499.5 (500)
+    assert respaced_steps("21")[9:12] == [450, 499, 549]
+    for count in range(1, 1001):
+        assert respaced_steps(str(count)) == running_sum_steps(count), count
     for bad in ("0", "300,300,300,300", "ddim999", "fast"):
         with pytest.raises(ValueError, match="respacing"):
             respaced_steps(bad)

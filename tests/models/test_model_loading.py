@@ -63,3 +63,17 @@ def test_language_enhancement_stage_end_to_end_on_the_tiny_model(make_config):
         (f"a photo of a {c}", "basic_fallback") for c in ("red", "green", "blue")
     ]
     assert prompts.ensure(run) == (table, False)
+
+
+def test_openai_weights_get_the_quick_gelu_they_were_trained_with():
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
+
+    openai = ClipConfig(model="RN50", pretrained="openai")
+    assert openai.uses_quick_gelu and get_pretrained_cfg("RN50", "openai")["quick_gelu"]  # as open_clip records
+    assert not ClipConfig(model="RN50").uses_quick_gelu and not ClipConfig(model="tiny").uses_quick_gelu
+    assert not ClipConfig(model="RN50", pretrained="openai", quick_gelu=False).uses_quick_gelu  # the switch wins
+    # the module tree open_clip builds with it (no weights loaded): QuickGELU in the text tower
+    model = open_clip.create_model("RN50", pretrained=None, force_quick_gelu=openai.uses_quick_gelu)
+    activations = {type(module).__name__ for module in model.transformer.modules()}
+    assert "QuickGELU" in activations and "GELU" not in activations

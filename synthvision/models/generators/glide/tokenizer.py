@@ -47,7 +47,9 @@ class GlideTokenizer:
         return cls(vocab, merges)
 
     def encode(self, text: str) -> list[int]:
-        return self._bpe.encode(text.lower(), add_special_tokens=False)
+        """BPE ids of the lower-cased text. Text that looks like a special token (`<|endoftext|>`) is
+        encoded as the characters it is, as GLIDE's own BPE does: a prompt cannot end itself early."""
+        return self._bpe.encode(text.lower(), add_special_tokens=False, split_special_tokens=True)
 
     def batch(self, prompts: list[str], text_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (N x text_ctx), cut or padded with the end token, and the mask of real tokens."""
