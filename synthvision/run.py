@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from synthvision.core.config import RealGuidanceConfig, RunConfig
 from synthvision.core.errors import ConfigError, DataError
+from synthvision.core.heads import filter_templates, zero_shot_templates
 from synthvision.core.label_spaces import LabelSpace, load_label_space
 from synthvision.core.memo import once_per_config
 from synthvision.core.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name
@@ -30,6 +31,9 @@ from synthvision.storage.commits import Commits
 from synthvision.storage.lock import locked_output
 from synthvision.storage.prompt_table import PROMPTS_FILE
 from synthvision.storage.store import Storage
+
+if TYPE_CHECKING:
+    from synthvision.models.clip import ClipModel
 
 RUN_RECORD = "run.json"
 
@@ -148,20 +152,25 @@ class Run:
 
         return load_generator(self.config.generator)
 
-    @property
-    def templates(self) -> list[str]:
-        return self.config.clip.templates or [self.config.prompts.template or self.label_space.default_template]
-
-    def clip_and_head(self):
+    def clip_and_head(self) -> tuple[ClipModel, ZeroShotHead]:
         """The CLIP model and its zero-shot head for this label space, built once per process."""
+        return self._clip_and_heads()[:2]
+
+    def filter_head(self) -> ZeroShotHead:
+        """The CLIP filter's head (its own prompts: see `core.heads`), built once per process."""
+        return self._clip_and_heads()[2]
+
+    def _clip_and_heads(self) -> tuple[ClipModel, ZeroShotHead, ZeroShotHead]:
         from synthvision.models.clip import load_clip
 
         with self._lock:
-            if not hasattr(self, "_clip_and_head"):
-                clip = load_clip(self.config.clip)
-                head = ZeroShotHead(clip.text_classifier(self.label_space.classes, self.templates), clip.logit_scale)
-                self._clip_and_head = (clip, head)
-            return self._clip_and_head
+            if not hasattr(self, "_heads"):
+                clip, classes = load_clip(self.config.clip), self.label_space.classes
+                zero_shot, cf = zero_shot_templates(self.config), filter_templates(self.config)
+                head = ZeroShotHead(clip.text_classifier(classes, zero_shot), clip.logit_scale)
+                cf_head = head if cf == zero_shot else ZeroShotHead(clip.text_classifier(classes, cf), clip.logit_scale)
+                self._heads = (clip, head, cf_head)
+            return self._heads
 
     def test_set_url(self) -> str | None:
         """The real test set: `evaluation.test_set`, or the colour demo set (written on first use)."""

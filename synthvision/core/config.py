@@ -23,6 +23,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _check_templates(value: list[str] | None, field: str) -> list[str] | None:
+    """A template list: absent (the default), or non-empty templates with one `{}` each."""
+    if value is not None:
+        if not value:
+            raise ValueError(f"{field} must not be empty (omit it for the default)")
+        for template in value:
+            _check_template(template)
+    return value
+
+
 def _check_template(template: str | None) -> str | None:
     if template is not None and template.count("{}") != 1:
         raise ValueError(f"template {template!r} must contain exactly one '{{}}' placeholder")
@@ -124,15 +134,7 @@ class ClipConfig(_Section):
         QuickGELU have `-quickgelu` names in open_clip, which set it themselves.)"""
         return self.quick_gelu if self.quick_gelu is not None else self.pretrained == "openai"
 
-    @field_validator("templates")
-    @classmethod
-    def _templates(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("clip.templates must not be empty (omit it for the default)")
-            for template in value:
-                _check_template(template)
-        return value
+    _templates = field_validator("templates")(lambda value, info: _check_templates(value, f"clip.{info.field_name}"))
 
 
 class FilterConfig(_Section):
@@ -140,6 +142,15 @@ class FilterConfig(_Section):
 
     clip_filter: bool = True
     threshold: float | None = Field(None, ge=0, le=1, description="default 1/N for N classes (paper)")
+    templates: list[str] | None = Field(None, description="CF's prompts (averaged); default: the label space's one")
+    per_class: int | None = Field(
+        800,
+        gt=0,
+        description="images kept per class: drawn among those passing, or the most confident when fewer "
+        "pass (paper: 800); null keeps every passing image",
+    )
+
+    _templates = field_validator("templates")(lambda value, info: _check_templates(value, f"filter.{info.field_name}"))
 
 
 class TrainingConfig(_Section):

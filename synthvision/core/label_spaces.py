@@ -18,6 +18,32 @@ BUILTIN_LABEL_SPACES = ("cifar10", "cifar100", "eurosat", "fashion-mnist")
 DEFAULT_TEMPLATE = "a photo of a {}"
 TEMPLATES = {"eurosat": "a centered satellite photo of {}"}
 
+# CLIP's zero-shot head (CT's init, the zero-shot baseline, SCE's teacher) averages these, as the paper's
+# code does: CLIP's 18 CIFAR templates for CIFAR-10 and CIFAR-100, one for EuroSAT.
+CIFAR_TEMPLATES = tuple(
+    f"a {quality}photo of {article} {size}{{}}."
+    for article in ("a", "the")
+    for quality, size in [
+        ("", ""),
+        ("blurry ", ""),
+        ("black and white ", ""),
+        ("low contrast ", ""),
+        ("high contrast ", ""),
+        ("bad ", ""),
+        ("good ", ""),
+        ("", "small "),
+        ("", "big "),
+    ]
+)
+ZERO_SHOT_TEMPLATES = {
+    "cifar10": CIFAR_TEMPLATES,
+    "cifar100": CIFAR_TEMPLATES,
+    "eurosat": ("a centered satellite photo of {}.",),
+}
+# The CLIP filter scores with one prompt per dataset, with a trailing period (the paper's CF script).
+DEFAULT_FILTER_TEMPLATE = "a photo of a {}."
+FILTER_TEMPLATES = {"eurosat": "a centered satellite photo of {}."}
+
 
 @dataclass(frozen=True)
 class LabelSpace:
@@ -31,6 +57,19 @@ class LabelSpace:
     @property
     def default_template(self) -> str:
         return TEMPLATES.get(self.name, DEFAULT_TEMPLATE)
+
+    @property
+    def zero_shot_templates(self) -> tuple[str, ...]:
+        return ZERO_SHOT_TEMPLATES.get(self.name, (self.filter_template,))
+
+    @property
+    def filter_template(self) -> str:
+        return FILTER_TEMPLATES.get(self.name, DEFAULT_FILTER_TEMPLATE)
+
+
+def label_space_name(spec: str) -> str:
+    """A label space's name without reading it: a built-in's name, or a file's stem."""
+    return spec if spec in BUILTIN_LABEL_SPACES else Path(spec).stem
 
 
 def parse_class_names(text: str, source: str) -> tuple[str, ...]:
@@ -78,4 +117,4 @@ def load_label_space(spec: str) -> LabelSpace:
         raise DataError(
             f"label_space {spec!r} is neither a built-in ({', '.join(BUILTIN_LABEL_SPACES)}) nor an existing file"
         )
-    return LabelSpace(path.stem, parse_class_names(path.read_text("utf-8"), str(path)))
+    return LabelSpace(label_space_name(spec), parse_class_names(path.read_text("utf-8"), str(path)))

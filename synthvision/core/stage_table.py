@@ -16,6 +16,7 @@ from typing import Any
 
 from synthvision.core.config import RunConfig
 from synthvision.core.hashing import stable_hash
+from synthvision.core.heads import filter_templates, single_head_templates, zero_shot_templates
 
 RUNTIME = frozenset({"device", "batch_size"})  # fields that change how fast, never what
 ABSENT = object()  # a part's value that leaves its key out of the hash
@@ -29,13 +30,18 @@ class Part:
     value: Callable[[RunConfig], Any]
 
 
-def section(name: str, exclude: Any = None) -> Part:
+def section(name: str, exclude: Any = None, added: dict[str, Any] | None = None) -> Part:
     """A whole config section, less the fields in `exclude` (a pydantic exclude spec); a missing
-    optional section hashes as None."""
+    optional section hashes as None. `added`: fields added to the section after outputs were written
+    with it, and the value that reproduces what those outputs did: at that value a field has no hash
+    entry, so those outputs stay valid."""
 
     def value(config: RunConfig) -> Any:
         found = getattr(config, name)
-        return found if found is None or not hasattr(found, "model_dump") else found.model_dump(exclude=exclude)
+        if found is None or not hasattr(found, "model_dump"):
+            return found
+        dump = found.model_dump(exclude=exclude)
+        return {key: v for key, v in dump.items() if not (added and key in added and added[key] == v)}
 
     return Part(name, value)
 
@@ -47,9 +53,19 @@ def _real_guidance(config: RunConfig) -> Any:
     return {"train_set": fewshot.train_set, **fewshot.real_guidance.model_dump()}
 
 
+def _templates(resolve: Callable[[RunConfig], list[str]]) -> Callable[[RunConfig], Any]:
+    """A head's templates, where they differ from the single head's of before (else no entry)."""
+    return lambda config: ABSENT if resolve(config) == single_head_templates(config) else resolve(config)
+
+
 def _quick_gelu(config: RunConfig) -> Any:
     """CLIP's activation, where it is QuickGELU (else no entry: the hash of runs before the switch)."""
     return True if config.clip.uses_quick_gelu else ABSENT
+
+
+# what training takes from `filter` (its templates are the score stage's); every image passing was kept
+# before the per-class budget
+FILTER = section("filter", {"templates"}, added={"per_class": None})
 
 
 @dataclass(frozen=True)
@@ -104,7 +120,9 @@ STAGES: tuple[Stage, ...] = (
         (
             section("clip", RUNTIME | {"quick_gelu"}),
             Part("clip.quick_gelu", _quick_gelu),
+            Part("clip.zero_shot_templates", _templates(zero_shot_templates)),
             Part("filter", lambda c: {"threshold": c.filter.threshold}),
+            Part("filter.templates", _templates(filter_templates)),
         ),
         "scores/",
         per_shard=True,
@@ -113,7 +131,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "train",
         ("score",),
-        (section("filter"), section("evaluation"), section("training", {"device"})),
+        (FILTER, section("evaluation"), section("training", {"device"})),
         "train/",
         per_shard=False,
         summary="classifier tuning (CT) on the scored images; top-1 on the test set",
@@ -121,7 +139,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "fewshot",
         ("score",),
-        (section("filter"), section("evaluation"), section("fewshot", {"device"})),
+        (FILTER, section("evaluation"), section("fewshot", {"device"})),
         "fewshot/",
         per_shard=False,
         optional="fewshot",

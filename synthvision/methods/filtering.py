@@ -1,4 +1,4 @@
-"""CLIP filter (CF) math: pure numpy, no model, no I/O.
+"""CLIP filter (CF) math: numpy only, no model, no I/O.
 
 An image of class c passes CF when CLIP's zero-shot probability of c is at least the threshold; the
 paper uses 1/N for N classes (A.7.1), i.e. "at least as likely as a uniform guess".
@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from synthvision.core.hashing import derive_seed
 
 CLIP_FILTER_REASON = "clip_low_confidence"
 
@@ -43,3 +45,21 @@ class ZeroShotHead:
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         return zero_shot_logits(embeddings, self.class_embeddings, self.logit_scale)
+
+
+def per_class_budget(labels: np.ndarray, probs: np.ndarray, passed: np.ndarray, budget: int, seed: int) -> np.ndarray:
+    """CF's output as the paper's code makes it: per class, `budget` images drawn at random (seeded)
+    among those passing, or, when fewer pass, the `budget` most confident (`probs`: CLIP's probability
+    of each image's label), failing ones included; a class with fewer images keeps them all.
+    Returns the mask of kept images."""
+    keep = np.zeros(len(labels), bool)
+    for class_id in np.unique(labels):
+        members = np.flatnonzero(labels == class_id)
+        passing = members[passed[members]]
+        if len(passing) >= budget:
+            rng = np.random.default_rng(derive_seed(seed, "filter.per_class", int(class_id)))
+            chosen = rng.choice(passing, size=budget, replace=False)
+        else:
+            chosen = members[np.argsort(-probs[members], kind="stable")[:budget]]
+        keep[chosen] = True
+    return keep

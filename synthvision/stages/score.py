@@ -1,8 +1,9 @@
 """The score stage: CLIP zero-shot probabilities, the CLIP filter (CF), logits and embeddings, one
 shard per call, into parquet.
 
-The parquet holds, per sample: key, label, prob (CLIP's probability of the label), top1, passed (CF),
-logits (all classes: the soft targets of SCE) and embedding (the image feature: training's cache).
+The parquet holds, per sample: key, label, prob (the CF head's probability of the label), top1 (the
+CF head's), passed (CF), logits (the zero-shot head's, all classes: the soft targets of SCE) and
+embedding (the image feature: training's cache).
 Scores are tied to the exact tar they scored through that tar's sha256 (their manifest's
 `spec_hash`), so a regenerated shard is rescored. A tar that is not the one its manifest describes is
 moved to `quarantine/` (so it is generated again) and reported with `CorruptShard`.
@@ -26,7 +27,7 @@ from synthvision.core.batching import batched
 from synthvision.core.errors import DataError
 from synthvision.core.manifest import Manifest, manifest_path
 from synthvision.core.stage_table import stage
-from synthvision.methods.filtering import CLIP_FILTER_REASON, clip_filter, filter_threshold, softmax
+from synthvision.methods.filtering import CLIP_FILTER_REASON, clip_filter, filter_threshold, per_class_budget, softmax
 from synthvision.stages import generate
 from synthvision.storage.commits import done_or_do, every
 from synthvision.storage.store import HashingReader
@@ -71,20 +72,23 @@ def score(run: Run, index: int) -> Manifest:
     started = time.perf_counter()
     # 1. the committed shard it scores (a manifest whose tar is gone or resized: quarantined)
     source = _source(run, index)
-    # 2. CLIP and its zero-shot head (loaded once per process)
+    # 2. CLIP, its zero-shot head and the CLIP filter's (loaded once per process; one head when they
+    #    share their prompts)
     clip, head = run.clip_and_head()
+    cf_head = run.filter_head()
     # 3. the image embeddings of the shard's tar, whose bytes must be the committed ones
     dropped: dict[str, int] = {}
     try:
         keys, labels, features = _embed(run, source, clip.encode_images, dropped)
     except CorruptShard as error:
         raise _quarantined(run, source.shard, str(error)) from None
-    # 4. zero-shot logits and probabilities; CF keeps an image when CLIP's probability of its label
-    #    reaches the threshold
+    # 4. the zero-shot logits (SCE's soft targets); CF keeps an image when the filter head's probability
+    #    of its label reaches the threshold
     features = features if len(keys) else np.zeros((0, head.class_embeddings.shape[1]), np.float32)
     label_array = np.asarray(labels, dtype=np.int64)
     logits = head.logits(features).astype(np.float32)
-    probs = softmax(logits)
+    cf_logits = logits if cf_head is head else cf_head.logits(features).astype(np.float32)
+    probs = softmax(cf_logits)
     passed = clip_filter(probs, label_array, threshold(run))
     if (~passed).any():
         dropped[CLIP_FILTER_REASON] = int((~passed).sum())
@@ -94,7 +98,7 @@ def score(run: Run, index: int) -> Manifest:
             "key": pa.array(keys, pa.string()),
             "label": pa.array(label_array, pa.int32()),
             "prob": pa.array(probs[np.arange(len(keys)), label_array], pa.float32()),
-            "top1": pa.array(logits.argmax(axis=1) if len(keys) else [], pa.int32()),
+            "top1": pa.array(cf_logits.argmax(axis=1) if len(keys) else [], pa.int32()),
             "passed": pa.array(passed, pa.bool_()),
             "logits": pa.array(list(logits), pa.list_(pa.float32())),
             "embedding": pa.array(list(features.astype(np.float32)), pa.list_(pa.float32())),
@@ -202,17 +206,20 @@ def committed_scores(run: Run) -> list[Manifest]:
 
 
 def read_synthetic(run: Run) -> SyntheticData:
-    """Cached CLIP features, labels and logits of the committed, scored synthetic images (those
-    that pass the CLIP filter, when it is on)."""
+    """Cached CLIP features, labels and logits of the committed, scored synthetic images: with the
+    CLIP filter on, those it keeps (every passing image, or `filter.per_class` per class)."""
     manifests = committed_scores(run)
     table = pa.concat_tables([pq.read_table(io.BytesIO(run.storage.read_bytes(m.data_file))) for m in manifests])
-    passed = np.asarray(table["passed"])
-    use = passed if run.config.filter.clip_filter else np.ones(table.num_rows, bool)
+    passed, labels = np.asarray(table["passed"]), np.asarray(table["label"])
+    cf = run.config.filter
+    use = passed if cf.clip_filter else np.ones(table.num_rows, bool)
+    if cf.clip_filter and cf.per_class is not None:  # the paper's fixed budget per class
+        use = per_class_budget(labels, np.asarray(table["prob"]), passed, cf.per_class, run.config.seed)
     if not use.any():
         raise DataError("the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)")
     return SyntheticData(
         features=np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
-        labels=np.asarray(table["label"])[use],
+        labels=labels[use],
         teacher=np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
         keys=[key for key, used in zip(table["key"].to_pylist(), use, strict=True) if used],
         scored=int(table.num_rows),

@@ -46,3 +46,19 @@ def test_bad_label_files(text, message):
 def test_unknown_label_space():
     with pytest.raises(DataError, match="neither a built-in"):
         load_label_space("imagenet-9000")
+
+
+def test_zero_shot_and_filter_templates_follow_the_papers_code():
+    cifar = load_label_space("cifar10")
+    assert len(cifar.zero_shot_templates) == 18 == len(set(cifar.zero_shot_templates))
+    assert cifar.zero_shot_templates[:3] == (
+        "a photo of a {}.",
+        "a blurry photo of a {}.",
+        "a black and white photo of a {}.",
+    )
+    assert "a photo of the big {}." in cifar.zero_shot_templates
+    assert load_label_space("cifar100").zero_shot_templates == cifar.zero_shot_templates
+    assert cifar.filter_template == "a photo of a {}."  # CF: one prompt, with its period
+    eurosat = load_label_space("eurosat")
+    assert eurosat.zero_shot_templates == ("a centered satellite photo of {}.",) == (eurosat.filter_template,)
+    assert load_label_space("fashion-mnist").zero_shot_templates == ("a photo of a {}.",)

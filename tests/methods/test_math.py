@@ -70,3 +70,21 @@ def test_tuning_fixes_a_wrong_zero_shot_head(loss):
     assert result.epoch_losses[-1] < result.epoch_losses[0]
     again = tune_classifier(features, labels, teacher, zero_shot_head(wrong, 1.0), config, seed=0)
     torch.testing.assert_close(again.head.weight, result.head.weight)
+
+
+def test_cf_keeps_a_fixed_budget_per_class():
+    from synthvision.methods.filtering import per_class_budget
+
+    labels = np.array([0] * 6 + [1] * 4 + [2] * 2)
+    probs = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1, 0.5, 0.45, 0.1, 0.3, 0.9, 0.1])
+    passed = probs >= 0.4
+    keep = per_class_budget(labels, probs, passed, budget=3, seed=0)
+    # class 0: 4 pass, 3 of them drawn at random (never a failing one)
+    assert keep[:6].sum() == 3 and not keep[4:6].any()
+    # class 1: 2 pass (0.5, 0.45), fewer than 3: the 3 most confident, the failing 0.3 included
+    assert keep[6:10].tolist() == [True, True, False, True]
+    # class 2: only 2 images: both kept, passing or not
+    assert keep[10:].all()
+    assert np.array_equal(keep, per_class_budget(labels, probs, passed, 3, seed=0))  # seeded
+    draws = {tuple(per_class_budget(labels, probs, passed, 3, seed=s)[:6]) for s in range(20)}
+    assert len(draws) > 1  # another seed, another draw among class 0's passing images

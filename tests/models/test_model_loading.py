@@ -77,3 +77,21 @@ def test_openai_weights_get_the_quick_gelu_they_were_trained_with():
     model = open_clip.create_model("RN50", pretrained=None, force_quick_gelu=openai.uses_quick_gelu)
     activations = {type(module).__name__ for module in model.transformer.modules()}
     assert "QuickGELU" in activations and "GELU" not in activations
+
+
+def test_a_template_ensemble_head_is_the_mean_of_normalised_template_embeddings():
+    import torch
+
+    clip = ClipModel.load(ClipConfig(model="tiny"))
+    classes, templates = ("red", "blue"), ["a photo of a {}.", "a blurry photo of the {}."]
+    head = clip.text_classifier(classes, templates)
+    with torch.no_grad():
+        per_template = [
+            torch.nn.functional.normalize(
+                clip.model.encode_text(clip.tokenizer([t.format(c) for c in classes])), dim=-1
+            )
+            for t in templates
+        ]
+    expected = torch.nn.functional.normalize(torch.stack(per_template).mean(0), dim=-1).numpy()
+    np.testing.assert_allclose(head, expected, atol=1e-5)
+    assert not np.allclose(head, clip.text_classifier(classes, templates[:1]), atol=1e-3)  # the ensemble matters

@@ -65,7 +65,7 @@ def test_score_records_probabilities_filter_and_features(tmp_path):
     red = clip.encode_images([Image.new("RGB", (32, 32), (255, 0, 0))])[0]
     red /= np.linalg.norm(red)
     head = ZeroShotHead(np.stack([red, -red]), logit_scale=10.0)
-    run.clip_and_head = lambda: (clip, head)
+    run.clip_and_head, run.filter_head = lambda: (clip, head), lambda: head
 
     manifest, scored = score.ensure(run, 0)
     assert scored and manifest.count == 2 and manifest.spec_hash == source.sha256
