@@ -73,6 +73,9 @@ class GlideConfig(_Section):
     upsample: bool = Field(True, description="run the 64 -> 256 px upsampler (off: 64 px images)")
     upsample_respacing: str = Field("fast27", description="upsampler steps, as base_respacing")
     upsample_temperature: float = Field(0.997, gt=0, description="scale of the upsampler's initial noise")
+    upsample_sampler: Literal["ddim", "ancestral"] = Field(
+        "ddim", description="ddim: deterministic DDIM (eta 0), as glide-text2im; ancestral: noise every step"
+    )
 
     @field_validator("base_respacing", "upsample_respacing")
     @classmethod

@@ -58,6 +58,13 @@ def _templates(resolve: Callable[[RunConfig], list[str]]) -> Callable[[RunConfig
     return lambda config: ABSENT if resolve(config) == single_head_templates(config) else resolve(config)
 
 
+def _upsample_sampler(config: RunConfig) -> Any:
+    """GLIDE's upsampler sampler, where it runs and is not the ancestral one of runs before the switch."""
+    generator = config.generator
+    runs = generator.backend == "glide" and generator.glide.upsample
+    return generator.glide.upsample_sampler if runs and generator.glide.upsample_sampler != "ancestral" else ABSENT
+
+
 def _quick_gelu(config: RunConfig) -> Any:
     """CLIP's activation, where it is QuickGELU (else no entry: the hash of runs before the switch)."""
     return True if config.clip.uses_quick_gelu else ABSENT
@@ -107,7 +114,12 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "generate",
         ("prompts",),
-        (section("generator", set(RUNTIME)), section("shards"), Part("real_guidance", _real_guidance)),
+        (
+            section("generator", {**dict.fromkeys(RUNTIME, True), "glide": {"upsample_sampler": True}}),
+            Part("generator.glide.upsample_sampler", _upsample_sampler),
+            section("shards"),
+            Part("real_guidance", _real_guidance),
+        ),
         "shards/",
         per_shard=True,
         summary="synthetic images, one WebDataset tar per shard",

@@ -149,13 +149,16 @@ def test_readme_output_layout_shows_where_every_stage_commits():
         assert any(path.startswith(committed) for path in paths), f"README's output layout lacks {committed}"
 
 
-def test_the_demo_config_hashes_as_before_the_paper_defaults():
-    """configs/demo.yaml names its templates for both heads and keeps every passing image: its stage
-    hashes are those recorded before the two heads and the CF budget existed."""
+def test_switches_set_to_synthvisions_earlier_behaviour_give_the_earlier_hashes():
+    """configs/demo.yaml names its templates for both heads and keeps every passing image; with GLIDE's
+    upsampler sampled ancestrally, as before it followed glide-text2im's DDIM, its stage hashes are
+    those recorded before these switches existed (its outputs of then stay valid)."""
     from synthvision.core.config import load_config
 
-    demo = load_config(REPO / "configs" / "demo.yaml")
-    assert stage_hash(demo, "score") == "5892700d88179877" and stage_hash(demo, "train") == "30634e712c5cb272"
+    earlier = load_config(REPO / "configs" / "demo.yaml", ["generator.glide.upsample_sampler=ancestral"])
+    hashes = {name: stage_hash(earlier, name) for name in ("generate", "score", "train")}
+    assert hashes == {"generate": "17ef0c9762968035", "score": "5892700d88179877", "train": "30634e712c5cb272"}
+    assert stage_hash(load_config(REPO / "configs" / "demo.yaml"), "generate") != hashes["generate"]  # DDIM now
 
 
 def test_quick_gelu_enters_the_score_hash_only_where_it_is_on():

@@ -313,6 +313,51 @@ def test_upsampler_consumes_the_base_output(tiny_models):
     assert np.array_equal(low_res, pixels(base_only))
 
 
+def test_a_ddim_step_by_hand():
+    diffusion = SpacedDiffusion("linear", "10")
+    index, x = 6, torch.full((1, 3, 2, 2), 0.3)
+    eps = torch.linspace(-1, 1, 12).reshape(1, 3, 2, 2)
+    alpha_bar = math.prod(1 - b for b in beta_schedule("linear")[: diffusion.steps[index] + 1])
+    alpha_bar_prev = math.prod(1 - b for b in beta_schedule("linear")[: diffusion.steps[index - 1] + 1])
+    x_start = ((x - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)).clamp(-1, 1)
+    prediction = diffusion.predict(torch.cat([eps, torch.zeros_like(eps)], dim=1), x, index)
+    torch.testing.assert_close(prediction.pred_xstart, x_start)
+    # eta 0: along the eps re-derived from the clipped x_0, to the previous kept step, no noise
+    eps_clipped = (x - math.sqrt(alpha_bar) * x_start) / math.sqrt(1 - alpha_bar)
+    expected = math.sqrt(alpha_bar_prev) * x_start + math.sqrt(1 - alpha_bar_prev) * eps_clipped
+    no_noise = lambda: pytest.fail("DDIM with eta 0 draws no noise")  # noqa: E731
+    torch.testing.assert_close(diffusion.ddim_step(x_start, x, index, 0.0, no_noise), expected)
+    # eta 1: the DDPM posterior's standard deviation, times the noise drawn
+    sigma = math.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev))
+    ones = torch.ones_like(x)
+    noisy = math.sqrt(alpha_bar_prev) * x_start + math.sqrt(1 - alpha_bar_prev - sigma**2) * eps_clipped + sigma
+    torch.testing.assert_close(diffusion.ddim_step(x_start, x, index, 1.0, lambda: ones), noisy)
+    # at the last step x is the x_0 prediction itself
+    torch.testing.assert_close(diffusion.ddim_step(x_start, x, 0), x_start)
+
+
+def test_the_upsampler_runs_ddim_from_noise_scaled_by_0_997(tiny_models, monkeypatch):
+    seen = {}
+    real = SpacedDiffusion.ddim_sample
+
+    def ddim_sample(self, model, x, noise, eta=0.0):
+        seen.update(x=x.clone(), eta=eta)
+        return real(self, model, x, noise, eta)
+
+    monkeypatch.setattr(SpacedDiffusion, "ddim_sample", ddim_sample)
+    glide = generator(tiny_models)
+    glide.generate(["a red apple"], [4])
+    draws = torch.Generator("cpu").manual_seed(4)
+    torch.randn((3, 16, 16), generator=draws)  # the base's initial noise
+    for _ in range(glide.base_diffusion.num_steps - 1):  # and one draw per ancestral base step but the last
+        torch.randn((3, 16, 16), generator=draws)
+    first = torch.randn((3, 64, 64), generator=draws)
+    torch.testing.assert_close(seen["x"][0], first * 0.997)
+    assert seen["eta"] == 0.0
+    ancestral = generator(tiny_models, glide={**FAST, "upsample_sampler": "ancestral"}).generate(["a red apple"], [4])
+    assert not np.array_equal(pixels(ancestral[0]), pixels(glide.generate(["a red apple"], [4])[0]))
+
+
 def test_real_guidance_full_strength_is_text_to_image_and_small_strength_stays_near_the_reference(tiny_models):
     gen = generator(tiny_models, upsample=False)
     reference = Image.fromarray(np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (16, 1))[..., None].repeat(3, axis=2))

@@ -183,7 +183,13 @@ class GlideGenerator:
         tokens, mask = self._text(self.upsampler, prompts)
         noise = self._noise(generators, self.upsampler.arch)
         x = noise() * self.config.glide.upsample_temperature
-        return self.up_diffusion.sample(lambda x, t: self.upsampler(x, t, tokens, mask, low_res=low_res), x, noise)
+
+        def model(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            return self.upsampler(x, timesteps, tokens, mask, low_res=low_res)
+
+        if self.config.glide.upsample_sampler == "ddim":  # glide-text2im's: DDIM, eta 0
+            return self.up_diffusion.ddim_sample(model, x, noise)
+        return self.up_diffusion.sample(model, x, noise)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:

@@ -90,6 +90,7 @@ class SpacedDiffusion:
         posterior_log_variance = np.log(np.append(posterior_variance[1], posterior_variance[1:]))
         table = {
             "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
             "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
             "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - alphas_cumprod),
             "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / alphas_cumprod),
@@ -196,3 +197,35 @@ class SpacedDiffusion:
             if index > 0:  # no noise on the last step
                 x = x + torch.exp(0.5 * prediction.log_variance) * noise()
         return x
+
+    def ddim_sample(
+        self,
+        model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        noise: Callable[[], torch.Tensor],
+        eta: float = 0.0,
+    ) -> torch.Tensor:
+        """Denoise `x` from the noisiest kept step by DDIM (Song et al.): each step moves to the
+        (clipped) x_0 prediction along the eps re-derived from it. `eta` 0 is deterministic, as
+        glide-text2im samples its upsampler; `noise()` is drawn only when eta > 0."""
+        for index in reversed(range(self.num_steps)):
+            prediction = self.predict(model(x, self.model_timesteps(index, x.shape[0], x.device)), x, index)
+            x = self.ddim_step(prediction.pred_xstart, x, index, eta, noise if index > 0 else None)
+        return x
+
+    def ddim_step(
+        self,
+        x_start: torch.Tensor,
+        x: torch.Tensor,
+        index: int,
+        eta: float = 0.0,
+        noise: Callable[[], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x at reverse index `index - 1` by one DDIM step from x_0 predicted at `index`."""
+        eps = (self._at("sqrt_recip_alphas_cumprod", index, x) * x - x_start) / self._at(
+            "sqrt_recipm1_alphas_cumprod", index, x
+        )
+        alpha_bar, alpha_bar_prev = self._at("alphas_cumprod", index, x), self._at("alphas_cumprod_prev", index, x)
+        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev))
+        x = x_start * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
+        return x + sigma * noise() if noise is not None and eta > 0 else x
