@@ -161,6 +161,8 @@ class TrainingConfig(_Section):
 
     loss: Literal["ce", "sce"] = "sce"
     temperature: float = Field(2.0, gt=0, description="SCE: temperature on the CLIP logits")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on the labels' CE term (the paper's --ls)")
+    hard_pseudo_labels: bool = Field(False, description="SCE's soft term against CLIP's top class instead")
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     epochs: int = Field(30, gt=0)
@@ -228,9 +230,11 @@ class FewShotConfig(_Section):
     epochs: int = Field(30, gt=0, description="per phase; mix counts epochs over the synthetic data")
     weight_decay: float = Field(0.1, ge=0)
     synthetic_loss: Literal["ce", "sce"] = Field(
-        "ce", description="loss on the synthetic part (sce: soft CLIP targets)"
+        "sce", description="loss on the synthetic part (sce: half CE, half soft CLIP targets, as the paper's code)"
     )
     temperature: float = Field(2.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on every CE term, real and synthetic")
+    hard_pseudo_labels: bool = Field(False, description="the synthetic soft term against CLIP's top class")
     batch_norm: Literal["frozen", "train"] = Field(
         "frozen", description="train: BatchNorm of the image tower uses and updates batch statistics (Table 6)"
     )

@@ -73,6 +73,7 @@ def _quick_gelu(config: RunConfig) -> Any:
 # what training takes from `filter` (its templates are the score stage's); every image passing was kept
 # before the per-class budget
 FILTER = section("filter", {"templates"}, added={"per_class": None})
+LOSS_OPTIONS = {"label_smoothing": 0.0, "hard_pseudo_labels": False}  # off: the losses of before
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "train",
         ("score",),
-        (FILTER, section("evaluation"), section("training", {"device"})),
+        (FILTER, section("evaluation"), section("training", {"device"}, added=LOSS_OPTIONS)),
         "train/",
         per_shard=False,
         summary="classifier tuning (CT) on the scored images; top-1 on the test set",
@@ -151,7 +152,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "fewshot",
         ("score",),
-        (FILTER, section("evaluation"), section("fewshot", {"device"})),
+        (FILTER, section("evaluation"), section("fewshot", {"device"}, added=LOSS_OPTIONS)),
         "fewshot/",
         per_shard=False,
         optional="fewshot",

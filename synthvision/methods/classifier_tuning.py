@@ -8,6 +8,7 @@ AdamW with a cosine schedule over all steps; the paper's defaults (A.7.1) are th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from synthvision.core.config import TrainingConfig
-from synthvision.methods.losses import LOSSES
+from synthvision.methods.losses import Loss
 from synthvision.models.devices import resolve_device
 
 
@@ -36,6 +37,7 @@ def normalize(features: np.ndarray | torch.Tensor) -> torch.Tensor:
 class TuningResult:
     head: torch.nn.Linear
     epoch_losses: list[float] = field(default_factory=list)
+    epoch_top1: list[float] = field(default_factory=list)  # on the evaluation set, when one is given
     steps: int = 0
 
 
@@ -46,14 +48,16 @@ def tune_classifier(
     head: torch.nn.Linear,
     config: TrainingConfig,
     seed: int,
+    evaluate: Callable[[torch.nn.Linear], float] | None = None,
 ) -> TuningResult:
-    """Train `head` on (features, labels) with `config.loss`; returns it on the CPU with the loss curve."""
+    """Train `head` on (features, labels) with `config.loss`; returns it on the CPU with the loss curve
+    (and `evaluate(head)` after each epoch, when given: the paper's code keeps the best of those)."""
     device = resolve_device(config.device)
     x = normalize(features).to(device)
     y = torch.as_tensor(labels, dtype=torch.long, device=device)
     teacher = torch.as_tensor(teacher_logits, dtype=torch.float32, device=device)
     head = head.to(device).train()
-    loss_fn = LOSSES[config.loss]
+    loss_fn = Loss(config.loss, config.temperature, config.label_smoothing, config.hard_pseudo_labels)
     steps_per_epoch = -(-len(y) // config.batch_size)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
@@ -62,7 +66,7 @@ def tune_classifier(
     for _ in range(config.epochs):
         total = 0.0
         for batch in torch.randperm(len(y), generator=order).to(device).split(config.batch_size):
-            loss = loss_fn(head(x[batch]), y[batch], teacher[batch], config.temperature)
+            loss = loss_fn(head(x[batch]), y[batch], teacher[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -70,13 +74,15 @@ def tune_classifier(
             total += loss.item() * len(batch)
             result.steps += 1
         result.epoch_losses.append(total / len(y))
+        if evaluate is not None:
+            result.epoch_top1.append(evaluate(head))
     result.head = head.cpu().eval()
     return result
 
 
 @torch.no_grad()
 def predict(head: torch.nn.Linear, features: np.ndarray) -> np.ndarray:
-    return head(normalize(features)).argmax(dim=-1).numpy()
+    return head(normalize(features).to(head.weight.device)).argmax(dim=-1).cpu().numpy()
 
 
 def top1(predictions: np.ndarray, labels: np.ndarray) -> float:

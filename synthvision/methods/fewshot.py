@@ -28,7 +28,9 @@ from synthvision.core.batching import batched
 from synthvision.core.config import FewShotConfig
 from synthvision.core.errors import DataError
 from synthvision.methods.classifier_tuning import normalize
-from synthvision.methods.losses import LOSSES
+from synthvision.methods.losses import Loss
+
+CE = Loss("ce")  # plain cross-entropy: the default loss of a part
 
 STRATEGIES = ("real_only", "syn_only", "mix", "syn_then_real", "real_then_syn")
 
@@ -111,7 +113,7 @@ class Part:
     features: Callable[[torch.Tensor], torch.Tensor]
     y: torch.Tensor
     teacher: torch.Tensor
-    loss: str
+    loss: Loss
 
     @classmethod
     def cached(
@@ -119,7 +121,7 @@ class Part:
         features: np.ndarray,
         labels: np.ndarray,
         teacher: np.ndarray | None = None,
-        loss: str = "ce",
+        loss: Loss = CE,
         device: torch.device | str = "cpu",
     ) -> Part:
         x = normalize(features).to(device)
@@ -132,7 +134,7 @@ class Part:
         labels: np.ndarray,
         encoder: Encoder,
         teacher: np.ndarray | None = None,
-        loss: str = "ce",
+        loss: Loss = CE,
     ) -> Part:
         return cls(
             lambda batch: encoder.features([images[i] for i in batch.tolist()]),
@@ -152,9 +154,9 @@ class Part:
         while True:
             yield from torch.randperm(len(self.y), generator=order).split(size)
 
-    def loss_on(self, head: torch.nn.Linear, batch: torch.Tensor, temperature: float) -> torch.Tensor:
+    def loss_on(self, head: torch.nn.Linear, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.y.device)
-        return LOSSES[self.loss](head(self.features(batch)), self.y[batch], self.teacher[batch], temperature)
+        return self.loss(head(self.features(batch)), self.y[batch], self.teacher[batch])
 
 
 def _epoch_steps(samples: int, batch_size: int) -> int:
@@ -222,10 +224,18 @@ def _run(
         for i, (part, batches) in enumerate(((real, real_batches), (synthetic, syn_batches))):
             if part is not None:
                 batch = next(batches)
-                loss = loss + part.loss_on(head, batch, config.temperature)
+                loss = loss + part.loss_on(head, batch)
                 sizes[i] = len(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         result.steps.append((sizes[0], sizes[1]))
+
+
+def part_losses(config: FewShotConfig) -> tuple[Loss, Loss]:
+    """The real shots' loss (CE) and the synthetic part's (`synthetic_loss`), with the config's label
+    smoothing (every CE term) and hard pseudo-labels (the synthetic soft term)."""
+    real = Loss("ce", label_smoothing=config.label_smoothing)
+    synthetic = Loss(config.synthetic_loss, config.temperature, config.label_smoothing, config.hard_pseudo_labels)
+    return real, synthetic

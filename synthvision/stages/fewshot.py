@@ -12,7 +12,7 @@ from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import EncodedSet, encode_labelled
 from synthvision.methods.classifier_tuning import predict, top1, zero_shot_head
-from synthvision.methods.fewshot import Encoder, Part, real_filter, sample_shots, train_few_shot
+from synthvision.methods.fewshot import Encoder, Part, part_losses, real_filter, sample_shots, train_few_shot
 from synthvision.models.devices import resolve_device
 from synthvision.reports.fewshot import FewShotReport, FewShotRow, render_few_shot_report, render_plot
 from synthvision.stages import generate, score
@@ -39,6 +39,7 @@ def few_shot(run: Run) -> FewShotReport:
     pool, test = _real_sets(run, url, image_level)
     device = resolve_device(fewshot.device)
     syn_images = generate.read_images(run, synthetic.keys) if image_level else []
+    real_loss, syn_loss = part_losses(fewshot)
     results = []
     for shots in fewshot.shots:
         # 2. M shots per class, drawn with the run's seed; the real filter (RF) drops synthetic images
@@ -55,19 +56,15 @@ def few_shot(run: Run) -> FewShotReport:
             head = zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale)
             if image_level:
                 encoder = Encoder(clip.model.visual, clip.preprocess, device, fewshot.batch_norm, fewshot.tune_encoder)
-                real = Part.images([pool.images[i] for i in chosen], pool.labels[chosen], encoder)
+                real = Part.images([pool.images[i] for i in chosen], pool.labels[chosen], encoder, loss=real_loss)
                 kept_images = [syn_images[i] for i in np.flatnonzero(keep)]
-                syn = (
-                    Part.images(kept_images, syn_labels, encoder, syn_teacher, fewshot.synthetic_loss)
-                    if keep.any()
-                    else None
-                )
+                syn = Part.images(kept_images, syn_labels, encoder, syn_teacher, syn_loss) if keep.any() else None
                 result = train_few_shot(strategy, head, real, syn, fewshot, seed, encoder)
                 test_features = encoder.encode(test.images, run.config.clip.batch_size).numpy()
             else:
-                real = Part.cached(pool.features[chosen], pool.labels[chosen], device=device)
+                real = Part.cached(pool.features[chosen], pool.labels[chosen], loss=real_loss, device=device)
                 syn = (
-                    Part.cached(synthetic.features[keep], syn_labels, syn_teacher, fewshot.synthetic_loss, device)
+                    Part.cached(synthetic.features[keep], syn_labels, syn_teacher, syn_loss, device)
                     if keep.any()
                     else None
                 )

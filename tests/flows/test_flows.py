@@ -59,6 +59,9 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     assert report.data.synthetic_images == 12
     assert 0 < report.data.trained_on == report.data.passed_filter <= 12
     assert report.evaluation.test_images == 9
+    # the best epoch on the test set (the paper's code's figure) is reported beside the last one's
+    assert report.evaluation.test_selected_top1 >= report.evaluation.tuned_top1
+    assert 1 <= report.evaluation.test_selected_epoch <= 3
     assert report.training["steps"] == 3 * -(-report.data.trained_on // 8)
     run = synthvision.run.open_run(config)
     assert run.storage.exists("train/report.md") and run.storage.exists("train/head.safetensors")

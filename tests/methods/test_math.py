@@ -9,7 +9,7 @@ import torch
 from synthvision.core.config import TrainingConfig
 from synthvision.methods.classifier_tuning import predict, top1, tune_classifier, zero_shot_head
 from synthvision.methods.filtering import clip_filter, filter_threshold, softmax, zero_shot_logits
-from synthvision.methods.losses import LOSSES, soft_target_cross_entropy
+from synthvision.methods.losses import Loss
 
 
 def test_softmax_and_cf_threshold():
@@ -33,10 +33,33 @@ def test_sce_against_hand_computed_value():
     labels = torch.tensor([1])
     ce = -math.log(0.75)
     soft = -(2 / 3 * math.log(0.25) + 1 / 3 * math.log(0.75))
-    assert soft_target_cross_entropy(logits, labels, teacher, temperature=2.0).item() == pytest.approx(
+    assert Loss("sce", temperature=2.0)(logits, labels, teacher).item() == pytest.approx(
         0.5 * ce + 0.5 * soft, rel=1e-6
     )
-    assert LOSSES["ce"](logits, labels, teacher, 2.0).item() == pytest.approx(ce, rel=1e-6)
+    assert Loss("ce")(logits, labels, teacher).item() == pytest.approx(ce, rel=1e-6)
+
+
+def test_label_smoothing_and_hard_pseudo_labels_against_hand_computed_values():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # p = [.25, .75]
+    teacher = torch.tensor([[2 * math.log(2.0), 0.0]])  # CLIP's top class: 0
+    labels = torch.tensor([1])
+    # smoothing 0.1: 0.9 * -log .75 + 0.1 * mean(-log .25, -log .75)
+    smoothed = 0.9 * -math.log(0.75) + 0.1 * (-math.log(0.25) - math.log(0.75)) / 2
+    assert Loss("ce", label_smoothing=0.1)(logits, labels, teacher).item() == pytest.approx(smoothed, rel=1e-6)
+    # hard pseudo-labels: the soft term is CE against class 0, the teacher's argmax (no temperature)
+    hard = 0.5 * -math.log(0.25) + 0.5 * -math.log(0.75)
+    assert Loss("sce", hard_pseudo_labels=True)(logits, labels, teacher).item() == pytest.approx(hard, rel=1e-6)
+
+
+def test_few_shot_parts_train_as_the_papers_code():
+    from synthvision.core.config import FewShotConfig
+    from synthvision.methods.fewshot import part_losses
+
+    real, synthetic = part_losses(FewShotConfig(train_set="pool.tar"))
+    assert (real.name, synthetic.name, synthetic.temperature) == ("ce", "sce", 2.0)  # synthetic: 0.5 soft + 0.5 CE
+    real, synthetic = part_losses(FewShotConfig(train_set="pool.tar", label_smoothing=0.1, hard_pseudo_labels=True))
+    assert real.label_smoothing == synthetic.label_smoothing == 0.1 and not real.hard_pseudo_labels
+    assert synthetic.hard_pseudo_labels
 
 
 def test_head_starts_as_clip_zero_shot_classifier():
@@ -68,8 +91,18 @@ def test_tuning_fixes_a_wrong_zero_shot_head(loss):
     assert top1(predict(result.head, features), labels) == 100.0
     assert result.steps == 30 * 7
     assert result.epoch_losses[-1] < result.epoch_losses[0]
-    again = tune_classifier(features, labels, teacher, zero_shot_head(wrong, 1.0), config, seed=0)
-    torch.testing.assert_close(again.head.weight, result.head.weight)
+    # each epoch evaluated when asked (the paper's code keeps the best): the training is the same
+    watched = tune_classifier(
+        features,
+        labels,
+        teacher,
+        zero_shot_head(wrong, 1.0),
+        config,
+        seed=0,
+        evaluate=lambda head: top1(predict(head, features), labels),
+    )
+    torch.testing.assert_close(watched.head.weight, result.head.weight)
+    assert len(watched.epoch_top1) == 30 and watched.epoch_top1[-1] == 100.0 and result.epoch_top1 == []
 
 
 def test_cf_keeps_a_fixed_budget_per_class():
