@@ -44,8 +44,11 @@ class SentenceModelConfig(_Section):
 
     model: str = Field("tiny", description="hub id, local folder, or 'tiny' (built from config, offline)")
     input_template: str = Field("{}", description="how a class name is put to the model")
-    max_new_tokens: int = Field(32, gt=0)
-    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(
+        19, gt=0, description="the paper's code: max_length 20, the decoder's start token included"
+    )
+    top_k: int | None = Field(50, gt=0, description="sample from the k likeliest tokens (None: all)")
+    top_p: float = Field(1.0, gt=0, le=1)
     temperature: float = Field(1.0, gt=0)
     batch_size: int = Field(50, gt=0)
     device: str = "auto"
@@ -58,7 +61,9 @@ class PromptsConfig(_Section):
 
     strategy: Literal["basic", "language_enhancement"] = "basic"
     template: str | None = Field(None, description="default per label space, e.g. 'a photo of a {}'")
-    sentences_per_class: int = Field(200, gt=0, description="LE: sentences sampled per class")
+    sentences_per_class: int = Field(200, gt=0, description="LE: sentences kept per class")
+    oversample: int = Field(50, ge=0, description="LE: sentences sampled beyond those kept, before dedupe")
+    require_class_name: bool = Field(False, description="LE: keep only sentences that name the class")
     sentence_model: SentenceModelConfig = SentenceModelConfig()
 
     _template = field_validator("template")(_check_template)

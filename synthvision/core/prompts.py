@@ -1,18 +1,21 @@
 """Prompt expansion strategies B (basic) and LE (language enhancement): the pure part.
 
 B:  one prompt per class, `template.format(class_name)` ("a photo of a airplane").
-LE: a seq2seq model writes sentences per class (see `sentence_model.py`); `select_sentences` dedupes
-    them and keeps those that mention the class, and the template wraps each sentence ("a photo of a
-    {sentence}", paper A.7.1). A class whose sentences all fail falls back to its B prompt, recorded
-    with source `basic_fallback`, so no class ever ends up without images.
+LE: a seq2seq model writes sentences per class (see `models/sentences.py`); `select_sentences` dedupes
+    them and keeps a seeded random `limit` of them, as the paper's code does (it samples 250, dedupes and
+    keeps 200), optionally only those that name the class (`prompts.require_class_name`); the template
+    wraps each sentence ("a photo of a {sentence}", paper A.7.1). A class left without sentences falls
+    back to its B prompt, recorded with source `basic_fallback`, so no class ever ends up without images.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from synthvision.core.hashing import derive_seed
 from synthvision.core.label_spaces import LabelSpace
 
 
@@ -35,9 +38,12 @@ def mentions_class(sentence: str, class_name: str) -> bool:
     return re.search(rf"\b{words}(?:s|es)?\b", sentence.lower()) is not None
 
 
-def select_sentences(class_name: str, sentences: Iterable[str], limit: int) -> list[str]:
-    """Normalise whitespace, drop empties and case-insensitive duplicates (first one wins), keep the
-    sentences that mention the class, at most `limit`, in the order the model wrote them."""
+def select_sentences(
+    class_name: str, sentences: Iterable[str], limit: int, require_class_name: bool = False, seed: int = 0
+) -> list[str]:
+    """Normalise whitespace, drop empties and case-insensitive duplicates (first one wins), optionally
+    keep only the sentences that mention the class, then `limit` of them drawn at random (seeded by
+    `seed` and the class), in the order the model wrote them."""
     kept: list[str] = []
     seen: set[str] = set()
     for sentence in sentences:
@@ -45,11 +51,12 @@ def select_sentences(class_name: str, sentences: Iterable[str], limit: int) -> l
         if not text or text.lower() in seen:
             continue
         seen.add(text.lower())
-        if mentions_class(text, class_name):
+        if not require_class_name or mentions_class(text, class_name):
             kept.append(text)
-            if len(kept) == limit:
-                break
-    return kept
+    if len(kept) <= limit:
+        return kept
+    chosen = random.Random(derive_seed(seed, "sentences.kept", class_name)).sample(range(len(kept)), limit)
+    return [kept[index] for index in sorted(chosen)]
 
 
 def basic_prompts(label_space: LabelSpace, template: str) -> list[Prompt]:
@@ -60,12 +67,17 @@ def basic_prompts(label_space: LabelSpace, template: str) -> list[Prompt]:
 
 
 def language_enhanced_prompts(
-    label_space: LabelSpace, template: str, sentences_by_class: Mapping[int, list[str]], limit: int
+    label_space: LabelSpace,
+    template: str,
+    sentences_by_class: Mapping[int, list[str]],
+    limit: int,
+    require_class_name: bool = False,
+    seed: int = 0,
 ) -> list[Prompt]:
     """LE prompts from raw model sentences per class id, with the B prompt as a per-class fallback."""
     prompts: list[Prompt] = []
     for class_id, name in enumerate(label_space.classes):
-        kept = select_sentences(name, sentences_by_class.get(class_id, []), limit)
+        kept = select_sentences(name, sentences_by_class.get(class_id, []), limit, require_class_name, seed)
         texts = [(template.format(sentence), "language_enhancement") for sentence in kept]
         for text, source in texts or [(template.format(name), "basic_fallback")]:
             prompts.append(Prompt(len(prompts), class_id, name, text, source))

@@ -46,6 +46,26 @@ def section(name: str, exclude: Any = None, added: dict[str, Any] | None = None)
     return Part(name, value)
 
 
+# what B prompts hashed with for LE's settings, which cannot change them: kept constant, so that B runs
+# keep their hashes whatever LE's defaults become
+B_WITH_LE_SETTINGS = {
+    "sentences_per_class": 200,
+    "sentence_model": {"model": "tiny", "input_template": "{}", "max_new_tokens": 32, "top_p": 0.9, "temperature": 1.0},
+}
+LE_BEFORE = {"oversample": 0, "require_class_name": True}  # LE as synthvision ran it before the paper's sampling
+
+
+def _prompts(config: RunConfig) -> Any:
+    prompts = config.prompts
+    if prompts.strategy == "basic":
+        return {"strategy": "basic", "template": prompts.template, **B_WITH_LE_SETTINGS}
+    dump = prompts.model_dump(exclude={"sentence_model": set(RUNTIME)})
+    dump = {key: value for key, value in dump.items() if LE_BEFORE.get(key, ...) != value}
+    if dump["sentence_model"]["top_k"] == 50:  # transformers' default, in effect before it was a field
+        del dump["sentence_model"]["top_k"]
+    return dump
+
+
 def _real_guidance(config: RunConfig) -> Any:
     fewshot = config.fewshot
     if fewshot is None or not fewshot.real_guidance.enabled:
@@ -107,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "prompts",
         (),
-        (section("label_space"), section("seed"), section("prompts", {"sentence_model": set(RUNTIME)})),
+        (section("label_space"), section("seed"), Part("prompts", _prompts)),
         "prompts.parquet",
         per_shard=False,
         summary="the prompt table: prompts per class (B, LE)",

@@ -2,8 +2,8 @@
 
 The paper used T5-base fine-tuned on CommonGen (e.g. hub id `mrm8488/t5-base-finetuned-common_gen`,
 whose input is the concept words themselves: `input_template: "{}"`). Offline, `model: tiny` builds a
-random two-layer T5 with a byte-level tokenizer: it writes gibberish, which LE's mention filter then
-rejects, so every class falls back to its basic prompt, but every line of the real path runs.
+random two-layer T5 with a byte-level tokenizer: it writes gibberish (which `prompts.require_class_name`
+rejects), but every line of the real path runs.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def sample_sentences(
         output = model.generate(
             **inputs,
             do_sample=True,
+            top_k=config.top_k,
             top_p=config.top_p,
             temperature=config.temperature,
             max_new_tokens=config.max_new_tokens,

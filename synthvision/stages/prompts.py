@@ -43,18 +43,26 @@ def expand(run: Run) -> list[Prompt]:
         # B: the template with the class name
         prompts = basic_prompts(label_space, template)
     else:
-        # LE: 1. the sentence model; 2. its sentences per class (seeded); 3. each class's sentences, or
-        # the template where the model wrote none that name the class
+        # LE: 1. the sentence model; 2. its sentences per class (seeded), more than are kept; 3. deduped,
+        # a seeded `sentences_per_class` of them kept per class (the template where none is left)
         from synthvision.models.sentences import load_sentence_model, sample_sentences
 
         model, tokenizer = load_sentence_model(config.prompts.sentence_model)
         sentences = {}
         for class_id, name in enumerate(tqdm(label_space.classes, desc="language enhancement", unit="class")):
+            count = config.prompts.sentences_per_class + config.prompts.oversample
             sentences[class_id] = sample_sentences(
-                model, tokenizer, name, config.prompts.sentences_per_class, config.prompts.sentence_model, config.seed
+                model, tokenizer, name, count, config.prompts.sentence_model, config.seed
             )
             failpoints.reach("prompts.class")
-        prompts = language_enhanced_prompts(label_space, template, sentences, config.prompts.sentences_per_class)
+        prompts = language_enhanced_prompts(
+            label_space,
+            template,
+            sentences,
+            config.prompts.sentences_per_class,
+            config.prompts.require_class_name,
+            config.seed,
+        )
     write_prompts(run.storage, prompts, run.hashes["prompts"])
     return prompts
 

@@ -161,6 +161,18 @@ def test_switches_set_to_synthvisions_earlier_behaviour_give_the_earlier_hashes(
     assert stage_hash(load_config(REPO / "configs" / "demo.yaml"), "generate") != hashes["generate"]  # DDIM now
 
 
+def test_b_prompts_ignore_les_settings_and_le_keeps_its_earlier_hash_with_its_earlier_sampling():
+    def prompts_hash(**prompts) -> str:
+        return stage_hash(RunConfig.model_validate({"prompts": prompts}), "prompts")
+
+    assert (
+        prompts_hash() == prompts_hash(oversample=7, sentence_model={"top_p": 0.5}) == "b9f34c6aaa7c08d0"
+    )  # the defaults row above
+    earlier = {"oversample": 0, "require_class_name": True, "sentence_model": {"max_new_tokens": 32, "top_p": 0.9}}
+    assert prompts_hash(strategy="language_enhancement", **earlier) == "303f6e2243e2c2a5"  # recorded before
+    assert prompts_hash(strategy="language_enhancement") != "303f6e2243e2c2a5"  # the paper's sampling now
+
+
 def test_quick_gelu_enters_the_score_hash_only_where_it_is_on():
     def score_hash(**clip) -> str:
         return stage_hash(RunConfig.model_validate({"clip": {"model": "RN50", **clip}}), "score")

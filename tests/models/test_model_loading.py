@@ -52,17 +52,18 @@ def test_language_enhancement_stage_end_to_end_on_the_tiny_model(make_config):
     from synthvision.run import open_run
     from synthvision.stages import prompts
 
-    config = make_config(
-        prompts={"strategy": "language_enhancement", "sentences_per_class": 4, "sentence_model": {"max_new_tokens": 6}}
-    )
-    run = open_run(config)
+    le = {"strategy": "language_enhancement", "sentences_per_class": 4, "oversample": 2}
+    run = open_run(make_config(prompts={**le, "sentence_model": {"max_new_tokens": 6}}))
     table, expanded = prompts.ensure(run)
-    assert expanded and [p.class_id for p in table] == [0, 1, 2]
-    # the random tiny model never writes a sentence naming the class: every class falls back to B
-    assert [(p.text, p.source) for p in table] == [
+    # as the paper's code: 4 + 2 sampled per class, deduped, 4 kept, none filtered out
+    assert expanded and [p.class_id for p in table] == [0] * 4 + [1] * 4 + [2] * 4
+    assert {p.source for p in table} == {"language_enhancement"} and len({p.text for p in table}) == 12
+    assert prompts.ensure(run) == (table, False)
+    # requiring the class name: the random tiny model never writes one, every class falls back to B
+    named = open_run(make_config(output=run.storage.url + "-named", prompts={**le, "require_class_name": True}))
+    assert [(p.text, p.source) for p in prompts.ensure(named)[0]] == [
         (f"a photo of a {c}", "basic_fallback") for c in ("red", "green", "blue")
     ]
-    assert prompts.ensure(run) == (table, False)
 
 
 def test_openai_weights_get_the_quick_gelu_they_were_trained_with():
