@@ -53,10 +53,10 @@ def _report_path(config: RunConfig, stage_name: str = "train", file: str = "repo
 
 
 def _print_summary(summary: Any) -> None:
-    """One line per stage summary or report: `field: value, ...`."""
+    """One line per stage summary or report: `field: value, ...` (fields with nothing to say left out)."""
     from dataclasses import asdict
 
-    typer.echo(", ".join(f"{key}: {value}" for key, value in asdict(summary).items()))
+    typer.echo(", ".join(f"{key}: {value}" for key, value in asdict(summary).items() if value not in (None, [], {})))
 
 
 @app.command()
