@@ -463,7 +463,7 @@ class RunConfig(_Section):
     )
     seed: int = Field(0, ge=0)
     label_space: str = Field(
-        "cifar10", description="built-in name (cifar10, cifar100, eurosat, fashion-mnist) or a file"
+        "cifar10", description="built-in name (the 17 datasets of Table 1, fashion-mnist) or a file"
     )
     prompts: PromptsConfig = PromptsConfig()
     generator: GeneratorConfig = GeneratorConfig()

@@ -10,39 +10,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from synthvision.core.builtin_label_spaces import BUILTINS, DEFAULT_FILTER_TEMPLATE, DEFAULT_TEMPLATE
 from synthvision.core.errors import DataError
 
-BUILTIN_LABEL_SPACES = ("cifar10", "cifar100", "eurosat", "fashion-mnist")
-
-# Prompt templates per label space (strategy B); the paper's generic one otherwise.
-DEFAULT_TEMPLATE = "a photo of a {}"
-TEMPLATES = {"eurosat": "a centered satellite photo of {}"}
-
-# CLIP's zero-shot head (CT's init, the zero-shot baseline, SCE's teacher) averages these, as the paper's
-# code does: CLIP's 18 CIFAR templates for CIFAR-10 and CIFAR-100, one for EuroSAT.
-CIFAR_TEMPLATES = tuple(
-    f"a {quality}photo of {article} {size}{{}}."
-    for article in ("a", "the")
-    for quality, size in [
-        ("", ""),
-        ("blurry ", ""),
-        ("black and white ", ""),
-        ("low contrast ", ""),
-        ("high contrast ", ""),
-        ("bad ", ""),
-        ("good ", ""),
-        ("", "small "),
-        ("", "big "),
-    ]
-)
-ZERO_SHOT_TEMPLATES = {
-    "cifar10": CIFAR_TEMPLATES,
-    "cifar100": CIFAR_TEMPLATES,
-    "eurosat": ("a centered satellite photo of {}.",),
-}
-# The CLIP filter scores with one prompt per dataset, with a trailing period (the paper's CF script).
-DEFAULT_FILTER_TEMPLATE = "a photo of a {}."
-FILTER_TEMPLATES = {"eurosat": "a centered satellite photo of {}."}
+BUILTIN_LABEL_SPACES = tuple(BUILTINS)
 
 
 @dataclass(frozen=True)
@@ -54,17 +25,21 @@ class LabelSpace:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    # A label space named like a built-in (a built-in, or a user's file with its stem) gets its templates.
     @property
     def default_template(self) -> str:
-        return TEMPLATES.get(self.name, DEFAULT_TEMPLATE)
+        """B's generation prompt."""
+        return BUILTINS[self.name].prompt_template if self.name in BUILTINS else DEFAULT_TEMPLATE
 
     @property
     def zero_shot_templates(self) -> tuple[str, ...]:
-        return ZERO_SHOT_TEMPLATES.get(self.name, (self.filter_template,))
+        """The templates CLIP's zero-shot head averages."""
+        return BUILTINS[self.name].zero_shot_templates if self.name in BUILTINS else (self.filter_template,)
 
     @property
     def filter_template(self) -> str:
-        return FILTER_TEMPLATES.get(self.name, DEFAULT_FILTER_TEMPLATE)
+        """CF's one prompt."""
+        return BUILTINS[self.name].filter_template if self.name in BUILTINS else DEFAULT_FILTER_TEMPLATE
 
 
 def label_space_name(spec: str) -> str:
@@ -110,7 +85,8 @@ def parse_class_names(text: str, source: str) -> tuple[str, ...]:
 def load_label_space(spec: str) -> LabelSpace:
     """A built-in label space by name, or a user file (`.txt` one class per line, or `.json` list)."""
     if spec in BUILTIN_LABEL_SPACES:
-        text = resources.files("synthvision.data.label_spaces").joinpath(f"{spec}.txt").read_text("utf-8")
+        file = f"{BUILTINS[spec].classes_file}.txt"
+        text = resources.files("synthvision.data.label_spaces").joinpath(file).read_text("utf-8")
         return LabelSpace(spec, parse_class_names(text, spec))
     path = Path(spec)
     if not path.is_file():

@@ -25,11 +25,13 @@ from synthvision.storage.tars import IMAGE_EXTENSIONS, decode_image, read_sample
 
 
 def _folder_class_ids(label_space: LabelSpace) -> dict[str, int]:
-    """Folder names accepted for each class: the name itself, with spaces as '_', case-insensitive."""
+    """Folder names accepted for each class: the name itself, with spaces (and '/', which no folder name can
+    hold: Aircraft's "F/A-18") as '_', case-insensitive."""
     ids = {}
     for class_id, name in enumerate(label_space.classes):
         ids[name.lower()] = class_id
         ids[name.lower().replace(" ", "_")] = class_id
+        ids[name.lower().replace(" ", "_").replace("/", "_")] = class_id
     return ids
 
 

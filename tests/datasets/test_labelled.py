@@ -1,0 +1,13 @@
+from PIL import Image
+
+from synthvision.core.label_spaces import load_label_space
+from synthvision.datasets.labelled import iter_labelled
+
+
+def test_an_image_folder_names_classes_with_underscores_for_spaces_and_slashes(tmp_path):
+    aircraft = load_label_space("aircraft")
+    for folder, colour in [("F_A-18", "red"), ("Boeing_717", "blue"), ("cessna 172", "green")]:
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (4, 4), colour).save(tmp_path / folder / "0.png")
+    labels = sorted(label for _, label, _ in iter_labelled(str(tmp_path), "imagefolder", aircraft))
+    assert labels == sorted(aircraft.classes.index(name) for name in ("F/A-18", "Boeing 717", "Cessna 172"))
