@@ -94,7 +94,9 @@ class GlideConfig(_Section):
 class GeneratorConfig(_Section):
     """The text-to-image model."""
 
-    backend: Literal["diffusers", "glide", "tiny"] = "tiny"
+    backend: Literal["diffusers", "glide", "tiny", "loadtest"] = Field(
+        "tiny", description="loadtest: no model, cheap images after `seconds_per_batch` (load tests)"
+    )
     model: str | None = Field(
         None, description="diffusers: hub id or local folder of a DiffusionPipeline; glide: weights folder or 'tiny'"
     )
@@ -104,7 +106,16 @@ class GeneratorConfig(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
     batch_size: int = Field(8, gt=0)
-    image_format: Literal["png", "jpg"] = "png"
+    image_format: Literal["png", "jpg", "webp", "webp-lossless"] = Field(
+        "png", description="how images are stored in the shards (README: Benchmarks has each one's cost)"
+    )
+    image_quality: int = Field(95, ge=1, le=100, description="jpg and lossy webp quality")
+    png_compress_level: int = Field(6, ge=0, le=9, description="png's zlib level (Pillow's default 6)")
+    workers: int | None = Field(
+        None, ge=0, description="threads that encode and write images while the model runs; default: cores, ≤ 8"
+    )
+    seconds_per_batch: float = Field(0.0, ge=0, description="loadtest: the model time it simulates per batch")
+    compile: bool = Field(False, description="torch.compile the denoiser (GLIDE's base and upsampler, a UNet)")
     glide: GlideConfig = GlideConfig()
 
     @model_validator(mode="after")
@@ -124,7 +135,8 @@ class ClipConfig(_Section):
 
     model: str = Field(
         "tiny",
-        description="open_clip name (e.g. RN50), 'local-dir:PATH', 'tiny' (ViT) or 'tiny-rn' (ResNet with BatchNorm)",
+        description="open_clip name (e.g. RN50), 'local-dir:PATH', 'tiny' (ViT), 'tiny-rn' (ResNet with BatchNorm) "
+        "or 'loadtest' (no model: load tests)",
     )
     pretrained: str | None = Field(None, description="open_clip pretrained tag or checkpoint file")
     templates: list[str] | None = Field(None, description="zero-shot templates; default: the label space's")
@@ -134,6 +146,14 @@ class ClipConfig(_Section):
     )
     batch_size: int = Field(256, gt=0)
     device: str = "auto"
+    workers: int | None = Field(
+        None, ge=0, description="threads that decode and preprocess images while CLIP runs; default: cores, ≤ 8"
+    )
+    seconds_per_batch: float = Field(0.0, ge=0, description="loadtest: the model time it simulates per batch")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="autocast dtype; auto: float16 on CUDA, float32 on CPU"
+    )
+    compile: bool = Field(False, description="torch.compile CLIP's image tower")
 
     @property
     def uses_quick_gelu(self) -> bool:
@@ -307,6 +327,9 @@ class PretrainConfig(_Section):
     )
     checkpoint_every: int = Field(1000, gt=0, description="steps between checkpoints in the run's storage")
     device: str = "auto"
+    workers: int | None = Field(
+        None, ge=0, description="DataLoader processes that decode and augment; default: cores (≤ 8) on a GPU, 0 on CPU"
+    )
 
 
 class TransferConfig(_Section):
@@ -329,6 +352,9 @@ class TransferConfig(_Section):
     )
     checkpoint_every: int = Field(1000, gt=0)
     device: str = "auto"
+    workers: int | None = Field(
+        None, ge=0, description="DataLoader processes that decode and augment; default: cores (≤ 8) on a GPU, 0 on CPU"
+    )
 
 
 class ScratchConfig(_Section):
@@ -343,6 +369,9 @@ class ScratchConfig(_Section):
     optim: OptimConfig = OptimConfig(epochs=100, batch_size=256, lr=0.1, lr_milestones=[50, 75])
     checkpoint_every: int = Field(1000, gt=0)
     device: str = "auto"
+    workers: int | None = Field(
+        None, ge=0, description="DataLoader processes that decode and augment; default: cores (≤ 8) on a GPU, 0 on CPU"
+    )
 
     @model_validator(mode="after")
     def _real_pool_for_k(self) -> ScratchConfig:

@@ -18,7 +18,7 @@ from synthvision.core.config import RunConfig
 from synthvision.core.hashing import stable_hash
 from synthvision.core.heads import filter_templates, single_head_templates, zero_shot_templates
 
-RUNTIME = frozenset({"device", "batch_size"})  # fields that change how fast, never what
+RUNTIME = frozenset({"device", "batch_size", "workers", "compile"})  # fields that change how fast, never what
 ABSENT = object()  # a part's value that leaves its key out of the hash
 
 
@@ -85,6 +85,17 @@ def _upsample_sampler(config: RunConfig) -> Any:
     return generator.glide.upsample_sampler if runs and generator.glide.upsample_sampler != "ancestral" else ABSENT
 
 
+def _image_encoding(config: RunConfig) -> Any:
+    """The encoder's settings that the image format uses, where they differ from what every shard was
+    encoded with before they were fields (png at zlib level 6, jpg at quality 95)."""
+    generator = config.generator
+    if generator.image_format == "png" and generator.png_compress_level != 6:
+        return {"png_compress_level": generator.png_compress_level}
+    if generator.image_format in ("jpg", "webp") and (generator.image_format, generator.image_quality) != ("jpg", 95):
+        return {"image_quality": generator.image_quality}
+    return ABSENT
+
+
 def _quick_gelu(config: RunConfig) -> Any:
     """CLIP's activation, where it is QuickGELU (else no entry: the hash of runs before the switch)."""
     return True if config.clip.uses_quick_gelu else ABSENT
@@ -136,8 +147,15 @@ STAGES: tuple[Stage, ...] = (
         "generate",
         ("prompts",),
         (
-            section("generator", {**dict.fromkeys(RUNTIME, True), "glide": {"upsample_sampler": True}}),
+            section(
+                "generator",
+                {
+                    **dict.fromkeys(RUNTIME | {"image_quality", "png_compress_level", "seconds_per_batch"}, True),
+                    "glide": {"upsample_sampler": True},
+                },
+            ),
             Part("generator.glide.upsample_sampler", _upsample_sampler),
+            Part("generator.image_encoding", _image_encoding),
             section("shards"),
             Part("real_guidance", _real_guidance),
         ),
@@ -151,7 +169,7 @@ STAGES: tuple[Stage, ...] = (
         "score",
         ("generate",),
         (
-            section("clip", RUNTIME | {"quick_gelu"}),
+            section("clip", RUNTIME | {"quick_gelu", "seconds_per_batch"}, added={"dtype": "auto"}),
             Part("clip.quick_gelu", _quick_gelu),
             Part("clip.zero_shot_templates", _templates(zero_shot_templates)),
             Part("filter", lambda c: {"threshold": c.filter.threshold}),
@@ -181,7 +199,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "pretrain",
         ("generate",),
-        (section("pretrain", {"device", "checkpoint_every"}),),
+        (section("pretrain", {"device", "checkpoint_every", "workers"}),),
         "pretrain/",
         per_shard=False,
         optional="pretrain",
@@ -190,7 +208,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "transfer",
         ("pretrain",),
-        (section("transfer", {"device", "checkpoint_every"}),),
+        (section("transfer", {"device", "checkpoint_every", "workers"}),),
         "transfer/",
         per_shard=False,
         optional="transfer",
@@ -199,7 +217,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "scratch",
         ("generate",),
-        (section("evaluation"), section("scratch", {"device", "checkpoint_every"})),
+        (section("evaluation"), section("scratch", {"device", "checkpoint_every", "workers"})),
         "scratch/",
         per_shard=False,
         optional="scratch",

@@ -22,11 +22,12 @@ from synthvision.core.batching import batched
 from synthvision.core.config import ClipConfig
 from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.core.memo import once_per_config
-from synthvision.models.devices import resolve_device
+from synthvision.models.devices import resolve_device, resolve_dtype
 
 TINY_CLIP = "synthvision-tiny-clip"  # a small ViT
 TINY_CLIPS = {"tiny": TINY_CLIP, "tiny-rn": "synthvision-tiny-clip-rn"}  # tiny-rn: a small ResNet with BatchNorm
 LOCAL_DIR = "local-dir:"
+LOAD_TEST = "loadtest"  # no model: see loadtest_clip; "loadtest:SIZE" preprocesses to SIZE px
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 
@@ -40,8 +41,19 @@ def _register_tiny_config() -> None:
         _registered = True
 
 
+def load_test_size(model: str) -> int:
+    """The preprocessing size of `loadtest` (RN50's 224) or `loadtest:SIZE` (small, for dry runs at scale)."""
+    size = model.partition(":")[2] or "224"
+    if not size.isdigit() or int(size) < 1:
+        raise ConfigError(f"clip.model: {model!r} must be 'loadtest' or 'loadtest:SIZE' with SIZE a positive integer")
+    return int(size)
+
+
 def open_clip_name(config: ClipConfig) -> str:
     """Validate `clip.model` and return the name open_clip knows it by."""
+    if config.model == LOAD_TEST or config.model.startswith(f"{LOAD_TEST}:"):
+        load_test_size(config.model)
+        return config.model
     if config.model in TINY_CLIPS:
         _register_tiny_config()
         return TINY_CLIPS[config.model]
@@ -62,6 +74,7 @@ class ClipModel:
     tokenizer: object
     device: torch.device
     name: str
+    autocast_dtype: torch.dtype | None = None  # None: float32
 
     @classmethod
     def load(cls, config: ClipConfig) -> ClipModel:
@@ -82,14 +95,18 @@ class ClipModel:
                 "Offline, save the checkpoint to a folder and set clip.model to 'local-dir:FOLDER'."
             ) from None
         model.eval()
-        return cls(model, preprocess, open_clip.get_tokenizer(name), device, config.model)
+        if config.compile:
+            model.visual.compile()  # the image tower: it runs per image; the text tower once per run
+        autocast = _autocast_dtype(config.dtype, device)
+        return cls(model, preprocess, open_clip.get_tokenizer(name), device, config.model, autocast)
 
     @property
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.exp().item())
 
     def _autocast(self):
-        return torch.autocast(self.device.type, enabled=self.device.type == "cuda")
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     @torch.inference_mode()
     def text_classifier(self, class_names: tuple[str, ...], templates: list[str]) -> np.ndarray:
@@ -103,18 +120,35 @@ class ClipModel:
         per_class = embeddings.reshape(len(class_names), len(templates), -1).mean(dim=1)
         return torch.nn.functional.normalize(per_class, dim=-1).cpu().numpy()
 
-    @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         """Raw (unnormalised) image embeddings, float32, N x D."""
-        batch = torch.stack([self.preprocess(image) for image in images]).to(self.device)
+        return self.encode_pixels(torch.stack([self.preprocess(image) for image in images]))
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Embeddings of images `preprocess` made (N x 3 x H x W, on the CPU: so workers can prepare
+        them while the model runs); pinned for an asynchronous copy to a GPU."""
+        if self.device.type == "cuda":
+            pixels = (pixels if pixels.is_pinned() else pixels.pin_memory()).to(self.device, non_blocking=True)
         with self._autocast():
-            features = self.model.encode_image(batch)
+            features = self.model.encode_image(pixels.to(self.device))
         return features.float().cpu().numpy()
+
+
+def _autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The dtype CLIP runs in under autocast: `auto` is float16 on CUDA and float32 (no autocast) on CPU."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return None if name == "float32" else resolve_dtype(name, device)
 
 
 @once_per_config
 def load_clip(config: ClipConfig) -> ClipModel:
     """The CLIP model for `config`, loaded once per process and shared by the scoring tasks."""
+    if config.model.split(":")[0] == LOAD_TEST:
+        from synthvision.models.loadtest_clip import LoadTestClip
+
+        return LoadTestClip(config.seconds_per_batch, load_test_size(config.model))
     return ClipModel.load(config)
 
 

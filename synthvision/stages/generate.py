@@ -17,10 +17,12 @@ from PIL import Image
 
 from synthvision.core import failpoints
 from synthvision.core.batching import batched
+from synthvision.core.config import GeneratorConfig
 from synthvision.core.manifest import Manifest
+from synthvision.core.pipelining import cpu_workers
 from synthvision.core.stage_table import stage
 from synthvision.storage.commits import done_or_do, every
-from synthvision.storage.tars import ShardWriter, decode_image, read_samples, sample_image_bytes
+from synthvision.storage.tars import ImageEncoding, ShardWriter, decode_image, read_samples, sample_image_bytes
 
 if TYPE_CHECKING:
     from synthvision.run import Run
@@ -47,6 +49,10 @@ def image_flags(image: Image.Image) -> list[str]:
     return [ALL_BLACK] if image.getextrema() in ((0, 0), ((0, 0),) * len(image.getbands())) else []
 
 
+def image_encoding(config: GeneratorConfig) -> ImageEncoding:
+    return ImageEncoding(config.image_format, config.image_quality, config.png_compress_level)
+
+
 def committed(run: Run, index: int) -> Manifest | None:
     spec = run.plan.shard(index)
     return run.commits.shard("generate", spec.name, spec.spec_hash)
@@ -62,7 +68,12 @@ def generate(run: Run, index: int) -> Manifest:
     shots = run.guidance_shots() if guidance is not None else None
     model_seconds, flagged = 0.0, {}
     data_file = shard_tar_path(spec.name)
-    with run.storage.atomic_writer(data_file) as stream, ShardWriter(stream, run.config.generator.image_format) as tar:
+    encoding, workers = image_encoding(run.config.generator), cpu_workers(run.config.generator.workers)
+    # images are encoded and written into the tar by `workers` threads, in order, while the model runs on
+    with (
+        run.storage.atomic_writer(data_file) as stream,
+        ShardWriter(stream, encoding, workers, max_pending=2 * generator.batch_size) as tar,
+    ):
         for batch in batched(spec.samples, generator.batch_size):
             # 2. a batch of the spec's samples: its prompts, seeds and (real guidance) reference shots
             texts = [prompts[sample.prompt_id].text for sample in batch]

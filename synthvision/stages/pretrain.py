@@ -13,6 +13,7 @@ from synthvision.methods.pretraining.jobs import (
     OnStep,
     build_moco,
     load_backbone,
+    loader_workers,
     seed_init,
     train_moco,
     train_supervised,
@@ -49,6 +50,7 @@ def pretrain(run: Run, on_step: OnStep = None) -> PretrainReport:
             load_backbone(stream.read(), model, f"pretrain.init_backbone {config.init_backbone}")
     # 3. training over the shards, checkpointed, resumable
     train = train_moco if config.method == "moco" else train_supervised
+    device = resolve_device(config.device)
     result = train(
         run.storage,
         PRETRAIN_DIR,
@@ -57,10 +59,11 @@ def pretrain(run: Run, on_step: OnStep = None) -> PretrainReport:
         config.image_size,
         run.config.seed,
         config.checkpoint_every,
-        resolve_device(config.device),
+        device,
         manifests=manifests,
         on_step=on_step,
         config_hash=digest,
+        workers=loader_workers(config.workers, device),
     )
     # 4. the backbone, then the report (it commits the stage)
     report = PretrainReport(

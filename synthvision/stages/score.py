@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from synthvision.core import failpoints
 from synthvision.core.batching import batched
 from synthvision.core.errors import DataError
 from synthvision.core.manifest import Manifest, manifest_path
+from synthvision.core.pipelining import cpu_workers, ordered_map
 from synthvision.core.stage_table import stage
 from synthvision.methods.filtering import CLIP_FILTER_REASON, clip_filter, filter_threshold, per_class_budget, softmax
 from synthvision.stages import generate
@@ -34,6 +36,7 @@ from synthvision.storage.store import HashingReader
 from synthvision.storage.tars import decode_image, read_samples, sample_image_bytes
 
 if TYPE_CHECKING:
+    from synthvision.models.clip import ClipModel
     from synthvision.run import Run
 
 SCORES_DIR = stage("score").folder
@@ -79,7 +82,7 @@ def score(run: Run, index: int) -> Manifest:
     # 3. the image embeddings of the shard's tar, whose bytes must be the committed ones
     dropped: dict[str, int] = {}
     try:
-        keys, labels, features = _embed(run, source, clip.encode_images, dropped)
+        keys, labels, features = _embed(run, source, clip, dropped)
     except CorruptShard as error:
         raise _quarantined(run, source.shard, str(error)) from None
     # 4. the zero-shot logits (SCE's soft targets); CF keeps an image when the filter head's probability
@@ -152,20 +155,30 @@ def _source(run: Run, index: int) -> Manifest:
 
 
 def _embed(
-    run: Run, source: Manifest, encode: Callable[[list], np.ndarray], dropped: dict[str, int]
+    run: Run, source: Manifest, clip: ClipModel, dropped: dict[str, int]
 ) -> tuple[list[str], list[int], np.ndarray | None]:
     """Keys, labels and image embeddings of a committed tar, batch by batch (an undecodable sample is
-    counted in `dropped`, never fatal); `CorruptShard` when the bytes read are not the committed ones."""
+    counted in `dropped`, never fatal); `CorruptShard` when the bytes read are not the committed ones.
+    While CLIP encodes a batch, a thread reads and hashes the tar and `clip.workers` threads decode and
+    preprocess the next batches (the model's thread only waits for them)."""
     url = run.storage.url_of(source.data_file)
     keys, labels, embeddings = [], [], []
+    workers = cpu_workers(run.config.clip.workers)
+    prepare = partial(_prepare_batch, clip.preprocess, clip.device.type == "cuda")
     with run.storage.open(source.data_file) as raw:
         stream = HashingReader(raw)
+        samples = batched(read_samples(stream, url), run.config.clip.batch_size)
         try:
-            for batch in batched(_decoded(read_samples(stream, url), dropped), run.config.clip.batch_size):
-                keys += [key for key, _, _ in batch]
-                labels += [label for _, label, _ in batch]
-                embeddings.append(encode([image for _, _, image in batch]))
-                failpoints.reach("score.batch")
+            prepared = ordered_map(prepare, samples, workers, ahead=workers + 1, initializer=_one_torch_thread)
+            with closing(prepared):
+                for batch in prepared:
+                    if batch.undecodable:
+                        dropped[DECODE_ERROR] = dropped.get(DECODE_ERROR, 0) + batch.undecodable
+                    if batch.keys:
+                        keys += batch.keys
+                        labels += batch.labels
+                        embeddings.append(clip.encode_pixels(batch.pixels))
+                    failpoints.reach("score.batch")
         except Exception as error:
             # a tar that does not parse is corrupt if its bytes are not the committed ones; otherwise
             # the fault was on the way (a dropped connection) and the task's retry reads it again
@@ -185,15 +198,43 @@ def _quarantined(run: Run, shard: str, problem: str) -> CorruptShard:
     return CorruptShard(f"shard {shard} quarantined to {folder} (generate it again): {problem}")
 
 
-def _decoded(samples: Iterator[dict], dropped: dict[str, int]) -> Iterator[tuple[str, int, object]]:
+def _one_torch_thread() -> None:
+    """A worker is one of `clip.workers` threads sharing the cores: torch's own intra-op threads on top
+    would oversubscribe them (OpenMP's thread count is per calling thread: the model's is untouched)."""
+    import torch
+
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():  # else the setting is process-wide
+        torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch of a tar's samples, decoded and preprocessed for CLIP."""
+
+    keys: list[str]
+    labels: list[int]
+    pixels: Any  # N x 3 x H x W tensor (None when no sample decoded)
+    undecodable: int
+
+
+def _prepare_batch(preprocess: Callable[[Any], Any], pin: bool, samples: list[dict]) -> PreparedBatch:
+    """Decode and preprocess a batch of samples (in a worker thread); an undecodable one is counted."""
+    import torch
+
+    keys, labels, pixels = [], [], []
     for sample in samples:
         try:
-            image = decode_image(sample_image_bytes(sample))
+            image = preprocess(decode_image(sample_image_bytes(sample)))
             label = int(sample["cls"])
         except Exception:  # any undecodable sample is counted with its reason, never fatal
-            dropped[DECODE_ERROR] = dropped.get(DECODE_ERROR, 0) + 1
             continue
-        yield sample["__key__"], label, image
+        keys.append(sample["__key__"])
+        labels.append(label)
+        pixels.append(image)
+    stacked = torch.stack(pixels) if pixels else None
+    if stacked is not None and pin:
+        stacked = stacked.pin_memory()  # for an asynchronous copy to the GPU
+    return PreparedBatch(keys, labels, stacked, len(samples) - len(keys))
 
 
 def committed_scores(run: Run) -> list[Manifest]:

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 from synthvision.core.errors import ConfigError
 from synthvision.core.stage_table import stage
 from synthvision.methods.pretraining.data import load_labelled
-from synthvision.methods.pretraining.jobs import OnStep, model_top1, sample_per_class, seed_init, train_supervised
+from synthvision.methods.pretraining.jobs import (
+    OnStep,
+    loader_workers,
+    model_top1,
+    sample_per_class,
+    seed_init,
+    train_supervised,
+)
 from synthvision.methods.pretraining.models import build_resnet
 from synthvision.models.devices import resolve_device
 from synthvision.reports.resnets import ScratchReport, ScratchRow
@@ -60,6 +67,7 @@ def scratch(run: Run, on_step: OnStep = None) -> ScratchReport:
             real=job.get("real"),
             on_step=on_step,
             config_hash=digest,
+            workers=loader_workers(config.workers, device),
         )
         top1 = model_top1(model, test, config.image_size, config.optim.batch_size, device)
         rows.append(ScratchRow(name, job["images"], top1, result.steps))

@@ -13,6 +13,7 @@ from synthvision.methods.pretraining.jobs import (
     BACKBONE_FILE,
     OnStep,
     load_backbone,
+    loader_workers,
     model_top1,
     sample_per_class,
     seed_init,
@@ -67,6 +68,7 @@ def transfer(run: Run, on_step: OnStep = None) -> TransferReport:
             batch_norm=config.batch_norm,
             on_step=on_step,
             config_hash=digest,
+            workers=loader_workers(config.workers, device),
         )
         top1 = model_top1(model, test, config.image_size, config.optim.batch_size, device)
         rows.append(TransferRow(init, top1, result.steps))

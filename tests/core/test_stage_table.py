@@ -55,7 +55,13 @@ def test_stage_hashes_change_only_downstream_of_the_edit():
         "training": parse_config({"training": {"lr": 1e-3}}),
         "generator": parse_config({"generator": {"guidance_scale": 2.0}}),
         "filter.clip_filter": parse_config({"filter": {"clip_filter": False}}),
-        "runtime": parse_config({"generator": {"device": "cpu", "batch_size": 64}, "orchestration": {"retries": 9}}),
+        "runtime": parse_config(
+            {
+                "generator": {"device": "cpu", "batch_size": 64, "workers": 0, "seconds_per_batch": 1.0},
+                "clip": {"workers": 5, "seconds_per_batch": 1.0},
+                "orchestration": {"retries": 9},
+            }
+        ),
     }
     changed = {
         edit: [name for name in NAMES if stage_hash(base, name) != stage_hash(config, name)]
@@ -182,3 +188,16 @@ def test_quick_gelu_enters_the_score_hash_only_where_it_is_on():
     # where nothing changed, neither did the hash (outputs scored before the switch stay valid)
     assert score_hash() == score_hash(quick_gelu=False)
     assert score_hash(quick_gelu=True) != score_hash()
+
+
+def test_image_encoding_enters_the_generate_hash_only_where_it_changes_the_bytes():
+    def generate_hash(**generator) -> str:
+        return stage_hash(RunConfig.model_validate({"generator": generator}), "generate")
+
+    # the encoder settings every shard had before they were fields: no entry, earlier shards stay valid
+    assert generate_hash() == generate_hash(png_compress_level=6, image_quality=50)  # quality: not png's
+    assert generate_hash(image_format="jpg") == generate_hash(image_format="jpg", image_quality=95)
+    assert generate_hash(image_format="jpg", image_quality=80) != generate_hash(image_format="jpg")
+    assert generate_hash(png_compress_level=1) != generate_hash()
+    assert generate_hash(image_format="webp", image_quality=80) != generate_hash(image_format="webp")
+    assert generate_hash(image_format="webp-lossless", image_quality=10) == generate_hash(image_format="webp-lossless")

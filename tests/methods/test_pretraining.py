@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -196,6 +197,8 @@ def test_killed_pretraining_resumes_from_its_checkpoint_and_matches_an_unbroken_
     assert process.returncode == -9, process.stderr
     killed = _generated_run(killed_config)
     assert killed.storage.list("pretrain/ckpt") == ["latest.json", "step-00000002.json", "step-00000002.safetensors"]
+    # resumed with 2 DataLoader workers: the same batches, so the same weights as the unbroken run with none
+    killed.config.pretrain.workers = 2
     report = pretrain_stage.pretrain(killed)
     assert (report.resumed_from_step, report.steps) == (2, 6)  # 12 images / 4 = 3 steps per epoch, 2 epochs
 
@@ -249,3 +252,27 @@ def test_scratch_and_transfer_end_to_end(tmp_path, make_config, prefect_server):
         ("real-2-per-class", 6),
     ]
     assert scratch.test_images == 9
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
+def test_dataloader_workers_give_the_batches_of_one_process(tmp_path):
+    """Worker w makes batches w, w + N, ...: with 0, 2 or 3 workers the same tensors in the same order,
+    from any resume point, the MoCo views each seeded per image."""
+    from synthvision.methods.pretraining.data import Example, epoch_batches, moco_v2_transform
+    from synthvision.models.generators.loadtest import texture
+    from synthvision.storage.tars import ImageEncoding
+
+    encoded = [ImageEncoding("png").encode(texture(i, 40)) for i in range(11)]
+
+    def examples(skip: int):
+        return (Example(data, i % 3, 1000 + i) for i, data in enumerate(encoded) if i >= skip)
+
+    views = [moco_v2_transform(32)] * 2
+    for skip in (0, 4):
+        runs = [list(epoch_batches(partial(examples, skip), 2, views, workers, pin=False)) for workers in (0, 2, 3)]
+        assert [len(run) for run in runs] == [-(-(11 - skip) // 2)] * 3
+        for other in runs[1:]:
+            for (views_a, labels_a), (views_b, labels_b) in zip(runs[0], other, strict=True):
+                assert torch.equal(labels_a, labels_b)
+                assert all(torch.equal(a, b) for a, b in zip(views_a, views_b, strict=True))
+        assert not torch.equal(runs[0][0][0][0], runs[0][0][0][1])  # two views: two augmentations

@@ -96,3 +96,44 @@ def test_a_template_ensemble_head_is_the_mean_of_normalised_template_embeddings(
     expected = torch.nn.functional.normalize(torch.stack(per_template).mean(0), dim=-1).numpy()
     np.testing.assert_allclose(head, expected, atol=1e-5)
     assert not np.allclose(head, clip.text_classifier(classes, templates[:1]), atol=1e-3)  # the ensemble matters
+
+
+def test_the_load_test_clip_preprocesses_as_rn50_and_waits_its_batch_time():
+    import time
+
+    from synthvision.models.clip import load_clip, open_clip_name
+
+    clip = load_clip(ClipConfig(model="loadtest", seconds_per_batch=0.05))
+    pixels = clip.preprocess(Image.new("RGB", (320, 256), (255, 0, 0)))
+    assert pixels.shape == (3, 224, 224)
+    assert abs(float(pixels[0].mean()) - (1 - 0.48145466) / 0.26862954) < 1e-4  # OpenAI's normalisation
+    started = time.perf_counter()
+    features = clip.encode_pixels(pixels[None].repeat(3, 1, 1, 1))
+    assert time.perf_counter() - started >= 0.05 and features.shape == (3, 16)
+    heads = clip.text_classifier(("red", "blue"), ["{}"])
+    assert heads.shape == (2, 16) and np.allclose(np.linalg.norm(heads, axis=1), 1)
+    assert load_clip(ClipConfig(model="loadtest:32")).preprocess(Image.new("RGB", (64, 64))).shape == (3, 32, 32)
+    with pytest.raises(ConfigError, match="loadtest:SIZE"):
+        open_clip_name(ClipConfig(model="loadtest:big"))
+
+
+def test_clip_in_bfloat16_on_the_cpu_gives_nearly_the_float32_features():
+    from synthvision.models.clip import load_clip
+
+    images = [Image.new("RGB", (40, 40), colour) for colour in ((255, 0, 0), (0, 90, 200), (30, 30, 30))]
+    full = load_clip(ClipConfig(model="tiny")).encode_images(images)
+    half = load_clip(ClipConfig(model="tiny", dtype="bfloat16")).encode_images(images)
+    assert half.dtype == np.float32 and not np.array_equal(full, half)  # it did run in bfloat16
+    cosine = (full * half).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half, axis=1)
+    assert cosine.min() > 0.99
+
+
+@pytest.mark.slow
+def test_a_compiled_clip_image_tower_gives_the_eager_features():
+    from synthvision.models.clip import load_clip
+
+    images = [Image.new("RGB", (40, 40), colour) for colour in ((255, 0, 0), (0, 90, 200))]
+    eager = load_clip(ClipConfig(model="tiny")).encode_images(images)
+    compiled = load_clip(ClipConfig(model="tiny", compile=True))
+    assert type(compiled.model.visual).__name__ != "OptimizedModule"  # compiled in place: same keys
+    np.testing.assert_allclose(compiled.encode_images(images), eager, rtol=1e-4, atol=1e-5)

@@ -130,7 +130,7 @@ CONFIG_CASES = [
     (
         "unknown generator",
         ["generator.backend=dalle"],
-        ["generator.backend: Input should be 'diffusers', 'glide' or 'tiny'"],
+        ["generator.backend: Input should be 'diffusers', 'glide', 'tiny' or 'loadtest'"],
     ),
     ("unknown CLIP", ["clip.model=ViT-Nope"], ["clip.model: unknown open_clip model 'ViT-Nope'"]),
     (

@@ -1,5 +1,6 @@
 import json
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -154,3 +155,34 @@ def test_a_10k_character_unicode_prompt_is_cut_quietly_to_the_text_encoder(tiny,
     assert len(tokenizer(cut).input_ids) <= tokenizer.model_max_length < len(tokenizer(long[: len(cut) + 1]).input_ids)
     assert np.array_equal(pixels(images[:1]), pixels(tiny.generate([cut], [3])))
     assert max(map(len, capfd.readouterr().err.splitlines() or [""])) < 1000
+
+
+def test_encoding_beside_the_model_gives_the_serial_shard(tmp_path, tiny):
+    """Threads encode and write while the model runs: the tar is the serial path's, byte for byte."""
+    shas = []
+    for workers in (0, 3):
+        run = two_colour_run(tmp_path, f"w{workers}", shards={"images_per_class": 5, "shard_size": 10})
+        run.config.generator.workers = workers
+        run.generator = lambda: tiny
+        shas.append(generate.generate(run, 0).sha256)
+    assert shas[0] == shas[1]
+
+
+def test_the_load_test_generator_waits_and_returns_textures_fixed_by_seed():
+    from synthvision.models.generators.loadtest import LoadTestGenerator
+
+    generator = LoadTestGenerator(resolution=64, batch_size=4, seconds_per_batch=0.05)
+    started = time.perf_counter()
+    first = generator.generate(["a"] * 4, [1, 2, 65, 3])
+    assert time.perf_counter() - started >= 0.05
+    assert first[0].size == (64, 64) and first[0].tobytes() == first[2].tobytes()  # 64 textures, by seed
+    assert first[0].tobytes() != first[1].tobytes()
+    assert generator.generate(["b"], [2])[0].tobytes() == first[1].tobytes()
+
+
+def test_compile_wraps_the_denoiser_in_place():
+    """`generator.compile` compiles the UNet in place (its keys unchanged); the compiled call itself is
+    torch's, exercised on CPU by the compiled CLIP test."""
+    compiled = DiffusersGenerator.from_config(CONFIG.model_copy(update={"compile": True}))
+    assert compiled.pipeline.unet._compiled_call_impl is not None
+    assert DiffusersGenerator.from_config(CONFIG).pipeline.unet._compiled_call_impl is None

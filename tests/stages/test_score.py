@@ -107,3 +107,35 @@ def test_test_set_errors(tmp_path):
         list(iter_test_set(storage.url_of("bad"), "webdataset", SPACE))
     with pytest.raises(ConfigError, match="'sky' is not a colour"):
         write_colour_test_set(storage, "t", LabelSpace("x", ("sky",)), 1, 8, 0)
+
+
+def test_parallel_decoding_gives_the_parquet_of_one_thread(tmp_path):
+    """Workers that read, decode and preprocess ahead of CLIP change when, never what: the same parquet
+    bytes, an undecodable sample counted the same, with 0 and 3 workers and batches that split it."""
+    labels = tmp_path / "red-blue.txt"
+    labels.write_text("red\nblue\n")
+    parquets, dropped = [], []
+    for workers in (0, 3):
+        config = tiny_config(
+            tmp_path / f"run{workers}",
+            labels,
+            shards={"images_per_class": 5, "shard_size": 10},
+            clip={"batch_size": 3, "workers": workers},
+        )
+        run = Run(config)
+        prompts.ensure(run)
+        spec = run.plan.shard(0)
+        samples = [
+            {"__key__": sample.key, "png": png((25 * i, 255 - 25 * i, 7 * i)), "cls": str(sample.class_id).encode()}
+            for i, sample in enumerate(spec.samples)
+        ]
+        samples[4]["png"] = b"truncated"
+        tar = write_tar(run.storage, generate.shard_tar_path(spec.name), samples)
+        tar = replace(tar, shard=spec.name, config_hash=run.hashes["generate"], spec_hash=spec.spec_hash)
+        run.commits.commit_shard(tar)
+        manifest = score.score(run, 0)
+        parquets.append(run.storage.read_bytes(manifest.data_file))
+        dropped.append(manifest.dropped)
+    assert parquets[0] == parquets[1]
+    assert dropped[0] == dropped[1] and dropped[0][DECODE_ERROR] == 1
+    assert pq.read_table(io.BytesIO(parquets[0])).num_rows == 9

@@ -3,7 +3,8 @@ the batches it would have seen.
 
 Synthetic shards are streamed tar by tar with webdataset's tar reader (shard order and the order
 inside each shard shuffled per epoch); real labelled sets are held in memory. Every image gets its
-own augmentation seed, so augmentations do not depend on batching or on where a job resumed.
+own augmentation seed, so augmentations do not depend on batching, on where a job resumed, or on
+which DataLoader worker made its batch (`epoch_batches`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
+from synthvision.core.batching import batched
 from synthvision.core.hashing import derive_seed
 from synthvision.core.manifest import Manifest
 from synthvision.storage.store import Storage
@@ -62,16 +65,20 @@ def seeded(transform: Transform, image: Image.Image, seed: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Example:
-    image: Image.Image
+    source: bytes | Image.Image  # the encoded image (from a shard) or the image (a real set in memory)
     label: int
     seed: int  # fixes this example's augmentation in this epoch
+
+    def image(self) -> Image.Image:
+        """Decoded where it is augmented: in the worker that makes its batch."""
+        return decode_image(self.source) if isinstance(self.source, bytes) else self.source
 
 
 def synthetic_examples(
     storage: Storage, manifests: list[Manifest], seed: int, epoch: int, skip: int
 ) -> Iterator[Example]:
     """The committed synthetic images of an epoch in its shuffled order, the first `skip` left out
-    (skipped ones are not decoded)."""
+    (still encoded: only the worker that augments an image decodes it)."""
     rng = np.random.default_rng([seed, epoch])
     position = 0
     for shard in rng.permutation(len(manifests)):
@@ -82,7 +89,7 @@ def synthetic_examples(
             if position >= skip:
                 sample = samples[i]
                 yield Example(
-                    decode_image(sample_image_bytes(sample)),
+                    sample_image_bytes(sample),
                     int(sample["cls"]),
                     derive_seed(seed, epoch, sample["__key__"]),
                 )
@@ -106,24 +113,67 @@ class LabelledImages:
             yield Example(self.images[i], int(self.labels[i]), derive_seed(seed, epoch, i))
 
 
-def batches(
-    examples: Iterator[Example], size: int, views: list[Transform]
-) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
-    """Batches of `size` (the last may be smaller): one stacked tensor per view, and the labels.
-    Each view of an example gets its own seed from the example's."""
-    chunk: list[Example] = []
-    for example in examples:
-        chunk.append(example)
-        if len(chunk) == size:
-            yield _collate(chunk, views)
-            chunk = []
-    if chunk:
-        yield _collate(chunk, views)
+Batch = tuple[list[torch.Tensor], torch.Tensor]  # one stacked tensor per view, and the labels
 
 
-def _collate(chunk: list[Example], views: list[Transform]) -> tuple[list[torch.Tensor], torch.Tensor]:
+class EpochBatches(IterableDataset):
+    """An epoch's batches of `size` (the last may be smaller). Each view of an example gets its own
+    seed from the example's.
+
+    In a DataLoader with N workers, worker w makes batches w, w + N, w + 2N, ...: the DataLoader takes
+    one batch from each worker in turn, so it yields them in the order one process would (the same
+    batches and the same resumed weights for any N). Every worker reads the epoch's example stream (a
+    shard's tar is read by each worker that has a batch in it); only the decoding and augmenting,
+    the costly part, is divided.
+    """
+
+    def __init__(self, examples: Callable[[], Iterator[Example]], size: int, views: list[Transform]):
+        self.examples, self.size, self.views = examples, size, views
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index, chunk in enumerate(batched(self.examples(), self.size)):
+            if index % workers == worker:
+                yield _collate(chunk, self.views)
+
+
+def epoch_batches(
+    examples: Callable[[], Iterator[Example]], size: int, views: list[Transform], workers: int, pin: bool
+) -> Iterator[Batch]:
+    """An epoch's batches, made by `workers` DataLoader processes while the model trains (0: in this
+    process), pinned for asynchronous copies to a GPU when `pin`."""
+    dataset = EpochBatches(examples, size, views)
+    if workers == 0:
+        return iter(dataset)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=2,
+        worker_init_fn=_forget_parent_exit_hooks,
+    )
+    return iter(loader)
+
+
+def _forget_parent_exit_hooks(_: int) -> None:
+    """A forked worker inherits the exit hooks its parent registered with `threading` (Prefect 3.8's
+    services register one to drain their queues; in a child those services do not exist, the hook
+    fails an assertion and the worker exits with status 1, which the DataLoader reports as a crash).
+    A worker only decodes and augments: none of those hooks is its own."""
+    import threading
+
+    hooks = getattr(threading, "_threading_atexits", None)
+    if hooks is not None:
+        hooks.clear()
+
+
+def _collate(chunk: list[Example], views: list[Transform]) -> Batch:
+    images = [example.image() for example in chunk]
     stacked = [
-        torch.stack([seeded(view, e.image, derive_seed(e.seed, v)) for e in chunk]) for v, view in enumerate(views)
+        torch.stack([seeded(view, image, derive_seed(e.seed, v)) for e, image in zip(chunk, images, strict=True)])
+        for v, view in enumerate(views)
     ]
     return stacked, torch.tensor([e.label for e in chunk])
 

@@ -5,6 +5,7 @@ there; the stages in `synthvision/stages/` commit their reports."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import torch
@@ -16,17 +17,19 @@ from synthvision.core.config import MocoConfig, OptimConfig
 from synthvision.core.errors import DataError
 from synthvision.core.hashing import derive_seed
 from synthvision.core.manifest import Manifest
+from synthvision.core.pipelining import cpu_workers
 from synthvision.methods.pretraining.checkpoint import Checkpointer
 from synthvision.methods.pretraining.data import (
+    Batch,
     LabelledImages,
     Transform,
-    batches,
+    epoch_batches,
     eval_transform,
     moco_v2_transform,
     synthetic_examples,
     train_transform,
 )
-from synthvision.methods.pretraining.loop import Batch, LoopResult, run_loop
+from synthvision.methods.pretraining.loop import LoopResult, run_loop
 from synthvision.methods.pretraining.models import MoCo, export_backbone, set_batch_norm_frozen
 from synthvision.storage.store import Storage
 
@@ -71,6 +74,23 @@ def _source(
     return len(real.labels), lambda epoch, skip: real.examples(seed, epoch, skip)
 
 
+def loader_workers(configured: int | None, device: torch.device) -> int:
+    """DataLoader worker processes: as configured, else one per core (at most 8) beside a GPU, and none
+    beside a CPU model (it needs the cores itself)."""
+    if configured is not None:
+        return configured
+    return cpu_workers(None) if device.type == "cuda" else 0
+
+
+def _epochs(
+    examples: Callable[[int, int], Iterator], size: int, views: list[Transform], workers: int, device: torch.device
+) -> Callable[[int, int], Iterator[Batch]]:
+    """`epoch_batches(epoch, skip)` for the loop: the epoch's batches without its first `skip`."""
+    return lambda epoch, skip: epoch_batches(
+        partial(examples, epoch, skip * size), size, views, workers, pin=device.type == "cuda"
+    )
+
+
 def train_supervised(
     storage: Storage,
     reldir: str,
@@ -85,6 +105,7 @@ def train_supervised(
     batch_norm: str = "train",
     on_step: Callable[[int], None] | None = None,
     config_hash: str = "",
+    workers: int = 0,
 ) -> LoopResult:
     """Cross-entropy training with random resized crops and flips, on synthetic shards or a real set."""
     count, examples = _source(storage, manifests, real, seed)
@@ -104,7 +125,7 @@ def train_supervised(
         model,
         optim,
         _steps_per_epoch(count, optim.batch_size),
-        lambda epoch, skip: batches(examples(epoch, skip * optim.batch_size), optim.batch_size, views),
+        _epochs(examples, optim.batch_size, views, workers, device),
         step_loss,
         Checkpointer(storage, f"{reldir}/ckpt", config_hash),
         checkpoint_every,
@@ -125,6 +146,7 @@ def train_moco(
     manifests: list[Manifest],
     on_step: Callable[[int], None] | None = None,
     config_hash: str = "",
+    workers: int = 0,
 ) -> LoopResult:
     """MoCo v2 on synthetic shards: two augmented views of each image, InfoNCE against the queue."""
     count, examples = _source(storage, manifests, None, seed)
@@ -139,7 +161,7 @@ def train_moco(
         model,
         optim,
         _steps_per_epoch(count, optim.batch_size),
-        lambda epoch, skip: batches(examples(epoch, skip * optim.batch_size), optim.batch_size, views),
+        _epochs(examples, optim.batch_size, views, workers, device),
         step_loss,
         Checkpointer(storage, f"{reldir}/ckpt", config_hash),
         checkpoint_every,

@@ -17,8 +17,7 @@ import torch
 from synthvision.core import failpoints
 from synthvision.core.config import OptimConfig
 from synthvision.methods.pretraining.checkpoint import Checkpointer
-
-Batch = tuple[list[torch.Tensor], torch.Tensor]
+from synthvision.methods.pretraining.data import Batch
 
 
 def lr_at(optim: OptimConfig, step: int, steps_per_epoch: int) -> float:

@@ -32,6 +32,10 @@ class Generator(Protocol):
 @once_per_config
 def load_generator(config: GeneratorConfig) -> Generator:
     """The generator for `config`, loaded once per process: shard tasks of a run share one model."""
+    if config.backend == "loadtest":
+        from synthvision.models.generators.loadtest import LoadTestGenerator
+
+        return LoadTestGenerator.from_config(config)
     if config.backend == "glide":
         from synthvision.models.generators.glide.backend import GlideGenerator
 

@@ -38,6 +38,10 @@ class DiffusersGenerator:
         self.device = resolve_device(config.device)
         self.pipeline = pipeline.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
+        if config.compile:
+            for name in ("unet", "transformer"):  # the denoiser: where a sampling step spends its time
+                if getattr(self.pipeline, name, None) is not None:
+                    getattr(self.pipeline, name).compile()
         self.config = config
         self.name = name
         self.batch_size = config.batch_size

@@ -141,6 +141,10 @@ class GlideGenerator:
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.base = models.base.to(self.device, self.dtype)
         self.upsampler = models.upsampler.to(self.device, self.dtype) if config.glide.upsample else None
+        if config.compile:
+            for model in (self.base, self.upsampler):
+                if model is not None:
+                    model.compile()
         self.tokenizer = models.tokenizer
         self.config = config
         self.name = name

@@ -1,0 +1,76 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthvision.models.generators.loadtest import texture
+from synthvision.storage.store import Storage
+from synthvision.storage.tars import ImageEncoding, ShardWriter, decode_image, read_samples, sample_image_bytes
+
+IMAGES = [texture(i, 96) for i in range(20)]
+
+
+def write_tar(encoding: ImageEncoding, workers: int, stream=None) -> bytes:
+    stream = stream or io.BytesIO()
+    with ShardWriter(stream, encoding, workers, max_pending=4) as tar:
+        for i, image in enumerate(IMAGES):
+            tar.write(f"{i:06d}", image, {"index": i}, i % 3)
+    assert tar.count == len(IMAGES)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("encoding", [ImageEncoding("png"), ImageEncoding("jpg", 80), ImageEncoding("webp", 70)])
+def test_the_pipelined_writer_gives_the_serial_writers_bytes(encoding):
+    assert write_tar(encoding, workers=3) == write_tar(encoding, workers=0)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "extension", "lossless"),
+    [
+        (ImageEncoding("png", png_compress_level=1), "png", True),
+        (ImageEncoding("webp-lossless"), "webp", True),
+        (ImageEncoding("jpg", 90), "jpg", False),
+        (ImageEncoding("webp", 90), "webp", False),
+    ],
+)
+def test_every_image_format_reads_back(encoding, extension, lossless):
+    samples = list(read_samples(io.BytesIO(write_tar(encoding, workers=2)), "x.tar"))
+    assert [s["__key__"] for s in samples] == [f"{i:06d}" for i in range(20)] and extension in samples[0]
+    back = np.asarray(decode_image(sample_image_bytes(samples[7])), dtype=np.int16)
+    error = np.abs(back - np.asarray(IMAGES[7], dtype=np.int16)).mean()
+    assert error == 0 if lossless else 0 < error < 8
+
+
+def test_png_levels_trade_bytes_for_nothing_else():
+    fast, small = ImageEncoding("png", png_compress_level=1), ImageEncoding("png", png_compress_level=9)
+    assert len(fast.encode(IMAGES[0])) > len(small.encode(IMAGES[0]))
+    assert decode_image(fast.encode(IMAGES[0])).tobytes() == decode_image(small.encode(IMAGES[0])).tobytes()
+
+
+class FailingEncoding(ImageEncoding):
+    def encode(self, image: Image.Image) -> bytes:
+        if image is IMAGES[9]:
+            raise OSError("encoder ran out of memory")
+        return super().encode(image)
+
+
+class FailingStream(io.BytesIO):
+    def write(self, data):
+        if self.tell() > 20_000:
+            raise OSError("upload failed")
+        return super().write(data)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_encoding_error_fails_the_shard_and_nothing_is_committed(tmp_path, workers):
+    storage = Storage(str(tmp_path))
+    with pytest.raises(OSError, match="ran out of memory"):
+        with storage.atomic_writer("shards/000000.tar") as stream:
+            write_tar(FailingEncoding("png"), workers, stream)
+    assert storage.list("shards") == []
+
+
+def test_a_writing_error_in_the_writer_thread_reaches_the_caller():
+    with pytest.raises(OSError, match="upload failed"):
+        write_tar(ImageEncoding("png"), 2, FailingStream())
