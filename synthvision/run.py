@@ -84,6 +84,10 @@ class Run:
         for field, url in local_sets.items():
             if url and "://" not in url and not Path(url).exists():
                 raise DataError(f"{field} {url} does not exist")
+        if config.evaluation.demo_test_set is not None:
+            from synthvision.datasets.colour_demo import check_colour_names
+
+            check_colour_names(self.label_space)
 
     def section(self, name: str) -> Any:
         """An optional config section (fewshot, pretrain, ...); an error naming it when the config has none."""

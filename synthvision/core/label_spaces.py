@@ -50,8 +50,9 @@ def label_space_name(spec: str) -> str:
 def parse_class_names(text: str, source: str) -> tuple[str, ...]:
     """Class names from a file's text: a JSON list, or one name per line.
 
-    Blank, empty or duplicate names are errors naming the line, not something silently dropped:
-    a shifted line would shift every class id after it.
+    In a text file, a line whose first non-blank character is `#` is a comment, and blank lines are
+    layout: both are skipped (class ids count names, not lines). A blank JSON entry or a duplicate
+    name is an error naming its line or entry, never something silently dropped.
     """
     stripped = text.strip()
     if stripped.startswith("[") or source.endswith(".json"):
@@ -63,10 +64,11 @@ def parse_class_names(text: str, source: str) -> tuple[str, ...]:
             raise DataError(f"label space {source}: the JSON must be a list of class names (strings)")
         entries = [(index + 1, name) for index, name in enumerate(names)]
     else:
-        entries = [(number, line) for number, line in enumerate(text.splitlines(), start=1)]
-        # Trailing blank lines are layout, not entries.
-        while entries and not entries[-1][1].strip():
-            entries.pop()
+        entries = [
+            (number, line)
+            for number, line in enumerate(text.splitlines(), start=1)
+            if line.strip() and not line.strip().startswith("#")
+        ]
     if not entries:
         raise DataError(f"label space {source} is empty")
     seen: dict[str, int] = {}

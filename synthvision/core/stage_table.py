@@ -10,6 +10,7 @@ Pure: no torch, fsspec or PIL.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from synthvision.core.config import RunConfig
 from synthvision.core.hashing import stable_hash
 from synthvision.core.heads import filter_templates, single_head_templates, zero_shot_templates
+from synthvision.core.label_spaces import BUILTIN_LABEL_SPACES, load_label_space
 
 RUNTIME = frozenset({"device", "batch_size", "workers", "compile"})  # fields that change how fast, never what
 ABSENT = object()  # a part's value that leaves its key out of the hash
@@ -64,6 +66,15 @@ def _prompts(config: RunConfig) -> Any:
     if dump["sentence_model"]["top_k"] == 50:  # transformers' default, in effect before it was a field
         del dump["sentence_model"]["top_k"]
     return dump
+
+
+def _label_space(config: RunConfig) -> Any:
+    """A built-in by its name; a file by its class names, in order (their positions are the class ids):
+    a file edited in place is a new label space, and the same names under another path are not."""
+    if config.label_space in BUILTIN_LABEL_SPACES:
+        return config.label_space
+    classes = load_label_space(config.label_space).classes
+    return {"classes_sha256": hashlib.sha256("\n".join(classes).encode("utf-8")).hexdigest()}
 
 
 def _real_guidance(config: RunConfig) -> Any:
@@ -138,7 +149,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "prompts",
         (),
-        (section("label_space"), section("seed"), Part("prompts", _prompts)),
+        (Part("label_space", _label_space), section("seed"), Part("prompts", _prompts)),
         "prompts.parquet",
         per_shard=False,
         summary="the prompt table: prompts per class (B, LE)",

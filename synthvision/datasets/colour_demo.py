@@ -27,6 +27,16 @@ def render_image(colour: str, size: int, rng: random.Random) -> Image.Image:
     return image
 
 
+def check_colour_names(label_space: LabelSpace) -> None:
+    """The demo test set draws each class in its colour: every class name must be one (checked when a
+    run opens, before any work)."""
+    for name in label_space.classes:
+        try:
+            ImageColor.getrgb(name)
+        except ValueError:
+            raise ConfigError(f"evaluation.demo_test_set needs colour class names; {name!r} is not a colour") from None
+
+
 def write_colour_test_set(
     storage: Storage, reldir: str, label_space: LabelSpace, per_class: int, size: int, seed: int
 ) -> str:
@@ -34,11 +44,7 @@ def write_colour_test_set(
 
     Deterministic for a given seed, and skipped when already complete.
     """
-    for name in label_space.classes:
-        try:
-            ImageColor.getrgb(name)
-        except ValueError:
-            raise ConfigError(f"evaluation.demo_test_set needs colour class names; {name!r} is not a colour") from None
+    check_colour_names(label_space)
     rng = random.Random(seed)
     for name in label_space.classes:
         for index in range(per_class):

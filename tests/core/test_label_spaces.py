@@ -17,6 +17,13 @@ def test_builtin_label_spaces():
     assert fashion.classes[0] == "t-shirt" and fashion.classes[9] == "ankle boot" and fashion.num_classes == 10
 
 
+def test_comment_lines_and_blank_lines_are_skipped():
+    text = "# CIFAR-style animals\ncat\n\n  # the second one\ndog\n   \nbird  # not a comment mid-line\n"
+    assert parse_class_names(text, "x.txt") == ("cat", "dog", "bird # not a comment mid-line")
+    with pytest.raises(DataError, match="is empty"):
+        parse_class_names("# only a comment\n\n", "x.txt")
+
+
 def test_user_files(tmp_path):
     text = tmp_path / "mine.txt"
     text.write_text("golden  retriever\nTabby cat\n\n")
@@ -32,7 +39,6 @@ def test_user_files(tmp_path):
     [
         ("", "is empty"),
         ("\n\n", "is empty"),
-        ("cat\n\ndog\n", "entry 2 is blank"),
         ("cat\ndog\nCat\n", "entry 3 'Cat' duplicates entry 1"),
         ('["cat", 3]', "must be a list of class names \\(strings\\)"),
         ('["cat", "  "]', "entry 2 is blank"),

@@ -201,3 +201,28 @@ def test_image_encoding_enters_the_generate_hash_only_where_it_changes_the_bytes
     assert generate_hash(png_compress_level=1) != generate_hash()
     assert generate_hash(image_format="webp", image_quality=80) != generate_hash(image_format="webp")
     assert generate_hash(image_format="webp-lossless", image_quality=10) == generate_hash(image_format="webp-lossless")
+
+
+def test_a_label_file_is_identified_by_its_class_names_not_its_path(tmp_path):
+    """Edited in place (yellow -> purple): a new label space, so a rerun refuses to reuse the output's
+    prompts and shards. The same names under another path, with a comment: the same label space."""
+    from synthvision.core.errors import ConfigError
+    from synthvision.run import Run
+    from synthvision.stages import prompts
+
+    colours = tmp_path / "colours.txt"
+    colours.write_text("red\nyellow\n")
+    config = tiny_config(tmp_path / "out", colours)
+    elsewhere = tmp_path / "copy" / "other-name.txt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("# the same two colours\nred\n\nyellow\n")
+    assert stage_hash(tiny_config(tmp_path / "out", elsewhere), "generate") == stage_hash(config, "generate")
+    run = Run(config)
+    with run.writing():
+        prompts.ensure(run)
+    before = stage_hash(config, "prompts")
+    colours.write_text("red\npurple\n")
+    assert stage_hash(config, "prompts") != before
+    with pytest.raises(ConfigError, match="holds the prompts, generate, score data of another config"):
+        with Run(config).writing():
+            pass

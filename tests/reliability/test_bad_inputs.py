@@ -93,8 +93,13 @@ CONFIG_CASES = [
     ),
     (
         "blank class",
-        lambda f: ["label_space=" + _file(f, "blank.txt", "cat\n\ndog\n")],
-        ["blank.txt: entry 2 is blank"],
+        lambda f: ["label_space=" + _file(f, "blank.json", '["cat", " ", "dog"]')],
+        ["blank.json: entry 2 is blank"],
+    ),
+    (
+        "label file of comments only",
+        lambda f: ["label_space=" + _file(f, "comments.txt", "# cat\n\n# dog\n")],
+        ["comments.txt is empty"],
     ),
     (
         "label space JSON not a list",
