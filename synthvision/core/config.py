@@ -287,6 +287,13 @@ class FewShotConfig(_Section):
         return self
 
 
+def _loader_workers() -> Any:
+    """The `workers` field of the ResNet jobs (pretrain, transfer, scratch)."""
+    return Field(
+        None, ge=0, description="DataLoader processes that decode and augment; default: cores (≤ 8) on a GPU, 0 on CPU"
+    )
+
+
 class OptimConfig(_Section):
     """SGD with momentum (or AdamW) and a learning-rate schedule: `step` multiplies it by `lr_gamma`
     at each of `lr_milestones` (epochs); `cosine` anneals it to 0."""
@@ -327,9 +334,7 @@ class PretrainConfig(_Section):
     )
     checkpoint_every: int = Field(1000, gt=0, description="steps between checkpoints in the run's storage")
     device: str = "auto"
-    workers: int | None = Field(
-        None, ge=0, description="DataLoader processes that decode and augment; default: cores (≤ 8) on a GPU, 0 on CPU"
-    )
+    workers: int | None = _loader_workers()
 
 
 class TransferConfig(_Section):
@@ -352,9 +357,7 @@ class TransferConfig(_Section):
     )
     checkpoint_every: int = Field(1000, gt=0)
     device: str = "auto"
-    workers: int | None = Field(
-        None, ge=0, description="DataLoader processes that decode and augment; default: cores (≤ 8) on a GPU, 0 on CPU"
-    )
+    workers: int | None = _loader_workers()
 
 
 class ScratchConfig(_Section):
@@ -369,9 +372,7 @@ class ScratchConfig(_Section):
     optim: OptimConfig = OptimConfig(epochs=100, batch_size=256, lr=0.1, lr_milestones=[50, 75])
     checkpoint_every: int = Field(1000, gt=0)
     device: str = "auto"
-    workers: int | None = Field(
-        None, ge=0, description="DataLoader processes that decode and augment; default: cores (≤ 8) on a GPU, 0 on CPU"
-    )
+    workers: int | None = _loader_workers()
 
     @model_validator(mode="after")
     def _real_pool_for_k(self) -> ScratchConfig:
