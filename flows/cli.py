@@ -37,7 +37,7 @@ def _config(path: Path, overrides: list[str] | None, new_version: bool = False) 
     config = load_config(path, [*(overrides or []), *(["orchestration.new_version=true"] if new_version else [])])
     from synthvision.run import open_run  # imported after parsing: a config typo need not wait for torch
 
-    open_run(config)
+    open_run(config).storage.check_access()  # no credentials or a denied bucket: one line now, not mid-run
     if config.orchestration.engine == "processes":
         from synthvision.models.devices import expand_devices
 
@@ -159,13 +159,41 @@ def scratch(config: ConfigPath, set_: Overrides = None) -> None:
 
 @app.command()
 def status(config: ConfigPath, set_: Overrides = None) -> None:
-    """Shards planned, committed and missing per stage, read from storage alone."""
+    """Every stage's shards and images committed, its rate and ETA, and who writes the output now:
+    read from storage alone (no Prefect server needed)."""
     cfg = _config(config, set_)
+    import time
+
+    from flows.engines import local_workers
+    from flows.progress import BLANK, duration
+    from synthvision.core.stage_table import STAGES
     from synthvision.run import open_run
 
-    typer.echo(f"{'stage':<10}{'planned':>10}{'committed':>11}{'missing':>9}")
-    for row in open_run(cfg).status():
-        typer.echo(f"{row.stage:<10}{row.planned:>10}{row.committed:>11}{row.missing:>9}")
+    run = open_run(cfg)
+    rows = {row.stage: row for row in run.status()}
+    workers = local_workers(cfg)
+    typer.echo(f"{'stage':<10}{'planned':>9}{'committed':>11}{'missing':>9}  {'images':<21}{'rate':<22}ETA")
+    for stage in STAGES:
+        row = rows.get(stage.name)
+        if row is None:
+            typer.echo(f"{stage.name:<10}{'off: the config has no ' + stage.optional + ' section':>29}")
+            continue
+        images = BLANK if row.images_done is None else f"{row.images_done:,}/{row.images_planned:,}"
+        rate = BLANK if row.rate is None else f"{row.rate:,.1f} images/s/worker"
+        eta = row.eta_s(workers)
+        eta_text = BLANK if eta is None else duration(eta) + (f" at {workers} workers" if eta and workers > 1 else "")
+        typer.echo(
+            f"{row.stage:<10}{row.planned:>9}{row.committed:>11}{row.missing:>9}  {images:<21}{rate:<22}{eta_text}"
+        )
+    holder = run.holder()
+    if holder is None:
+        typer.echo("writer: none (no run holds the output)")
+    else:
+        who = holder.get("run") or {}
+        age = time.time() - float(holder.get("heartbeat", 0))
+        state = "gone: the next run takes over" if holder["gone"] else f"heartbeat {duration(age)} ago"
+        name = f"flow run {who['name']} ({who.get('url') or who.get('flow_run_id')}), " if who.get("name") else ""
+        typer.echo(f"writer: {name}{holder.get('host')} pid {holder.get('pid')}, {state}")
 
 
 @app.command()

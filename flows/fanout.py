@@ -4,39 +4,48 @@ A stage runs its shards in waves: each wave is a sub-flow (`<run>-<stage>-wave-0
 `orchestration.shards_per_flow_run` task runs, since Prefect's server slows down past a few thousand
 task runs in one flow run. Inside a wave at most `orchestration.max_in_flight` shard futures are
 outstanding, and only a small summary row is kept per shard, so the flow's memory stays flat for a
-million-image plan. Each shard is one task run named `<stage>-shard-00042`. As shards complete, a
-progress artifact and a terminal progress bar advance; each wave leaves a table artifact of its shards,
-and an index of the manifests it committed, from which `status` reads progress in seconds.
+million-image plan. Each shard is one task run named `<stage>-shard-00042`. As shards complete, the
+stage's progress line (terminal, progress artifact, logs: `flows/progress.py`) and, for generate, a
+contact sheet of the latest images refresh; each wave leaves a table artifact of its shards (written
+even when the wave fails) and an index of the manifests it committed, from which `status` reads
+progress in seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
-from tqdm import tqdm
 
 from flows.engines import ensure_gpu_limit, shard_task_runner
+from flows.progress import BLANK, ProgressReporter, StageProgress, clock
 from synthvision.core.config import RunConfig
+from synthvision.core.errors import SynthvisionError
 from synthvision.core.planning import shard_name
 from synthvision.run import open_run
+from synthvision.stages import generate
 from synthvision.storage.commits import ShardOutcome
 from synthvision.storage.store import STORAGE_STATS
 from tasks.policy import retry_options
 from tasks.stages import generate_shard_task, score_shard_task
 
 SHARD_TASKS = {"generate": generate_shard_task, "score": score_shard_task}
+CONTACT_SHEET_EVERY_S = 20.0
 
 
 def artifact_key(config: RunConfig, suffix: str) -> str:
-    """Artifact keys allow only lowercase letters, digits and dashes."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"{config.run_name}-{suffix}".lower()).strip("-")
+    """`<run name>-<output id>-<suffix>`: unique per output (two outputs of one run name keep their
+    own artifacts), in the lowercase letters, digits and dashes that artifact keys allow."""
+    output_id = hashlib.sha256(open_run(config).storage.canonical_url.encode()).hexdigest()[:6]
+    return re.sub(r"[^a-z0-9-]+", "-", f"{config.run_name}-{output_id}-{suffix}".lower()).strip("-")
 
 
 def describe(config: RunConfig, stage: str, what: str) -> str:
@@ -44,36 +53,58 @@ def describe(config: RunConfig, stage: str, what: str) -> str:
     return f"{config.run_name}: {what} (config hash {open_run(config).hashes[stage]})"
 
 
-def bounded_results(submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int) -> Iterator[Any]:
-    """Results of `submit(item)` for every item, as they complete, with at most `limit` outstanding."""
+def bounded_futures(
+    submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int
+) -> Iterator[tuple[Any, PrefectFuture]]:
+    """`(item, future)` of `submit(item)` for every item, as they complete, with at most `limit` outstanding."""
     items = iter(items)
-    pending = {submit(item) for item in itertools.islice(items, limit)}
+    pending = {submit(item): item for item in itertools.islice(items, limit)}
     while pending:
         done = next(as_completed(pending))
-        pending.remove(done)
-        yield done.result()
-        pending.update(submit(item) for item in itertools.islice(items, 1))
+        yield pending.pop(done), done
+        pending.update((submit(item), item) for item in itertools.islice(items, 1))
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception as one line of at most `limit` characters, for a table cell."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+SHARD_COLUMNS = (
+    "shard", "state", "samples", "bytes", "attempts", "dropped", "seconds", "device", "slot_start", "slot_end", "reason"
+)  # fmt: skip
 
 
 def _summary_row(outcome: ShardOutcome) -> dict[str, Any]:
-    """A shard's row in its wave's table artifact (a quarantined shard's row says where and why)."""
+    """A shard's row in its wave's table artifact: every column filled, times readable, and a reason
+    for a quarantined shard (its input was corrupt) or a failed one."""
     manifest = outcome.manifest
+    if manifest is None:
+        state = "quarantined"
+    else:
+        state = "done now" if outcome.done_now else "committed before"
+    seconds = None if manifest is None else manifest.timings.get("total_s")
     return {
         "shard": outcome.shard,
+        "state": state,
         "samples": 0 if manifest is None else manifest.count,
         "bytes": 0 if manifest is None else manifest.bytes,
-        "done_now": outcome.done_now,
         "attempts": outcome.attempts,
-        "dropped": "-"
+        "dropped": BLANK
         if manifest is None
-        else ", ".join(f"{k}: {n}" for k, n in sorted(manifest.dropped.items())) or "-",
-        "seconds": None if manifest is None else manifest.timings.get("total_s"),
-        # where and when the shard held its GPU slot (empty for shards committed before)
-        "device": outcome.device,
-        "slot_start": outcome.slot_start,
-        "slot_end": outcome.slot_end,
-        "quarantined": outcome.quarantined or "",
+        else ", ".join(f"{k}: {n}" for k, n in sorted(manifest.dropped.items())) or BLANK,
+        "seconds": BLANK if seconds is None else f"{seconds:.2f}",
+        # where and when the shard held its GPU slot (blank for shards committed before)
+        "device": BLANK if outcome.device == "-" else outcome.device,
+        "slot_start": clock(outcome.slot_start),
+        "slot_end": clock(outcome.slot_end),
+        "reason": outcome.quarantined or BLANK,
     }
+
+
+def _failed_row(shard: str, error: BaseException) -> dict[str, Any]:
+    return {column: BLANK for column in SHARD_COLUMNS} | {"shard": shard, "state": "failed", "reason": _one_line(error)}
 
 
 @dataclass
@@ -88,6 +119,7 @@ class StageSummary:
     samples: int = 0
     task_retries: int = 0
     quarantined: list[str] = field(default_factory=list)  # corrupt input shards moved aside
+    quarantine_reasons: dict[str, str] = field(default_factory=dict)  # shard -> why
     storage_requests: dict[str, int] | None = None  # object-store requests of this process
 
     def add(self, outcomes: list[ShardOutcome]) -> None:
@@ -96,50 +128,113 @@ class StageSummary:
         self.samples += sum(o.manifest.count for o in outcomes if o.manifest is not None)
         self.task_retries += sum(o.attempts - 1 for o in outcomes if o.done_now)
         self.quarantined += [o.shard for o in outcomes if o.quarantined]
+        self.quarantine_reasons |= {o.shard: o.quarantined for o in outcomes if o.quarantined}
+
+
+_REPORTERS: dict[str, ProgressReporter] = {}  # progress artifact id -> its stage's reporter (this process)
+
+
+def reporter_of(progress_id: str) -> ProgressReporter:
+    """The stage's reporter. (A function, not the dict itself in the wave's body: process and Dask
+    task runners pickle the wave flow's function by value, with the globals it names.)"""
+    return _REPORTERS[progress_id]
 
 
 @flow(name="shard-wave", flow_run_name="{config.run_name}-{stage}-wave-{wave:04d}")
 def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, progress_id: str) -> list[ShardOutcome]:
-    """Shards `start..stop-1` of `stage`, one task run each; returns their outcomes."""
+    """Shards `start..stop-1` of `stage`, one task run each; returns their outcomes.
+
+    A failed shard (its retries spent) does not stop the others: the wave finishes, commits its
+    index and table (the failed rows with their errors), then fails naming every failed shard (or
+    with the first user error, which names its field, file or shard)."""
     options = retry_options(config.orchestration)
     task = SHARD_TASKS[stage]
     run = open_run(config)
+    reporter = reporter_of(progress_id)
 
     def submit(index: int) -> PrefectFuture:
         return task.with_options(task_run_name=f"{stage}-{shard_name(index)}", **options).submit(config, index)
 
     outcomes: list[ShardOutcome] = []
-    with tqdm(total=stop - start, desc=f"{stage} wave {wave}", unit="shard") as bar:
-        for outcome in bounded_results(submit, range(start, stop), config.orchestration.max_in_flight):
+    failed: dict[str, BaseException] = {}
+    try:
+        for index, future in bounded_futures(submit, range(start, stop), config.orchestration.max_in_flight):
+            try:
+                outcome = future.result()
+            except Exception as error:  # the shard's retries are spent; the other shards go on
+                failed[shard_name(index)] = error
+                reporter.fail()
+                continue
             outcomes.append(outcome)
-            bar.update()
-            update_progress_artifact(progress_id, 100.0 * (start + len(outcomes)) / run.plan.num_shards)
-    run.commits.index(stage, wave, [o.manifest for o in outcomes if o.manifest is not None])
-    outcomes.sort(key=lambda outcome: outcome.shard)
-    create_table_artifact(
-        [_summary_row(outcome) for outcome in outcomes],
-        key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"),
-        description=describe(config, stage, f"{stage} wave {wave} per shard"),
-    )
-    return outcomes
+            reporter.add(outcome)
+    finally:  # a wave stopped by an interrupt still shows what it did
+        run.commits.index(stage, wave, [o.manifest for o in outcomes if o.manifest is not None])
+        rows = [_summary_row(outcome) for outcome in outcomes] + [_failed_row(s, e) for s, e in failed.items()]
+        create_table_artifact(
+            sorted(rows, key=lambda row: row["shard"]),
+            key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"),
+            description=describe(config, stage, f"{stage} wave {wave} per shard"),
+        )
+    if failed:
+        user_errors = [error for error in failed.values() if isinstance(error, SynthvisionError)]
+        if user_errors:  # bad input or config: the first one's own line, as the CLI prints it
+            raise user_errors[0]
+        raise ShardsFailed(
+            f"{stage}: {len(failed)} shard(s) failed: "
+            + "; ".join(f"{shard}: {_one_line(error, 200)}" for shard, error in sorted(failed.items()))
+        )
+    return sorted(outcomes, key=lambda outcome: outcome.shard)
+
+
+class ShardsFailed(RuntimeError):
+    """Shards of a wave failed after their retries (the message names each one and its error)."""
 
 
 def run_shard_tasks(config: RunConfig, stage: str) -> StageSummary:
-    """Run `stage`'s shard task over every shard, in waves; returns a summary of the stage."""
+    """Run `stage`'s shard task over every shard, in waves, showing its progress; returns a summary."""
     run = open_run(config)
     num_shards, per_wave = run.plan.num_shards, config.orchestration.shards_per_flow_run
-    progress = create_progress_artifact(
-        0.0,
-        key=artifact_key(config, f"{stage}-progress"),
-        description=describe(config, stage, f"{stage} shards committed (%)"),
+    progress_id = str(
+        create_progress_artifact(
+            0.0,
+            key=artifact_key(config, f"{stage}-progress"),
+            description=describe(config, stage, f"{stage}: starting"),
+        )
     )
+    progress = StageProgress(stage, num_shards, run.plan.num_images)
     summary = StageSummary(stage, num_shards, ensure_gpu_limit(config))
     requests_before = STORAGE_STATS.snapshot()
-    with shard_task_runner(config) as runner:
-        wave_flow = shard_wave.with_options(task_runner=runner)
-        for wave, start in enumerate(range(0, num_shards, per_wave)):
-            summary.add(wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), str(progress)))
+    refresh = _live_contact_sheet(config, progress) if stage == "generate" else None
+    note = f"(config hash {run.hashes[stage]})"
+    with ProgressReporter(progress, progress_id, note, refresh) as reporter, shard_task_runner(config) as runner:
+        _REPORTERS[progress_id] = reporter
+        try:
+            wave_flow = shard_wave.with_options(task_runner=runner)
+            for wave, start in enumerate(range(0, num_shards, per_wave)):
+                summary.add(wave_flow(config, stage, wave, start, min(start + per_wave, num_shards), progress_id))
+        finally:
+            del _REPORTERS[progress_id]
     if not run.storage.is_local:
         # this process's object-store requests (the threads engine's; worker processes count their own)
         summary.storage_requests = STORAGE_STATS.since(requests_before)
     return summary
+
+
+def _live_contact_sheet(config: RunConfig, progress: StageProgress, every_s: float = CONTACT_SHEET_EVERY_S):
+    """A callback that, at most every `every_s`, shows the latest committed shards' images on the
+    contact-sheet artifact (the stage's flow replaces it with the first shards' when it ends)."""
+    last = [time.monotonic()]
+
+    def refresh() -> None:
+        if time.monotonic() - last[0] < every_s or not progress.recent:
+            return
+        last[0] = time.monotonic()
+        markdown = generate.contact_sheet(open_run(config), list(progress.recent))
+        if markdown is not None:
+            create_markdown_artifact(
+                markdown,
+                key=artifact_key(config, "contact-sheet"),
+                description=describe(config, "generate", "contact sheet (latest shards)"),
+            )
+
+    return refresh

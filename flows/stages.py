@@ -40,8 +40,7 @@ def generate_flow(config: RunConfig) -> StageSummary:
     sheet = generate.contact_sheet(open_run(config))
     if sheet is not None:
         create_markdown_artifact(
-            f"# {config.run_name}: contact sheet\n\nFirst generated images with their prompts: "
-            f"[{sheet}]({sheet})\n\n![contact sheet]({sheet})\n",
+            sheet,
             key=artifact_key(config, "contact-sheet"),
             description=describe(config, "generate", "contact sheet"),
         )

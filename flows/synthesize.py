@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.fanout import StageSummary, artifact_key, describe
 from flows.output import writes_output
+from flows.progress import BLANK
 from flows.stages import generate_flow, prompts_flow, score_flow, train_flow
 from synthvision.core.config import RunConfig
 from synthvision.reports.train import TrainReport
@@ -38,13 +39,28 @@ def synthesize(config: RunConfig) -> Synthesized:
         summaries["rescore"] = score_flow(config)
     report = train_flow(config)
     create_table_artifact(
-        [{"stage": stage, **summary_fields(summary)} for stage, summary in summaries.items()],
+        stage_rows(summaries),
         key=artifact_key(config, "stages"),
         description=describe(config, "train", "work done per stage in this flow run"),
     )
     return Synthesized(summaries, report)
 
 
-def summary_fields(summary: PromptsOutcome | StageSummary) -> dict[str, Any]:
-    """A stage summary's fields as one flat row (for a table, or a line in the terminal)."""
-    return {key: value for key, value in asdict(summary).items() if key not in ("stage", "by_source")}
+def stage_rows(summaries: dict[str, PromptsOutcome | StageSummary]) -> list[dict[str, Any]]:
+    """One row per stage with every column of every row (`—` where a stage has nothing to say), a
+    quarantined shard named with its reason: the UI takes a table's columns from its first row."""
+    rows = [{"stage": stage, **_cells(summary)} for stage, summary in summaries.items()]
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    return [{column: row.get(column, BLANK) for column in columns} for row in rows]
+
+
+def _cells(summary: PromptsOutcome | StageSummary) -> dict[str, Any]:
+    fields = {key: value for key, value in asdict(summary).items() if key not in ("stage", "quarantine_reasons")}
+    if "by_source" in fields:
+        fields["by_source"] = ", ".join(f"{source}: {n}" for source, n in fields["by_source"].items()) or BLANK
+    if isinstance(summary, StageSummary):
+        reasons = summary.quarantine_reasons
+        fields["quarantined"] = "; ".join(f"{shard} ({reasons[shard]})" for shard in summary.quarantined) or BLANK
+    if fields.get("storage_requests") is not None:
+        fields["storage_requests"] = ", ".join(f"{k}: {n}" for k, n in sorted(fields["storage_requests"].items()))
+    return {key: BLANK if value is None else value for key, value in fields.items()}

@@ -28,6 +28,7 @@ from synthvision.core.prompts import Prompt
 from synthvision.core.stage_table import STAGES, enabled, stage_hash
 from synthvision.methods.filtering import ZeroShotHead
 from synthvision.storage.commits import Commits
+from synthvision.storage.lock import holder as lock_holder
 from synthvision.storage.lock import locked_output
 from synthvision.storage.prompt_table import PROMPTS_FILE
 from synthvision.storage.store import Storage
@@ -41,12 +42,29 @@ RUN_RECORD = "run.json"
 @dataclass(frozen=True)
 class StageStatus:
     stage: str
-    planned: int
+    planned: int  # shards, or 1 for a stage that runs once
     committed: int
+    images_planned: int | None = None  # shard stages: images in the plan
+    images_done: int | None = None  # images in the committed shards
+    busy_s: float = 0.0  # the committed shards' compute time, from their manifests' timings
 
     @property
     def missing(self) -> int:
         return self.planned - self.committed
+
+    @property
+    def rate(self) -> float | None:
+        """Images per second of one worker, from the committed shards' timings."""
+        return self.images_done / self.busy_s if self.images_done and self.busy_s > 0 else None
+
+    def eta_s(self, workers: int = 1) -> float | None:
+        """Seconds left for `workers` workers at that rate (0 when done, None before any timing)."""
+        if self.images_planned is None or self.images_done is None:
+            return 0.0 if self.missing == 0 else None
+        left = max(self.images_planned - self.images_done, 0)
+        if left == 0:
+            return 0.0
+        return left / (self.rate * workers) if self.rate else None
 
 
 class Run:
@@ -190,16 +208,18 @@ class Run:
 
     # -- bookkeeping ----------------------------------------------------------------------------
     @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, holder: dict[str, Any] | None = None) -> Iterator[dict[str, Any] | None]:
         """Hold the output's lock while the block writes, after checking (and recording in run.json)
         that this config may write here (see `output_lock` and `_record_version`), and clearing the
-        temporary files a killed run left."""
+        temporary files a killed run left. `holder` names this run in the lock (for `status` and for
+        a run that takes over after this one dies); yields the lock record of the dead run this one
+        took the output over from, if any."""
         orchestration = self.config.orchestration
-        with locked_output(self.storage, orchestration.lock_ttl_s, orchestration.lock_wait_s) as outermost:
-            if outermost:
+        with locked_output(self.storage, orchestration.lock_ttl_s, orchestration.lock_wait_s, holder) as lock:
+            if lock is not None:
                 self._record_version()
                 self.storage.sweep_temporaries()
-            yield
+            yield None if lock is None else lock.taken_over
 
     def _record_version(self) -> None:
         """Refuse to mix data of two configs in one output, unless this run is a new version.
@@ -248,19 +268,35 @@ class Run:
         if prompts is not None:
             shards = {name: m for name, m in self.commits.shards("generate").items() if name in planned}
             scores = self.commits.shards("score")
-        committed = {
-            "prompts": int(prompts is not None),
-            "generate": len(shards),
-            "score": sum(name in scores and scores[name].spec_hash == m.sha256 for name, m in shards.items()),
+        done = {
+            "generate": list(shards.values()),
+            "score": [
+                scores[name] for name, m in shards.items() if name in scores and scores[name].spec_hash == m.sha256
+            ],
         }
-        return [
-            StageStatus(
-                row.name,
-                self.num_shards if row.per_shard else 1,
-                committed[row.name] if row.name in committed else int(self.commits.has_report(row.name)),
-            )
-            for row in enabled(self.config)
-        ]
+        images_planned = self.label_space.num_classes * self.config.shards.images_per_class
+        rows = []
+        for row in enabled(self.config):
+            if row.name in done:
+                manifests = done[row.name]
+                rows.append(
+                    StageStatus(
+                        row.name,
+                        self.num_shards,
+                        len(manifests),
+                        images_planned,
+                        sum(m.count for m in manifests),
+                        sum(m.timings.get("total_s", 0.0) for m in manifests),
+                    )
+                )
+            else:
+                committed = prompts is not None if row.name == "prompts" else self.commits.has_report(row.name)
+                rows.append(StageStatus(row.name, 1, int(committed)))
+        return rows
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who writes this output now: the lock's record (see `storage.lock.holder`), or None."""
+        return lock_holder(self.storage, self.config.orchestration.lock_ttl_s)
 
 
 def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import re
 from collections import Counter
 
 from synthvision import run
@@ -41,3 +45,28 @@ class ModelCounter:
         monkeypatch.setattr(DiffusersGenerator, "from_config", classmethod(from_config))
         monkeypatch.setattr(clip_model.ClipModel, "load", classmethod(load))
         monkeypatch.setattr(DiffusersGenerator, "generate", generate)
+
+
+def check_ui_contents(artifacts: dict, shards: int, images: int) -> None:
+    """What the Prefect UI shows of a finished run, checked through the API: each shard stage's progress
+    says its counts, a rate and an ETA; no table has a row without every column or an empty cell; the
+    contact sheet is an image the browser can decode from the markdown itself."""
+    from PIL import Image
+
+    for stage in ("generate", "score"):
+        progress = artifacts[f"{stage}-progress"]
+        assert progress.data == 100.0, progress
+        for part in (f"{shards}/{shards} shards", f"{images}/{images} images", " images/s", "ETA 0s", "0 failed"):
+            assert part in progress.description, progress.description
+    for key, artifact in artifacts.items():
+        if artifact.type != "table":
+            continue
+        rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        columns = set().union(*rows)
+        for row in rows:
+            assert set(row) == columns, (key, row)
+            assert all(value not in (None, "", [], {}) for value in row.values()), (key, row)
+    inline = re.search(r"!\[[^]]*\]\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", artifacts["contact-sheet"].data)
+    assert inline, artifacts["contact-sheet"].data[:300]
+    with Image.open(io.BytesIO(base64.b64decode(inline.group(1)))) as sheet:
+        assert sheet.width > 0 and sheet.height > 0

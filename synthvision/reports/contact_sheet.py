@@ -1,8 +1,10 @@
-"""A contact sheet per run: a grid of the first generated images, each captioned with its prompt, so a
-person can see at a glance what a run is producing (linked from a Prefect markdown artifact)."""
+"""A contact sheet per run: a grid of generated images, each captioned with its prompt, so a person can
+see at a glance what a run is producing. Its markdown embeds the sheet itself (a JPEG data URI): the
+Prefect UI cannot serve a file of the run's storage, be it a local path or a private bucket."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import textwrap
@@ -34,8 +36,8 @@ def render(
     return sheet
 
 
-def write_contact_sheet(storage: Storage, manifests: list[Manifest], count: int = 32) -> str | None:
-    """Render the first `count` samples of the committed shards to CONTACT_SHEET; returns its URL."""
+def _samples(storage: Storage, manifests: list[Manifest], count: int) -> list[tuple[Image.Image, str]]:
+    """The first `count` images of the shards, in order, with their prompts."""
     samples: list[tuple[Image.Image, str]] = []
     for manifest in manifests:
         with storage.open(manifest.data_file) as stream:
@@ -45,9 +47,32 @@ def write_contact_sheet(storage: Storage, manifests: list[Manifest], count: int 
                     break
         if len(samples) == count:
             break
+    return samples
+
+
+def write_contact_sheet(storage: Storage, manifests: list[Manifest], count: int = 32) -> Image.Image | None:
+    """Render the first `count` samples of the committed shards to CONTACT_SHEET; returns the sheet."""
+    samples = _samples(storage, manifests, count)
     if not samples:
         return None
+    sheet = render(samples)
     buffer = io.BytesIO()
-    render(samples).save(buffer, format="PNG")
+    sheet.save(buffer, format="PNG")
     storage.write_bytes(CONTACT_SHEET, buffer.getvalue())
-    return storage.url_of(CONTACT_SHEET)
+    return sheet
+
+
+def contact_sheet_markdown(storage: Storage, manifests: list[Manifest], heading: str, count: int = 32) -> str | None:
+    """Write the contact sheet of the shards' first `count` images; returns markdown that shows it
+    inline (a JPEG data URI, about 100 KB for 32 images) and names the full PNG's location."""
+    sheet = write_contact_sheet(storage, manifests, count)
+    if sheet is None:
+        return None
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="JPEG", quality=85)
+    inline = base64.b64encode(buffer.getvalue()).decode("ascii")
+    shards = ", ".join(manifest.shard for manifest in manifests)
+    return (
+        f"# {heading}\n\n{min(count, sum(m.count for m in manifests))} images of {shards}, each with its prompt. "
+        f"Full size: `{storage.url_of(CONTACT_SHEET)}`\n\n![contact sheet](data:image/jpeg;base64,{inline})\n"
+    )

@@ -156,10 +156,15 @@ def read_images(run: Run, keys: list[str]) -> list[Image.Image]:
     return [found[key] for key in keys]
 
 
-def contact_sheet(run: Run, count: int = 32) -> str | None:
-    """Write the run's contact sheet from its first committed shards; returns its URL."""
-    from synthvision.reports.contact_sheet import write_contact_sheet
+def contact_sheet(run: Run, manifests: list[Manifest] | None = None, count: int = 32) -> str | None:
+    """Write the run's contact sheet of `manifests` (while the stage runs: its latest shards), or of its
+    first committed shards; returns markdown that shows it (None before any shard is committed)."""
+    from synthvision.reports.contact_sheet import contact_sheet_markdown
 
-    needed = min(-(-count // run.config.shards.shard_size), run.plan.num_shards)
-    manifests = [m for m in (committed(run, i) for i in range(needed)) if m is not None]
-    return write_contact_sheet(run.storage, manifests, count)
+    if manifests is None:
+        needed = min(-(-count // run.config.shards.shard_size), run.plan.num_shards)
+        manifests = [m for m in (committed(run, i) for i in range(needed)) if m is not None]
+        heading = f"{run.config.run_name}: contact sheet"
+    else:
+        heading = f"{run.config.run_name}: contact sheet of the latest shards (generate is running)"
+    return contact_sheet_markdown(run.storage, manifests, heading, count)

@@ -8,6 +8,8 @@ that process is gone, otherwise when its heartbeat, renewed every `ttl/3` second
 of the holder, is older than `orchestration.lock_ttl_s`.
 
 Nested flows of one process (the end-to-end flow calls one flow per stage) share the holder's lock.
+The record names its holder's run (`holder`: the orchestrator's flow run, say), so that `status` can
+say who writes, and a run that takes a dead holder's lock over learns whose run it resumes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from synthvision.core.errors import DataError
-from synthvision.storage.store import Storage
+from synthvision.storage.store import Storage, access_errors
 
 LOCK_FILE = "lock.json"
 log = logging.getLogger(__name__)
@@ -58,12 +60,28 @@ def _owner_gone(record: dict[str, Any], ttl_s: float) -> bool:
     return time.time() - float(record.get("heartbeat", 0)) > ttl_s
 
 
+def holder(storage: Storage, ttl_s: float) -> dict[str, Any] | None:
+    """The lock's record (host, pid, heartbeat, the holder's `run`), with `gone` set when its holder
+    is certainly not running; None when no run holds the output."""
+    try:
+        record = json.loads(storage.read_bytes(LOCK_FILE))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        record = {}
+    return {**record, "gone": _owner_gone(record, float(record.get("ttl_s", ttl_s)))}
+
+
 class OutputLock:
-    def __init__(self, storage: Storage, ttl_s: float, wait_s: float, poll_s: float = 0.5):
+    def __init__(
+        self, storage: Storage, ttl_s: float, wait_s: float, poll_s: float = 0.5, run: dict[str, Any] | None = None
+    ):
         self.storage = storage
         self.ttl_s = ttl_s
         self.wait_s = wait_s
         self.poll_s = poll_s
+        self.run = run or {}  # who holds it, for people: e.g. the flow run's name, id and URL
+        self.taken_over: dict[str, Any] | None = None  # the record of a dead holder this lock replaced
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -78,6 +96,7 @@ class OutputLock:
                 "process_started": _process_started(pid),
                 "heartbeat": time.time(),
                 "ttl_s": self.ttl_s,
+                "run": self.run,
             }
         ).encode()
 
@@ -95,13 +114,8 @@ class OutputLock:
         deadline = time.monotonic() + self.wait_s
         announced = False
         while True:
-            try:
+            with access_errors(self.storage.url, f"writing {LOCK_FILE}"):  # the first write of every run
                 created = self.storage.create_exclusive(LOCK_FILE, self._record())
-            except PermissionError as error:  # the first write of every run: a read-only output fails here
-                raise DataError(
-                    f"output {self.storage.url}: permission denied writing {LOCK_FILE} there "
-                    f"({error.strerror or error})"
-                ) from None
             if created:
                 self._heartbeat = threading.Thread(target=self._renew, name="output-lock-heartbeat", daemon=True)
                 self._heartbeat.start()
@@ -120,6 +134,7 @@ class OutputLock:
                 again = self._read()
                 if again is not None and again[0] == raw:  # still the stale record, not a new holder's
                     self.storage.delete(LOCK_FILE)
+                    self.taken_over = record
                 continue
             if time.monotonic() > deadline:
                 raise DataError(
@@ -146,28 +161,32 @@ class OutputLock:
             self.storage.write_bytes(LOCK_FILE, self._record())
 
     def release(self) -> None:
-        """Stop renewing and remove the lock if it is this one's (safe after a failed acquire too)."""
+        """Stop renewing and remove the lock if it is this one's (nothing to do after a failed acquire:
+        storage that refused the lock would only raise again while its first error is reported)."""
+        if self._heartbeat is None:
+            return
         self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join()
+        self._heartbeat.join()
         held = self._read()
         if held is not None and held[1].get("token") == self.token:
             self.storage.delete(LOCK_FILE)
 
 
 @contextmanager
-def locked_output(storage: Storage, ttl_s: float, wait_s: float) -> Iterator[bool]:
-    """Hold the output's lock for the block (re-entrant within a process); yields whether this is
-    the outermost hold, which took the lock."""
+def locked_output(
+    storage: Storage, ttl_s: float, wait_s: float, run: dict[str, Any] | None = None
+) -> Iterator[OutputLock | None]:
+    """Hold the output's lock for the block (re-entrant within a process); yields the lock when this
+    is the outermost hold, which took it, and None inside it."""
     key = storage.canonical_url
     with _held_guard:
         nested = _held.get(key, 0) > 0
         _held[key] = _held.get(key, 0) + 1
-    lock = None if nested else OutputLock(storage, ttl_s, wait_s)
+    lock = None if nested else OutputLock(storage, ttl_s, wait_s, run=run)
     try:
         if lock is not None:
             lock.acquire()
-        yield lock is not None
+        yield lock
     finally:
         with _held_guard:
             _held[key] -= 1

@@ -159,6 +159,33 @@ class HashingReader:
         return self._sha.hexdigest()
 
 
+def _is_access_error(error: BaseException) -> bool:
+    """A refusal of the store itself (no or bad credentials, access denied, no endpoint), as opposed to
+    a missing object or a fault worth retrying: botocore's and the cloud SDKs' own error classes."""
+    if isinstance(error, PermissionError):
+        return True
+    name = type(error).__name__
+    return type(error).__module__.split(".")[0] in ("botocore", "google", "azure") and (
+        "Credential" in name or name in ("EndpointConnectionError", "ClientError", "DefaultCredentialsError")
+    )
+
+
+@contextmanager
+def access_errors(url: str, doing: str) -> Iterator[None]:
+    """Turn the store's refusal into one line naming the output and what was tried (a DataError: the
+    CLI prints it and exits 2) instead of a traceback."""
+    try:
+        yield
+    except Exception as error:
+        if not _is_access_error(error):
+            raise
+        detail = " ".join(str(getattr(error, "strerror", None) or error).split())
+        raise DataError(
+            f"output {url}: {doing} was refused ({type(error).__name__}: {detail}); check the credentials "
+            "(AWS_* environment variables, ~/.aws, or storage_options) and the permissions on that location"
+        ) from None
+
+
 class Storage:
     """One run's output root. Paths passed in are relative to the root, with '/' separators."""
 
@@ -170,6 +197,12 @@ class Storage:
     @property
     def is_local(self) -> bool:
         return self._local
+
+    def check_access(self) -> None:
+        """Read the root's run record once, so that missing credentials or a denied bucket are one
+        line before any work (a DataError), not a traceback from the first write."""
+        with access_errors(self.url, "reading"):
+            self.read_json("run.json")
 
     def path(self, relpath: str) -> str:
         return posixpath.join(self.root, relpath)

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from flows.fanout import artifact_key
 from flows.stages import generate_flow, prompts_flow
 from synthvision.core.errors import ConfigError
 from synthvision.run import open_run
@@ -20,7 +21,7 @@ def wave_rows(config) -> list[dict]:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    key = f"{config.run_name}-generate-shards-wave-0000"
+    key = artifact_key(config, "generate-shards-wave-0000")
     with get_client(sync_client=True) as client:  # filtered on the server: one page holds too few of the session's
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     return json.loads(artifacts[-1].data) if isinstance(artifacts[-1].data, str) else artifacts[-1].data
@@ -35,7 +36,7 @@ def assert_every_shard_once(config, rows: list[dict]) -> None:
     run = open_run(config)
     planned = [run.plan.shard(i).name for i in range(run.plan.num_shards)]
     assert sorted(row["shard"] for row in rows) == planned
-    assert all(row["done_now"] for row in rows)
+    assert all(row["state"] == "done now" for row in rows)
     tars = sorted(p.rsplit("/", 1)[-1] for p in run.storage.fs.ls(run.storage.path("shards")) if p.endswith(".tar"))
     assert tars == [f"{name}.tar" for name in planned]
     assert run.status()[1].missing == 0

@@ -10,13 +10,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
 
 import synthvision.run
-from flows.fanout import StageSummary
+from flows.fanout import StageSummary, artifact_key
 from flows.stages import generate_flow, prompts_flow, score_flow
 from flows.synthesize import synthesize
 from synthvision.core.errors import DataError
 from synthvision.stages import generate
 from synthvision.storage.store import Storage
-from tests.helpers import ModelCounter
+from tests.helpers import ModelCounter, check_ui_contents
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -42,11 +42,13 @@ def task_runs_of(flow_run_name: str, expected: int):
             time.sleep(0.2)
 
 
-def artifacts_by_key(prefix: str) -> dict:
+def artifacts_of(config) -> dict:
+    """The latest artifact of each key of the config's output, by the key's suffix (`generate-progress`)."""
+    prefix = artifact_key(config, "")
     with get_client(sync_client=True) as client:
         # filtered on the server: the session's other tests leave more artifacts than one page holds
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=prefix)))
-        return {a.key: a for a in artifacts if a.key and a.key.startswith(prefix)}
+        return {a.key.removeprefix(prefix + "-"): a for a in artifacts if a.key and a.key.startswith(prefix)}
 
 
 def test_synthesize_end_to_end_with_artifacts(make_config):
@@ -71,29 +73,28 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     names = sorted(task.name for task in task_runs_of("e2e-generate-wave-0000", 3))
     assert names == ["generate-shard-00000", "generate-shard-00001", "generate-shard-00002"]
     assert {task.state.name for task in task_runs_of("e2e-score-wave-0000", 3)} == {"Completed"}
-    artifacts = artifacts_by_key("e2e-")
+    artifacts = artifacts_of(config)
     assert {
-        "e2e-contact-sheet",
-        "e2e-generate-progress",
-        "e2e-generate-shards-wave-0000",
-        "e2e-score-progress",
-        "e2e-score-shards-wave-0000",
-        "e2e-prompts",
-        "e2e-report",
-        "e2e-train",
-        "e2e-stages",
+        "contact-sheet",
+        "generate-progress",
+        "generate-shards-wave-0000",
+        "score-progress",
+        "score-shards-wave-0000",
+        "prompts",
+        "report",
+        "train",
+        "stages",
     } <= set(artifacts)
-    assert artifacts["e2e-generate-progress"].data == 100.0
-    assert "shard-00002" in str(artifacts["e2e-generate-shards-wave-0000"].data)
-    assert "CLIP zero-shot" in artifacts["e2e-report"].data
+    check_ui_contents(artifacts, shards=3, images=12)
+    assert "CLIP zero-shot" in artifacts["report"].data
     sheet = run.storage.url_of("contact_sheet.png")
-    assert sheet in artifacts["e2e-contact-sheet"].data
+    assert sheet in artifacts["contact-sheet"].data
     from PIL import Image
 
     with Image.open(sheet) as image:  # 12 images in rows of 8: two rows of 128 px + captions
         assert image.size == (8 * 128, 2 * (128 + 3 * 12 + 4))
-    assert run.hashes["generate"] in artifacts["e2e-generate-shards-wave-0000"].description
-    assert run.hashes["train"] in artifacts["e2e-report"].description
+    assert run.hashes["generate"] in artifacts["generate-shards-wave-0000"].description
+    assert run.hashes["train"] in artifacts["report"].description
 
 
 def test_second_run_of_a_finished_config_does_no_model_work(make_config, monkeypatch):
@@ -187,7 +188,7 @@ def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
     )
     prompts_flow(config)
     outstanding, peak = [0], [0]
-    real = flows.fanout.bounded_results
+    real = flows.fanout.bounded_futures
 
     def watched(submit, items, limit):
         def counted(item):
@@ -199,7 +200,7 @@ def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
             outstanding[0] -= 1
             yield result
 
-    monkeypatch.setattr(flows.fanout, "bounded_results", watched)
+    monkeypatch.setattr(flows.fanout, "bounded_futures", watched)
     summary = generate_flow(config)
     assert summary == StageSummary(
         "generate", shards=6, gpu_slots=2, waves=3, done_now=6, samples=12, task_retries=0
@@ -207,4 +208,34 @@ def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
     assert peak[0] == 1
     names = [sorted(t.name for t in task_runs_of(f"waves-generate-wave-{wave:04d}", 2)) for wave in range(3)]
     assert names == [[f"generate-shard-{2 * w:05d}", f"generate-shard-{2 * w + 1:05d}"] for w in range(3)]
-    assert artifacts_by_key("waves-generate-progress")["waves-generate-progress"].data == 100.0
+    assert artifacts_of(config)["generate-progress"].data == 100.0
+
+
+def test_a_failed_shard_does_not_stop_the_others_and_its_row_says_why(make_config, monkeypatch):
+    import json
+
+    from flows.fanout import ShardsFailed
+    from synthvision.stages import generate as generate_stage
+
+    config = make_config(run_name="onefails", orchestration={"retries": 1, "retry_delay_s": 0})
+    prompts_flow(config)
+    real = generate_stage.generate
+
+    def broken_for_shard_1(run, index):
+        if index == 1:
+            raise RuntimeError("the device fell over")
+        return real(run, index)
+
+    monkeypatch.setattr(generate_stage, "generate", broken_for_shard_1)
+    with pytest.raises(ShardsFailed, match=r"^generate: 1 shard\(s\) failed: shard-00001: RuntimeError: the device"):
+        generate_flow(config)
+    run = synthvision.run.open_run(config)
+    assert [row.committed for row in run.status()][:2] == [1, 2]  # shards 0 and 2 went on and committed
+    artifacts = artifacts_of(config)
+    rows = {row["shard"]: row for row in json.loads(artifacts["generate-shards-wave-0000"].data)}
+    assert rows["shard-00001"]["state"] == "failed"
+    assert rows["shard-00001"]["reason"] == "RuntimeError: the device fell over"
+    assert rows["shard-00000"]["state"] == rows["shard-00002"]["state"] == "done now"
+    assert all(value not in ("", None) for row in rows.values() for value in row.values())
+    assert "2/3 shards" in artifacts["generate-progress"].description
+    assert "1 failed" in artifacts["generate-progress"].description

@@ -13,8 +13,12 @@ from contextlib import contextmanager
 import pytest
 import yaml
 
+from flows.fanout import artifact_key
+from synthvision.core.config import load_config
+from synthvision.core.stage_table import STAGES
 from tests.conftest import REPO, tiny_config
 from tests.flows.test_cli import cli
+from tests.helpers import check_ui_contents
 
 pytestmark = pytest.mark.slow
 
@@ -68,18 +72,24 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(tmp_path, 
             time.sleep(0.5)
         assert sorted(task.name for task in tasks) == [f"generate-shard-{i:05d}" for i in range(10)]
         assert all(task.state.is_completed() for task in tasks)
-        artifacts = {a.key: a for a in client.read_artifacts() if a.key and a.key.startswith("demo-")}
-    assert artifacts["demo-generate-progress"].data == 100.0 and artifacts["demo-score-progress"].data == 100.0
-    shard_rows = json.loads(artifacts["demo-generate-shards-wave-0000"].data)
+        prefix = artifact_key(load_config(REPO / "configs/demo.yaml", [f"output={out}"]), "")
+        artifacts = {a.key.removeprefix(prefix + "-"): a for a in client.read_artifacts() if a.key.startswith(prefix)}
+    check_ui_contents(artifacts, shards=10, images=500)
+    shard_rows = json.loads(artifacts["generate-shards-wave-0000"].data)
     assert [row["shard"] for row in shard_rows] == [f"shard-{i:05d}" for i in range(10)]
-    assert {"demo-score-shards-wave-0000", "demo-report", "demo-stages"} <= set(artifacts)
-    assert str(out / "contact_sheet.png") in artifacts["demo-contact-sheet"].data
+    assert {"score-shards-wave-0000", "report", "stages"} <= set(artifacts)
+    assert str(out / "contact_sheet.png") in artifacts["contact-sheet"].data
 
     status = cli("status", "configs/demo.yaml", "--set", f"output={out}")
     assert status.returncode == 0
-    assert status.stdout.split("\n")[2].split() == ["generate", "10", "10", "0"]
+    lines = status.stdout.splitlines()
+    assert lines[2].split()[:5] == ["generate", "10", "10", "0", "500/500"] and "images/s/worker" in lines[2]
+    assert lines[3].split()[:5] == ["score", "10", "10", "0", "500/500"] and lines[3].endswith(" 0s")
+    assert [line.split()[0] for line in lines[1:9]] == [stage.name for stage in STAGES]
+    assert "pretrain  off: the config has no pretrain section" in status.stdout
+    assert lines[-1] == "writer: none (no run holds the output)"
     status = cli("status", "configs/demo.yaml", "--set", f"output={out}", "--set", "generator.steps=5")
-    assert status.stdout.split("\n")[2].split() == ["generate", "10", "0", "10"]
+    assert status.stdout.split("\n")[2].split() == ["generate", "10", "0", "10", "0/500", "—", "—"]
 
 
 def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_server, colours_file):

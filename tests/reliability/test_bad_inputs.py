@@ -216,6 +216,25 @@ def test_an_output_without_write_permission(launcher, tmp_path, colours_file):
     )
 
 
+def test_s3_output_without_credentials_is_one_line_before_any_work(tmp_path, colours_file):
+    from tests.flows.test_cli import cli
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env |= {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata lookup: there is no cloud here
+    }
+    result = cli("run", write_config(tmp_path, "s3://synthvision-nowhere/run", colours_file), env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: output s3://synthvision-nowhere/run: reading was refused (NoCredentialsError: Unable to locate "
+        "credentials); check the credentials (AWS_* environment variables, ~/.aws, or storage_options) and the "
+        "permissions on that location"
+    ]
+    TALLY.bad_inputs += 1
+
+
 @pytest.mark.slow
 def test_weights_that_are_not_tensors_only_are_refused(launcher, tmp_path, colours_file):
     from synthvision.models.generators.glide.tiny import build_tiny_glide, save_glide_folder, tiny_vocabulary

@@ -143,3 +143,48 @@ def test_runs_survive_sigkill_at_random_points(output, launcher, tmp_path, colou
     assert {kill.split(":")[0] for kill in kills} == set(failpoints.POINTS), kills
     TALLY.kills += len(kills)
     print(f"{backend}: survived {len(kills)} kills in {attempt + 1} run(s): {', '.join(kills)}")
+
+
+@pytest.mark.slow
+def test_a_run_killed_by_sigkill_is_marked_crashed_and_linked_from_its_resumption(launcher, tmp_path, colours_file):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from flows.fanout import artifact_key
+
+    config_path = write_config(tmp_path / "config.yaml", str(tmp_path / "run"), {}, colours_file)
+    config = load_config(config_path, ["run_name=crashed"])
+    config_path = tmp_path / "crashed.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert launcher.run(["run", str(config_path)], kill_at="generate.before_manifest:2") == KILLED
+    assert launcher.run(["run", str(config_path)]) == 0
+    log = tail(launcher.logs / f"cli-{launcher.count:03d}.log", 200_000)
+
+    with get_client(sync_client=True) as client:
+        first, second = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name={"any_": ["crashed"]}), sort=FlowRunSort.START_TIME_ASC
+        )
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [first.id]}))
+        waves = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [child.id for child in children]})
+        )
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [first.id, *(run.id for run in children + waves)]})
+        )
+        (resumes,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(config, "resumes")]))
+        )
+    # the killed run and the sub-flows it was in (the generate stage and its wave) no longer show Running
+    assert first.state.name == "Crashed" and second.state.is_completed()
+    assert {run.name: run.state.name for run in children + waves} == {
+        "crashed-prompts": "Completed",
+        "crashed-generate": "Crashed",
+        "crashed-generate-wave-0000": "Crashed",
+    }
+    assert not [task.name for task in tasks if task.state.type.value in ("RUNNING", "PENDING")]
+    assert "Crashed" in {task.state.name for task in tasks}  # the shard it was killed in
+    assert "resumes its work" in first.state.message and second.name in first.state.message
+    # the new run names the one it resumes, in its logs and an artifact linking to it
+    assert f"resuming flow run crashed ({first.id}" in log or "resuming flow run crashed (http" in log, log[-3000:]
+    assert resumes.flow_run_id == second.id and str(first.id) in resumes.data

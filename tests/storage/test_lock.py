@@ -66,7 +66,7 @@ def test_nested_holds_share_one_lock_and_the_outermost_releases_it(tmp_path):
     with locked_output(storage, 60, 0) as outer:
         record = storage.read_bytes(LOCK_FILE)
         with locked_output(storage, 60, 0) as inner:
-            assert (outer, inner) == (True, False)
+            assert isinstance(outer, OutputLock) and inner is None
         assert storage.read_bytes(LOCK_FILE) == record
     assert not storage.exists(LOCK_FILE)
 
@@ -79,3 +79,21 @@ def test_the_heartbeat_renews_the_record(tmp_path):
     time.sleep(0.35)
     assert json.loads(storage.read_bytes(LOCK_FILE))["heartbeat"] > first
     lock.release()
+
+
+def test_storage_that_refuses_the_lock_is_one_error_raised_once(tmp_path, monkeypatch):
+    storage = Storage(str(tmp_path / "run"))
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise PermissionError(13, "Access Denied")
+
+    monkeypatch.setattr(storage, "create_exclusive", refuse)
+    monkeypatch.setattr(storage, "read_bytes", refuse)  # a release that read the lock back would raise again
+    with pytest.raises(
+        DataError, match=r"^output .*/run: writing lock.json was refused \(PermissionError: Access Denied\)"
+    ):
+        with locked_output(storage, 60, 0):
+            pass
+    assert len(calls) == 1

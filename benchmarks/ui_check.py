@@ -1,0 +1,173 @@
+"""What a person sees in the Prefect UI, checked in a real browser.
+
+Starts `prefect server start` on loopback (its own PREFECT_HOME), runs the demo against it with the
+`synthvision` command, then opens the flow run and its artifacts in headless Chromium (Debian's
+`chromium`, driven by Playwright) and asserts that
+  - the contact sheet image loads (natural width > 0),
+  - no cell of any table artifact is empty,
+  - each shard stage's progress artifact shows a rate and an ETA,
+saving a screenshot of each page. Prints a table of what it checked; exits 1 if any check fails.
+
+    python benchmarks/ui_check.py --out runs/ui-check    # ~3 minutes on 2 cores
+
+Needs `apt-get install chromium` and `pip install -e '.[ui]'` (Playwright, without its own browsers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = [  # this machine's closed network: no background connections, no component updates
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[dict[str, str]]:
+    """A `prefect server start` on loopback; yields the environment that points clients at it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    log = open(home / "server.log", "w")  # noqa: SIM115  (closed below, after the server)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"prefect server did not start: see {home / 'server.log'}") from None
+                time.sleep(1)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+def api(env: dict[str, str], path: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(
+        f"{env['PREFECT_API_URL']}/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def check_pages(env: dict[str, str], run_name: str, shots: Path) -> list[tuple[str, str, bool]]:
+    """Open the run's pages in Chromium; returns (page, what was checked, passed) rows."""
+    from playwright.sync_api import sync_playwright
+
+    ui = env["PREFECT_UI_URL"]
+    runs = api(env, "flow_runs/filter", {"flow_runs": {"name": {"any_": [run_name]}}, "limit": 1})
+    artifacts = api(env, "artifacts/latest/filter", {"artifacts": {"key": {"like_": run_name}}, "limit": 200})
+    latest = {a["key"]: a for a in artifacts if a["key"] and a["key"].startswith(f"{run_name}-")}
+    results: list[tuple[str, str, bool]] = [("api", f"{len(latest)} artifacts of {run_name}", len(latest) >= 8)]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+        def visit(url: str, name: str, ready: str) -> None:
+            page.goto(url)
+            try:
+                page.wait_for_selector(ready, timeout=60_000)
+                page.wait_for_timeout(1500)  # let the page settle (fonts, late requests)
+            finally:
+                page.screenshot(path=shots / f"{name}.png", full_page=True)
+
+        visit(f"{ui}/runs/flow-run/{runs[0]['id']}", "flow-run", "text=Completed")
+        results.append(("flow run", "opens, state Completed", True))
+        for key, artifact in sorted(latest.items()):
+            name = key.removeprefix(f"{run_name}-")
+            visit(f"{ui}/artifacts/artifact/{artifact['latest_id']}", name, f"text={key}")
+            if artifact["type"] == "markdown" and "data:image" in artifact["data"]:
+                widths = page.eval_on_selector_all("img[src^='data:']", "images => images.map(i => i.naturalWidth)")
+                results.append((name, f"image natural widths {widths}", bool(widths) and min(widths) > 0))
+            elif artifact["type"] == "table":
+                cells = page.eval_on_selector_all("td", "cells => cells.map(c => c.innerText.trim())")
+                empty = sum(cell == "" for cell in cells)
+                results.append((name, f"{len(cells)} table cells, {empty} empty", bool(cells) and empty == 0))
+            elif artifact["type"] == "progress":
+                text = page.inner_text("body")
+                shown = "images/s" in text and "ETA" in text
+                results.append((name, "shows a rate (images/s) and an ETA", shown))
+        browser.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "ui-check", help="screenshots go here")
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--ui", help="only check the pages of --run-name on this running server's UI URL")
+    parser.add_argument("--run-name", default="demo")
+    args = parser.parse_args()
+    shots = args.out.resolve()
+    shots.mkdir(parents=True, exist_ok=True)
+    if args.ui:
+        report(check_pages({"PREFECT_UI_URL": args.ui, "PREFECT_API_URL": f"{args.ui}/api"}, args.run_name, shots))
+    with tempfile.TemporaryDirectory() as home, prefect_server(Path(home)) as env:
+        output = Path(home) / "output"
+        started = time.monotonic()
+        demo = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "run", args.config, "--set", f"output={output}"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if demo.returncode != 0:
+            raise SystemExit(f"the demo failed:\n{demo.stderr[-3000:]}")
+        run_name = json.loads((output / "run.json").read_text())["config"]["run_name"]
+        print(f"demo: {time.monotonic() - started:.0f} s; screenshots in {shots}")
+        report(check_pages(env, run_name, shots))
+
+
+def report(results: list[tuple[str, str, bool]]) -> None:
+    """Print the checks as a table; exit 0 if all passed, else 1."""
+    width = max(len(page) for page, _, _ in results)
+    print(f"{'page':<{width}}  {'check':<60}  result")
+    for page, what, passed in results:
+        print(f"{page:<{width}}  {what:<60}  {'ok' if passed else 'FAILED'}")
+    sys.exit(0 if all(passed for _, _, passed in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
