@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -115,7 +116,7 @@ def check_pages(env: dict[str, str], run_name: str, shots: Path) -> list[tuple[s
         visit(f"{ui}/runs/flow-run/{runs[0]['id']}", "flow-run", "text=Completed")
         results.append(("flow run", "opens, state Completed", True))
         for key, artifact in sorted(latest.items()):
-            name = key.removeprefix(f"{run_name}-")
+            name = re.sub(r"^[0-9a-f]{6}-", "", key.removeprefix(f"{run_name}-"))  # less the output id
             visit(f"{ui}/artifacts/artifact/{artifact['latest_id']}", name, f"text={key}")
             if artifact["type"] == "markdown" and "data:image" in artifact["data"]:
                 widths = page.eval_on_selector_all("img[src^='data:']", "images => images.map(i => i.naturalWidth)")

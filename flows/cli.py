@@ -203,28 +203,72 @@ def submit(
     deployment: Annotated[
         str, typer.Option(help="FLOW/DEPLOYMENT, as deployed from deployments/prefect.yaml")
     ] = "synthesize/local",
-    wait: Annotated[bool, typer.Option(help="wait for the run to finish; exit 1 unless it completes")] = False,
+    wait: Annotated[bool, typer.Option(help="follow the run's states to its end; exit 1 unless it completes")] = False,
+    pickup_timeout: Annotated[
+        float,
+        typer.Option(help="with --wait: exit 1 (the run stays queued) if no worker starts it in this time"),
+    ] = 120.0,
 ) -> None:
     """Validate a config here, then start a run of a deployment with it (a worker of its pool runs it)."""
     cfg = load_config(config, set_)  # the schema only: input files are checked where the run executes
+    from prefect import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
+    api = PREFECT_API_URL.value()
+    flow_name = deployment.split("/", 1)[0]  # named now as its flow will name it, so the queue shows it so
+    name = cfg.run_name if flow_name == "synthesize" else f"{cfg.run_name}-{flow_name}"
     try:
         flow_run = run_deployment(
-            deployment, parameters={"config": cfg.model_dump(mode="json")}, timeout=None if wait else 0
+            deployment, parameters={"config": cfg.model_dump(mode="json")}, flow_run_name=name, timeout=0
         )
     except ObjectNotFound:
         raise ConfigError(
-            f"deployment {deployment!r} not found on the Prefect server {PREFECT_API_URL.value() or '(embedded)'}: "
+            f"deployment {deployment!r} not found on the Prefect server {api or '(embedded)'}: "
             "deploy it with `prefect deploy --prefect-file deployments/prefect.yaml` (see deployments/README.md)"
         ) from None
+    ui = PREFECT_UI_URL.value() or (api.removesuffix("/api") if api else None)
     typer.echo(f"flow run {flow_run.name} ({flow_run.id}): {flow_run.state.name if flow_run.state else 'Scheduled'}")
-    if PREFECT_UI_URL.value():
-        typer.echo(f"watch it at {PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}")
-    if wait and not (flow_run.state and flow_run.state.is_completed()):
+    if ui:
+        typer.echo(f"watch it at {ui}/runs/flow-run/{flow_run.id}")
+    if not wait:
+        return
+    with get_client(sync_client=True) as client:
+        final = _follow(client, flow_run.id, pickup_timeout, client.read_deployment_by_name(deployment).work_pool_name)
+    if final.state is None or not final.state.is_completed():
+        state = final.state.name if final.state else "unknown"
+        message = " ".join(((final.state and final.state.message) or "no message").split())
+        typer.echo(f"error: flow run {final.name} ended {state}: {message}", err=True)
         sys.exit(1)
+
+
+def _follow(client: Any, flow_run_id: Any, pickup_timeout: float, pool: str | None, poll_s: float = 1.0) -> Any:
+    """Print each state the flow run enters until a final one, which it returns. Exits 1 with a hint
+    when no worker has started the run within `pickup_timeout` seconds."""
+    import time
+    from datetime import datetime
+
+    started, shown = time.monotonic(), None
+    while True:
+        run = client.read_flow_run(flow_run_id)
+        state = run.state.name if run.state else "Scheduled"
+        if state != shown:
+            message = f": {' '.join(run.state.message.split())}" if run.state and run.state.message else ""
+            typer.echo(f"{datetime.now():%H:%M:%S} {state}{message}")
+            shown = state
+        if run.state is not None and run.state.is_final():
+            return run
+        waiting = run.state is None or run.state.is_scheduled()
+        if waiting and time.monotonic() - started > pickup_timeout:
+            typer.echo(
+                f"error: no worker started flow run {run.name} within {pickup_timeout:.0f} s (--pickup-timeout); it "
+                f"stays queued on work pool {pool!r}: start a worker with `prefect worker start --pool {pool}` in a "
+                "shell where PREFECT_API_URL names this server (see deployments/README.md)",
+                err=True,
+            )
+            sys.exit(1)
+        time.sleep(poll_s)
 
 
 def main() -> None:

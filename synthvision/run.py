@@ -306,7 +306,7 @@ def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
         return [
             change
             for key in sorted(set(old) | set(new))
-            if not (prefix == "" and key in ("orchestration", "output", "run_name", "storage_options"))
+            if not (prefix == "" and key in ("orchestration", "output", "run_name", "storage_options", "base_dir"))
             for change in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")
         ]
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]

@@ -69,6 +69,8 @@ def prefect_cli_server():
         **os.environ,
         "PREFECT_HOME": str(_HOME / "prefect-cli-server"),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # where the UI's pages fetch from
+        "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
     }
     log = open(_HOME / "prefect-cli-server.log", "w")
     server = subprocess.Popen(

@@ -9,6 +9,8 @@ retries, workers) are in no hash.
 
 from __future__ import annotations
 
+import copy
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -487,6 +489,9 @@ def _flatten_keys(options: dict[str, Any]) -> list[str]:
 class RunConfig(_Section):
     run_name: str = Field("synthvision", min_length=1)
     output: str = Field("./runs/synthvision", min_length=1, description="any fsspec URL")
+    base_dir: str | None = Field(
+        None, description="the config file's folder, which its relative paths were resolved against (set on load)"
+    )
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
         description="fsspec options for output and test set (e.g. endpoint_url); never credentials",
@@ -580,8 +585,74 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+# Fields that name local files or folders. A relative one in a config file is relative to the file's
+# folder (a config runs the same from any working directory, and `submit` sends absolute paths);
+# one given with --set is relative to the working directory. PATHS always are paths; MAYBE_PATHS are
+# paths when such a file or folder exists (else a built-in name or a hub id). `local-dir:` marks one.
+PATHS = (
+    "evaluation.test_set",
+    "fewshot.train_set",
+    "transfer.train_set",
+    "transfer.test_set",
+    "scratch.real_train_set",
+    "clip.pretrained",
+)
+MAYBE_PATHS = ("label_space", "transfer.label_space", "generator.model", "prompts.sentence_model.model", "clip.model")
+LOCAL_DIR = "local-dir:"
+
+
+def _resolved(value: Any, base: Path, always: bool) -> Any:
+    """`value` made absolute against `base` where it is a relative local path (see PATHS)."""
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    prefix, rest = (LOCAL_DIR, value.removeprefix(LOCAL_DIR)) if value.startswith(LOCAL_DIR) else ("", value)
+    path = Path(rest).expanduser()
+    if path.is_absolute() or not (always or prefix or (base / path).exists()):
+        return value
+    return prefix + os.path.normpath(base / path)
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of a config mapping with its relative local paths made absolute against `base`."""
+    data = copy.deepcopy(data)
+    for name in (*PATHS, *MAYBE_PATHS):
+        *parents, leaf = name.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            node[leaf] = _resolved(node[leaf], base, always=name in PATHS)
+    if isinstance(data.get("output"), str) and "://" not in data["output"]:
+        data["output"] = os.path.normpath(base / Path(data["output"]).expanduser())
+    return data
+
+
+def portable(config: RunConfig) -> RunConfig:
+    """The config with its local paths relative to its file's folder again (`base_dir`): how stage
+    hashes see them, so that a checkout moved elsewhere, or a run started from another directory,
+    keeps its hashes. (The label space is hashed by its class names, wherever its file is.)"""
+    if config.base_dir is None:
+        return config
+    data = config.model_dump(mode="python")
+    for name in (*PATHS, *MAYBE_PATHS):
+        if name == "label_space":
+            continue  # hashed by its class names, read from where it is
+        *parents, leaf = name.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str):
+            value = node[leaf]
+            prefix, rest = (LOCAL_DIR, value.removeprefix(LOCAL_DIR)) if value.startswith(LOCAL_DIR) else ("", value)
+            if os.path.isabs(rest):
+                node[leaf] = prefix + os.path.relpath(rest, config.base_dir)
+    return RunConfig.model_validate(data)
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config, apply CLI overrides, validate; a problem raises one-line `ConfigError`."""
+    """Read a YAML config, apply CLI overrides, validate; a problem raises one-line `ConfigError`.
+    Relative paths in the file resolve against its folder, those of overrides against the working
+    directory (see PATHS)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -591,7 +662,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of fields, not {type(data).__name__}")
-    return parse_config(apply_overrides(data, overrides or []), source=str(path))
+    base = path.expanduser().absolute().parent
+    data = resolve_paths(data, base)
+    if overrides:
+        data = resolve_paths(apply_overrides(data, overrides), Path.cwd())
+    return parse_config({**data, "base_dir": str(base)}, source=str(path))
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:

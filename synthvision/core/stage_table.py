@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from synthvision.core.config import RunConfig
+from synthvision.core.config import RunConfig, portable
 from synthvision.core.hashing import stable_hash
 from synthvision.core.heads import filter_templates, single_head_templates, zero_shot_templates
 from synthvision.core.label_spaces import BUILTIN_LABEL_SPACES, load_label_space
@@ -264,6 +264,7 @@ def stage_hash(config: RunConfig, name: str) -> str:
     """Hash of everything that changes `name`'s outputs, its upstream stages included; a part a stage
     names again (train's whole `filter` over score's threshold) is taken from the later stage."""
     parts: dict[str, Any] = {}
+    config = portable(config)
     for current in lineage(name):
         for part in current.parts:
             value = part.value(config)

@@ -158,13 +158,44 @@ def test_readme_output_layout_shows_where_every_stage_commits():
 def test_switches_set_to_synthvisions_earlier_behaviour_give_the_earlier_hashes():
     """configs/demo.yaml names its templates for both heads and keeps every passing image; with GLIDE's
     upsampler sampled ancestrally, as before it followed glide-text2im's DDIM, its stage hashes are
-    those recorded before these switches existed (its outputs of then stay valid)."""
+    those recorded when its paths became relative to its own folder (they had been written relative to
+    the repository root, and hashed as written: 17ef0c9762968035, 5892700d88179877, 30634e712c5cb272)."""
     from synthvision.core.config import load_config
 
     earlier = load_config(REPO / "configs" / "demo.yaml", ["generator.glide.upsample_sampler=ancestral"])
     hashes = {name: stage_hash(earlier, name) for name in ("generate", "score", "train")}
-    assert hashes == {"generate": "17ef0c9762968035", "score": "5892700d88179877", "train": "30634e712c5cb272"}
+    assert hashes == {"generate": "207c1fb4c53a8ef7", "score": "9c8a80e10691fbef", "train": "efbc116e8cee2b0b"}
     assert stage_hash(load_config(REPO / "configs" / "demo.yaml"), "generate") != hashes["generate"]  # DDIM now
+
+
+def test_relative_paths_resolve_against_the_config_file_and_hash_the_same_from_anywhere(tmp_path, monkeypatch):
+    """A config's relative paths are relative to its folder: from any working directory, and in a
+    copy of the checkout elsewhere, it names the same files and has the same stage hashes; a path
+    given with --set is relative to the working directory."""
+    import shutil
+
+    from synthvision.core.config import load_config
+
+    here = load_config(REPO / "configs" / "demo.yaml")
+    assert here.generator.model == str(REPO / "synthvision/data/toy/glide")
+    assert here.clip.model == f"local-dir:{REPO / 'synthvision/data/toy/clip'}"
+    assert here.evaluation.test_set == str(REPO / "synthvision/data/toy/fashion-mnist/test-subset.tar")
+    assert here.output == str(REPO / "runs/demo") and here.label_space == "fashion-mnist"
+    copy = tmp_path / "elsewhere"
+    (copy / "configs").mkdir(parents=True)
+    shutil.copy(REPO / "configs" / "demo.yaml", copy / "configs")
+    (copy / "synthvision").symlink_to(REPO / "synthvision")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    there = load_config(copy / "configs" / "demo.yaml", ["evaluation.test_set=local/test.tar"])
+    assert there.generator.model == str(copy / "synthvision/data/toy/glide")
+    assert there.evaluation.test_set == str(tmp_path / "cwd/local/test.tar")
+    assert stage_hash(there, "generate") == stage_hash(here, "generate")
+    assert stage_hash(there, "score") == stage_hash(here, "score")
+    there = load_config(copy / "configs" / "demo.yaml")
+    assert {row.name: stage_hash(there, row.name) for row in STAGES} == {
+        row.name: stage_hash(here, row.name) for row in STAGES
+    }
 
 
 def test_b_prompts_ignore_les_settings_and_le_keeps_its_earlier_hash_with_its_earlier_sampling():

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,11 +46,17 @@ def prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return result
 
 
-def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(tmp_path, prefect_cli_server):
+@pytest.fixture(scope="module")
+def demo_on_a_server(prefect_cli_server, tmp_path_factory):
+    """README's demo command against `prefect server start`; its output folder and result."""
+    out = tmp_path_factory.mktemp("demo-on-a-server") / "demo"
+    return out, cli("run", "configs/demo.yaml", "--set", f"output={out}", env=prefect_cli_server)
+
+
+def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_server, prefect_cli_server):
     from prefect.client.schemas.filters import FlowRunFilter
 
-    out = tmp_path / "demo"
-    result = cli("run", "configs/demo.yaml", "--set", f"output={out}", env=prefect_cli_server)
+    out, result = demo_on_a_server
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"report: {out}/train/report.md" in result.stdout
     report = json.loads((out / "train" / "report.json").read_text())
@@ -92,6 +99,20 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(tmp_path, 
     assert status.stdout.split("\n")[2].split() == ["generate", "10", "0", "10", "0/500", "—", "—"]
 
 
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_demo_s_pages_in_a_real_browser(demo_on_a_server, prefect_cli_server, tmp_path):
+    """benchmarks/ui_check.py's checks, in headless Chromium, on the demo's flow run and artifacts."""
+    from benchmarks.ui_check import check_pages
+
+    out, result = demo_on_a_server
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = check_pages(prefect_cli_server, "demo", tmp_path)
+    assert all(passed for _, _, passed in results), results
+    checked = {page for page, _, _ in results}
+    assert {"contact-sheet", "stages", "generate-progress", "score-progress", "flow run"} <= checked, checked
+    assert (tmp_path / "flow-run.png").stat().st_size > 10_000
+
+
 def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_server, colours_file):
     env = {**prefect_cli_server, "PREFECT_WORKER_QUERY_SECONDS": "1"}
     prefect("work-pool", "create", "synthvision-local", "--type", "process", env=env)
@@ -104,6 +125,15 @@ def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_s
         "error: deployment 'synthesize/nowhere' not found on the Prefect server"
     )
 
+    # no worker yet: --wait gives up with a hint instead of hanging, and the run stays queued
+    queued = cli("submit", str(config_file), "--set", "run_name=queued", "--wait", "--pickup-timeout", "3", env=env)
+    assert queued.returncode == 1 and "watch it at " in queued.stdout and "Scheduled" in queued.stdout
+    assert "error: no worker started flow run queued within 3 s" in queued.stderr
+    assert "prefect worker start --pool synthvision-local" in queued.stderr
+    with client_of(prefect_cli_server) as client:
+        (stranded,) = [run for run in client.read_flow_runs() if run.name == "queued"]
+        client.delete_flow_run(stranded.id)
+
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "synthvision-local"],
         cwd=tmp_path,
@@ -113,6 +143,10 @@ def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_s
     )
     try:
         result = cli("submit", str(config_file), "--deployment", "synthesize/local", "--wait", env=env)
+        broken = cli(
+            "submit", str(config_file), "--set", "run_name=broken", "--set", "label_space=/nope/classes.txt", "--wait",
+            env=env,
+        )  # fmt: skip
     finally:
         worker.terminate()
         try:
@@ -121,7 +155,14 @@ def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_s
             worker.kill()
             worker.wait()
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    assert "flow run deployed" in result.stdout and ": Completed" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("flow run deployed (") and lines[1].startswith("watch it at http")
+    states = [line.split(" ", 1)[1].split(":")[0] for line in lines[2:]]
+    assert states[-1] == "Completed" and "Running" in states, states  # each state as the run enters it
+    # a run that fails on the worker: its own error, not just "Failed"
+    assert broken.returncode == 1
+    assert broken.stderr.strip().splitlines()[-1].startswith("error: flow run broken ended Failed: ")
+    assert "label_space '/nope/classes.txt' is neither a built-in" in broken.stderr
 
     with client_of(prefect_cli_server) as client:
         deployment = client.read_deployment_by_name("synthesize/local")
