@@ -25,7 +25,7 @@ from synthvision.core.label_spaces import LabelSpace, load_label_space
 from synthvision.core.memo import once_per_config
 from synthvision.core.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name
 from synthvision.core.prompts import Prompt
-from synthvision.core.stage_table import STAGES, enabled, stage_hash
+from synthvision.core.stage_table import STAGES, enabled, stage_hashes
 from synthvision.methods.filtering import ZeroShotHead
 from synthvision.storage.commits import Commits
 from synthvision.storage.lock import holder as lock_holder
@@ -72,7 +72,7 @@ class Run:
         self.config = config
         self.label_space: LabelSpace = load_label_space(config.label_space)
         self.storage = Storage(config.output, config.storage_options)
-        self.hashes = {row.name: stage_hash(config, row.name) for row in STAGES}
+        self.hashes = stage_hashes(config)
         self.commits = Commits(self.storage, self.hashes)
         self._lock = threading.Lock()
         self._shots = None

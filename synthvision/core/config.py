@@ -10,7 +10,11 @@ retries, workers) are in no hash.
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -599,6 +603,38 @@ PATHS = (
 )
 MAYBE_PATHS = ("label_space", "transfer.label_space", "generator.model", "prompts.sentence_model.model", "clip.model")
 LOCAL_DIR = "local-dir:"
+# Real data sets: stage hashes see them by content (see `content_id`), wherever they are.
+DATA_SETS = (
+    "evaluation.test_set",
+    "fewshot.train_set",
+    "transfer.train_set",
+    "transfer.test_set",
+    "scratch.real_train_set",
+)
+
+
+def content_id(path: str) -> str:
+    """A local data set by what it holds: a file by the sha256 of its bytes, a folder by its files'
+    relative paths and sizes (reading every image of a large folder at each start would cost minutes);
+    a URL or a missing path by its name. An edited test set is a new one; a copy elsewhere the same."""
+    local = Path(path)
+    if "://" in path or not local.exists():
+        return path
+    if local.is_file():
+        stat = local.stat()
+        return _file_sha256(str(local.resolve()), stat.st_size, stat.st_mtime_ns)
+    listing = sorted((str(f.relative_to(local)), f.stat().st_size) for f in local.rglob("*") if f.is_file())
+    return "files-sha256:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """(Cached per size and modification time: stage hashes are computed many times per process.)"""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def _resolved(value: Any, base: Path, always: bool) -> Any:
@@ -612,40 +648,42 @@ def _resolved(value: Any, base: Path, always: bool) -> Any:
     return prefix + os.path.normpath(base / path)
 
 
+def _fields(data: dict[str, Any], names: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(name, the mapping that holds it, its key) for each dotted field name set in a config mapping."""
+    for name in names:
+        *parents, leaf = name.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str):
+            yield name, node, leaf
+
+
 def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """A copy of a config mapping with its relative local paths made absolute against `base`."""
     data = copy.deepcopy(data)
-    for name in (*PATHS, *MAYBE_PATHS):
-        *parents, leaf = name.split(".")
-        node = data
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node:
-            node[leaf] = _resolved(node[leaf], base, always=name in PATHS)
+    for name, node, leaf in _fields(data, (*PATHS, *MAYBE_PATHS)):
+        node[leaf] = _resolved(node[leaf], base, always=name in PATHS)
     if isinstance(data.get("output"), str) and "://" not in data["output"]:
         data["output"] = os.path.normpath(base / Path(data["output"]).expanduser())
     return data
 
 
 def portable(config: RunConfig) -> RunConfig:
-    """The config with its local paths relative to its file's folder again (`base_dir`): how stage
-    hashes see them, so that a checkout moved elsewhere, or a run started from another directory,
-    keeps its hashes. (The label space is hashed by its class names, wherever its file is.)"""
-    if config.base_dir is None:
-        return config
+    """The config as stage hashes see it: real data sets by their content (`content_id`), other local
+    paths relative to its file's folder (`base_dir`), so that a checkout moved elsewhere, or a run
+    started from another directory, keeps its hashes. (The label space is hashed by its class names.)"""
     data = config.model_dump(mode="python")
-    for name in (*PATHS, *MAYBE_PATHS):
-        if name == "label_space":
-            continue  # hashed by its class names, read from where it is
-        *parents, leaf = name.split(".")
-        node = data
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(leaf), str):
-            value = node[leaf]
-            prefix, rest = (LOCAL_DIR, value.removeprefix(LOCAL_DIR)) if value.startswith(LOCAL_DIR) else ("", value)
-            if os.path.isabs(rest):
-                node[leaf] = prefix + os.path.relpath(rest, config.base_dir)
+    for _, node, leaf in _fields(data, DATA_SETS):
+        node[leaf] = content_id(node[leaf])
+    relative = () if config.base_dir is None else (*PATHS, *MAYBE_PATHS)
+    for name, node, leaf in _fields(data, relative):
+        if name == "label_space" or name in DATA_SETS:
+            continue  # the label space is hashed by its class names, read from where it is
+        value = node[leaf]
+        prefix, rest = (LOCAL_DIR, value.removeprefix(LOCAL_DIR)) if value.startswith(LOCAL_DIR) else ("", value)
+        if os.path.isabs(rest):
+            node[leaf] = prefix + os.path.relpath(rest, config.base_dir)
     return RunConfig.model_validate(data)
 
 

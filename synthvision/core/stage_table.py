@@ -263,8 +263,17 @@ def lineage(name: str) -> list[Stage]:
 def stage_hash(config: RunConfig, name: str) -> str:
     """Hash of everything that changes `name`'s outputs, its upstream stages included; a part a stage
     names again (train's whole `filter` over score's threshold) is taken from the later stage."""
+    return _hash(portable(config), name)
+
+
+def stage_hashes(config: RunConfig) -> dict[str, str]:
+    """Every stage's hash (the config's data sets read once)."""
+    seen = portable(config)
+    return {row.name: _hash(seen, row.name) for row in STAGES}
+
+
+def _hash(config: RunConfig, name: str) -> str:
     parts: dict[str, Any] = {}
-    config = portable(config)
     for current in lineage(name):
         for part in current.parts:
             value = part.value(config)

@@ -158,13 +158,14 @@ def test_readme_output_layout_shows_where_every_stage_commits():
 def test_switches_set_to_synthvisions_earlier_behaviour_give_the_earlier_hashes():
     """configs/demo.yaml names its templates for both heads and keeps every passing image; with GLIDE's
     upsampler sampled ancestrally, as before it followed glide-text2im's DDIM, its stage hashes are
-    those recorded when its paths became relative to its own folder (they had been written relative to
-    the repository root, and hashed as written: 17ef0c9762968035, 5892700d88179877, 30634e712c5cb272)."""
+    those recorded when its paths became relative to its own folder and its test set was identified by
+    its content (paths had been written relative to the repository root and hashed as written:
+    17ef0c9762968035, 5892700d88179877, 30634e712c5cb272)."""
     from synthvision.core.config import load_config
 
     earlier = load_config(REPO / "configs" / "demo.yaml", ["generator.glide.upsample_sampler=ancestral"])
     hashes = {name: stage_hash(earlier, name) for name in ("generate", "score", "train")}
-    assert hashes == {"generate": "207c1fb4c53a8ef7", "score": "9c8a80e10691fbef", "train": "efbc116e8cee2b0b"}
+    assert hashes == {"generate": "207c1fb4c53a8ef7", "score": "9c8a80e10691fbef", "train": "3d8bc037d8a1a527"}
     assert stage_hash(load_config(REPO / "configs" / "demo.yaml"), "generate") != hashes["generate"]  # DDIM now
 
 
@@ -257,3 +258,30 @@ def test_a_label_file_is_identified_by_its_class_names_not_its_path(tmp_path):
     with pytest.raises(ConfigError, match="holds the prompts, generate, score data of another config"):
         with Run(config).writing():
             pass
+
+
+def test_a_test_set_is_identified_by_its_content_not_its_path(tmp_path, colours_file):
+    """Edited in place: a new test set (train's report is stale); copied elsewhere: the same one."""
+    from tests.conftest import tiny_config
+
+    tar = tmp_path / "test.tar"
+    tar.write_bytes(b"first version of the test images")
+    folder = tmp_path / "images"
+    (folder / "red").mkdir(parents=True)
+    (folder / "red" / "a.png").write_bytes(b"12345")
+
+    def train_hash(test_set) -> str:
+        config = tiny_config(tmp_path / "run", colours_file)
+        config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={
+            "test_set": str(test_set), "demo_test_set": None})})  # fmt: skip
+        return stage_hash(config, "train")
+
+    before = train_hash(tar)
+    copy = tmp_path / "elsewhere.tar"
+    copy.write_bytes(tar.read_bytes())
+    assert train_hash(copy) == before
+    tar.write_bytes(b"second version of the test images")
+    assert train_hash(tar) != before
+    in_folder = train_hash(folder)
+    (folder / "red" / "b.png").write_bytes(b"678")  # a folder: by its files' names and sizes
+    assert train_hash(folder) != in_folder

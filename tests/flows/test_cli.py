@@ -6,16 +6,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=env or dict(os.environ),
         capture_output=True,
         text=True,
@@ -62,3 +63,13 @@ def test_resnet_jobs_without_their_section_are_one_line_errors(tmp_path, command
         2,
         f"error: configs/demo.yaml: no {command} section",
     )
+
+
+def test_the_demo_config_works_from_any_directory(tmp_path):
+    """Its paths are relative to configs/: `status` from elsewhere finds the label space, models and test
+    set (checked before any work), and its output is the repository's runs/demo, not one under the cwd."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = cli("status", str(REPO / "configs" / "demo.yaml"), env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[0].split()[:4] == ["stage", "planned", "committed", "missing"]
+    assert not (tmp_path / "runs").exists() and not (REPO / "configs" / "runs").exists()
