@@ -75,6 +75,8 @@ def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = Fa
             f"({evaluation.gain:+.2f})"
         )
     typer.echo(f"report: {_report_path(cfg)}")
+    if cfg.quality is not None:
+        typer.echo(f"data quality: {_report_path(cfg, 'quality')}")
 
 
 @app.command()
@@ -124,6 +126,19 @@ def fewshot(config: ConfigPath, set_: Overrides = None) -> None:
 
     fewshot_flow(cfg)
     typer.echo(f"report: {_report_path(cfg, 'fewshot')}")
+
+
+@app.command()
+def quality(config: ConfigPath, set_: Overrides = None) -> None:
+    """The data-quality report: per class, CF pass rate, image and prompt diversity, near-duplicates and
+    the distance to real test images (needs scored shards and a quality section)."""
+    cfg = _config(config, set_)
+    if cfg.quality is None:
+        raise ConfigError(f"{config}: no quality section (add `quality: {{}}` for the defaults)")
+    from flows.stages import quality_flow
+
+    quality_flow(cfg)
+    typer.echo(f"report: {_report_path(cfg, 'quality')}")
 
 
 def _resnet_job(config: Path, set_: list[str] | None, stage: str) -> None:

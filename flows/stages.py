@@ -12,12 +12,21 @@ from flows.fanout import StageSummary, artifact_key, describe, run_shard_tasks
 from flows.output import writes_output
 from synthvision.core.config import RunConfig
 from synthvision.reports.fewshot import FewShotReport, render_few_shot_report
+from synthvision.reports.quality import QualityReport, render_quality_report, table_rows
 from synthvision.reports.resnets import PretrainReport, ScratchReport, TransferReport
 from synthvision.reports.train import TrainReport, render_train_report
 from synthvision.run import open_run
 from synthvision.stages import generate
 from synthvision.stages.prompts import PromptsOutcome
-from tasks.stages import expand_prompts_task, few_shot_task, pretrain_task, scratch_task, train_task, transfer_task
+from tasks.stages import (
+    expand_prompts_task,
+    few_shot_task,
+    pretrain_task,
+    quality_task,
+    scratch_task,
+    train_task,
+    transfer_task,
+)
 
 
 @flow(name="prompts", flow_run_name="{config.run_name}-prompts")
@@ -88,6 +97,25 @@ def fewshot_flow(config: RunConfig) -> FewShotReport:
         [asdict(row) for row in report.results],
         key=artifact_key(config, "fewshot"),
         description=describe(config, "fewshot", "top-1 per shots and strategy"),
+    )
+    return report
+
+
+@flow(name="quality", flow_run_name="{config.run_name}-quality")
+@writes_output
+def quality_flow(config: RunConfig) -> QualityReport:
+    """The data-quality report: per class, CF pass rate, diversity, near-duplicates, distance to real."""
+    ensure_gpu_limit(config)
+    report = quality_task(config)
+    create_markdown_artifact(
+        render_quality_report(report),
+        key=artifact_key(config, "quality-report"),
+        description=describe(config, "quality", "data-quality report"),
+    )
+    create_table_artifact(
+        table_rows(report),
+        key=artifact_key(config, "quality"),
+        description=describe(config, "quality", "diversity, near-duplicates and distance to real, per class"),
     )
     return report
 

@@ -1,4 +1,5 @@
-"""The end-to-end flow: prompts -> generate -> score -> train, each stage a sub-flow."""
+"""The end-to-end flow: prompts -> generate -> score -> train (-> quality, when the config has that
+section), each stage a sub-flow."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 from flows.fanout import StageSummary, artifact_key, describe
 from flows.output import writes_output
 from flows.progress import BLANK
-from flows.stages import generate_flow, prompts_flow, score_flow, train_flow
+from flows.stages import generate_flow, prompts_flow, quality_flow, score_flow, train_flow
 from synthvision.core.config import RunConfig
 from synthvision.reports.train import TrainReport
 from synthvision.stages.prompts import PromptsOutcome
@@ -38,6 +39,8 @@ def synthesize(config: RunConfig) -> Synthesized:
         summaries["regenerate"] = generate_flow(config)
         summaries["rescore"] = score_flow(config)
     report = train_flow(config)
+    if config.quality is not None:
+        quality_flow(config)
     create_table_artifact(
         stage_rows(summaries),
         key=artifact_key(config, "stages"),

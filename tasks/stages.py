@@ -19,10 +19,11 @@ from synthvision.core.config import RunConfig
 from synthvision.core.manifest import Manifest
 from synthvision.models.devices import bound_device
 from synthvision.reports.fewshot import FewShotReport
+from synthvision.reports.quality import QualityReport
 from synthvision.reports.resnets import PretrainReport, ScratchReport, TransferReport
 from synthvision.reports.train import TrainReport
 from synthvision.run import Run, open_run
-from synthvision.stages import fewshot, generate, pretrain, prompts, score, scratch, train, transfer
+from synthvision.stages import fewshot, generate, pretrain, prompts, quality, score, scratch, train, transfer
 from synthvision.stages.prompts import PromptsOutcome
 from synthvision.stages.score import CorruptShard
 from synthvision.storage.commits import ShardOutcome
@@ -102,6 +103,11 @@ def train_task(config: RunConfig) -> TrainReport:
 @task(name="few-shot", tags=["gpu"])
 def few_shot_task(config: RunConfig) -> FewShotReport:
     return _whole_run(config, fewshot.committed, fewshot.few_shot)
+
+
+@task(name="quality", tags=["gpu"])
+def quality_task(config: RunConfig) -> QualityReport:
+    return _whole_run(config, quality.committed, quality.quality)
 
 
 @task(name="pretrain", tags=["gpu"])

@@ -183,6 +183,13 @@ class FilterConfig(_Section):
         description="images kept per class: drawn among those passing, or the most confident when fewer "
         "pass (paper: 800); null keeps every passing image",
     )
+    near_duplicates: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="after CF: of each group of a class's kept images whose CLIP features are at least this "
+        "cosine-similar, keep only the first (in shard order); null: off",
+    )
 
     _templates = field_validator("templates")(lambda value, info: _check_templates(value, f"filter.{info.field_name}"))
 
@@ -408,6 +415,15 @@ class EvaluationConfig(_Section):
         return self
 
 
+class QualityConfig(_Section):
+    """The data-quality report (the `quality` command): per class, CF pass rate, diversity of the kept
+    images and of the prompts, near-duplicates and the distance to real test images."""
+
+    near_duplicate_threshold: float = Field(
+        0.95, gt=0, le=1, description="cosine similarity of CLIP features at or above which images are near-duplicates"
+    )
+
+
 class OrchestrationConfig(_Section):
     """How Prefect runs the shard tasks; changes nothing in the outputs."""
 
@@ -512,6 +528,7 @@ class RunConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     fewshot: FewShotConfig | None = Field(None, description="few-shot runs over real shots; the `fewshot` command")
+    quality: QualityConfig | None = Field(None, description="the data-quality report; the `quality` command")
     pretrain: PretrainConfig | None = Field(None, description="the `pretrain` command")
     transfer: TransferConfig | None = Field(None, description="the `transfer` command (after pretrain)")
     scratch: ScratchConfig | None = Field(None, description="the `scratch` command")

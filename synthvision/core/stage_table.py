@@ -114,7 +114,7 @@ def _quick_gelu(config: RunConfig) -> Any:
 
 # what training takes from `filter` (its templates are the score stage's); every image passing was kept
 # before the per-class budget
-FILTER = section("filter", {"templates"}, added={"per_class": None})
+FILTER = section("filter", {"templates"}, added={"per_class": None, "near_duplicates": None})
 LOSS_OPTIONS = {"label_smoothing": 0.0, "hard_pseudo_labels": False}  # off: the losses of before
 
 
@@ -206,6 +206,15 @@ STAGES: tuple[Stage, ...] = (
         per_shard=False,
         optional="fewshot",
         summary="few-shot CT per shot count and strategy",
+    ),
+    Stage(
+        "quality",
+        ("score",),
+        (FILTER, section("evaluation"), section("quality")),
+        "quality/",
+        per_shard=False,
+        optional="quality",
+        summary="per class: CF pass rate, image and prompt diversity, near-duplicates, distance to real",
     ),
     Stage(
         "pretrain",

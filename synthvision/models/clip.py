@@ -109,14 +109,18 @@ class ClipModel:
         return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     @torch.inference_mode()
-    def text_classifier(self, class_names: tuple[str, ...], templates: list[str]) -> np.ndarray:
-        """Unit-norm class embeddings (C x D): per class, the mean of its normalised template embeddings."""
-        texts = [template.format(name) for name in class_names for template in templates]
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm text embeddings (N x D), float32, on the model's device."""
         chunks = []
         for batch in batched(texts, 256):
             with self._autocast():
                 chunks.append(self.model.encode_text(self.tokenizer(batch).to(self.device)).float())
-        embeddings = torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+
+    @torch.inference_mode()
+    def text_classifier(self, class_names: tuple[str, ...], templates: list[str]) -> np.ndarray:
+        """Unit-norm class embeddings (C x D): per class, the mean of its normalised template embeddings."""
+        embeddings = self.encode_texts([template.format(name) for name in class_names for template in templates])
         per_class = embeddings.reshape(len(class_names), len(templates), -1).mean(dim=1)
         return torch.nn.functional.normalize(per_class, dim=-1).cpu().numpy()
 

@@ -20,6 +20,7 @@ class TrainData:
     passed_filter: int
     trained_on: int
     filter_threshold: float
+    near_duplicates_dropped: int = 0  # after CF (filter.near_duplicates)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ def render_train_report(report: TrainReport) -> str:
         f"| {data.synthetic_images} | {data.passed_filter} | {data.trained_on} |",
         "",
     ]
+    if data.near_duplicates_dropped:
+        lines += [f"Near-duplicates dropped after CF: {data.near_duplicates_dropped}.", ""]
     if evaluation.test_set:
         lines += [
             f"Top-1 on `{evaluation.test_set}` ({evaluation.test_images} images):",

@@ -29,6 +29,7 @@ from synthvision.core.errors import DataError
 from synthvision.core.manifest import Manifest, manifest_path
 from synthvision.core.pipelining import cpu_workers, ordered_map
 from synthvision.core.stage_table import stage
+from synthvision.methods.diversity import drop_near_duplicates
 from synthvision.methods.filtering import CLIP_FILTER_REASON, clip_filter, filter_threshold, per_class_budget, softmax
 from synthvision.stages import generate
 from synthvision.storage.commits import done_or_do, every
@@ -58,6 +59,7 @@ class SyntheticData:
     keys: list[str]  # sample keys, to find the images in the shards
     scored: int  # synthetic images scored
     passed: int  # of those, passing the CLIP filter
+    near_duplicates: int = 0  # kept by CF, dropped as near-duplicates (filter.near_duplicates)
 
 
 def scores_path(shard: str) -> str:
@@ -246,23 +248,47 @@ def committed_scores(run: Run) -> list[Manifest]:
     )
 
 
-def read_synthetic(run: Run) -> SyntheticData:
-    """Cached CLIP features, labels and logits of the committed, scored synthetic images: with the
-    CLIP filter on, those it keeps (every passing image, or `filter.per_class` per class)."""
+def read_scores(run: Run) -> pa.Table:
+    """Every committed shard's scores, in shard order (one row per scored image)."""
     manifests = committed_scores(run)
-    table = pa.concat_tables([pq.read_table(io.BytesIO(run.storage.read_bytes(m.data_file))) for m in manifests])
+    return pa.concat_tables([pq.read_table(io.BytesIO(run.storage.read_bytes(m.data_file))) for m in manifests])
+
+
+def kept(run: Run, table: pa.Table) -> tuple[np.ndarray, int]:
+    """Which scored images training uses: with the CLIP filter on, those it keeps (every passing
+    image, or `filter.per_class` per class), all of them with it off; then, with
+    `filter.near_duplicates`, the first of each group of a class's near-duplicates. And how many
+    near-duplicates that dropped."""
     passed, labels = np.asarray(table["passed"]), np.asarray(table["label"])
     cf = run.config.filter
     use = passed if cf.clip_filter else np.ones(table.num_rows, bool)
     if cf.clip_filter and cf.per_class is not None:  # the paper's fixed budget per class
         use = per_class_budget(labels, np.asarray(table["prob"]), passed, cf.per_class, run.config.seed)
+    if cf.near_duplicates is None:
+        return use, 0
+    deduplicated = drop_near_duplicates(embeddings(table), labels, use, cf.near_duplicates)
+    return deduplicated, int(use.sum() - deduplicated.sum())
+
+
+def embeddings(table: pa.Table) -> np.ndarray:
+    """The scored images' CLIP features (N x D, float32)."""
+    return np.stack(table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def read_synthetic(run: Run) -> SyntheticData:
+    """Cached CLIP features, labels and logits of the committed, scored synthetic images that training
+    uses (see `kept`)."""
+    table = read_scores(run)
+    passed, labels = np.asarray(table["passed"]), np.asarray(table["label"])
+    use, near_duplicates = kept(run, table)
     if not use.any():
         raise DataError("the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)")
     return SyntheticData(
-        features=np.stack(table["embedding"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
+        features=embeddings(table)[use],
         labels=labels[use],
         teacher=np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
         keys=[key for key, used in zip(table["key"].to_pylist(), use, strict=True) if used],
         scored=int(table.num_rows),
         passed=int(passed.sum()),
+        near_duplicates=near_duplicates,
     )

@@ -76,7 +76,9 @@ def train(run: Run) -> TrainReport:
         config_hashes=run.hashes,
         label_space={"name": run.label_space.name, "classes": run.label_space.num_classes},
         strategies=Strategies(config.prompts.strategy, config.filter.clip_filter, config.training.loss),
-        data=TrainData(synthetic.scored, synthetic.passed, len(synthetic.labels), score.threshold(run)),
+        data=TrainData(
+            synthetic.scored, synthetic.passed, len(synthetic.labels), score.threshold(run), synthetic.near_duplicates
+        ),
         training={**config.training.model_dump(), "steps": result.steps, "epoch_losses": result.epoch_losses},
         evaluation=evaluation,
     )

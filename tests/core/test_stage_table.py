@@ -17,6 +17,7 @@ EVERY_SECTION = {
     "label_space": "fashion-mnist",
     "seed": 3,
     "fewshot": {"train_set": "pool.tar", "shots": [16], "real_guidance": {"enabled": True}},
+    "quality": {},
     "pretrain": {},
     "transfer": {"label_space": "fashion-mnist", "train_set": "pool.tar", "test_set": "test.tar"},
     "scratch": {"real_train_set": "pool.tar", "real_per_class": [1]},
@@ -30,16 +31,17 @@ EVERY_SECTION = {
         # score, train and fewshot changed once since, on purpose: with a default config they now score
         # and train as the paper's code does (the zero-shot template ensemble, CF's own prompt, 800 images
         # per class, SCE on few-shot's synthetic part), so their earlier outputs are not this config's.
-        # Switches set to the earlier behaviour give the earlier hashes (test below).
+        # Switches set to the earlier behaviour give the earlier hashes (test below). quality is new
+        # (its hash recorded when it came).
         (
             {"output": "/tmp/unused"},
             "b9f34c6aaa7c08d0 34d676e5e59ead01 550f510de583246b 01428d022b0a33d7 "
-            "9c05a8d92dcede15 a8e53f463030d75c aa6e780f9a387fc3 2369d8d7352ae14a",
+            "9c05a8d92dcede15 d8cf034ba2436aaa a8e53f463030d75c aa6e780f9a387fc3 2369d8d7352ae14a",
         ),
         (
             EVERY_SECTION,
             "59a9b7c2a41f5743 6d9a26d49480b9ea 98d16544752cf3d2 ec28df4c2957adad "
-            "9577e95d2444f039 77489b47873e9fe5 1524056e09c6b2a5 61d55ba3d0b8c2b4",
+            "9577e95d2444f039 74e5069ac9e38627 77489b47873e9fe5 1524056e09c6b2a5 61d55ba3d0b8c2b4",
         ),
     ],
     ids=["defaults", "every-section"],
@@ -69,8 +71,8 @@ def test_stage_hashes_change_only_downstream_of_the_edit():
     }
     assert changed == {
         "training": ["train"],
-        "generator": ["generate", "score", "train", "fewshot", "pretrain", "transfer", "scratch"],
-        "filter.clip_filter": ["train", "fewshot"],  # the scores hold the verdict, not the choice to drop
+        "generator": ["generate", "score", "train", "fewshot", "quality", "pretrain", "transfer", "scratch"],
+        "filter.clip_filter": ["train", "fewshot", "quality"],  # the scores hold the verdict, not the choice to drop
         "runtime": [],
     }
 

@@ -59,6 +59,7 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
     out, result = demo_on_a_server
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"report: {out}/train/report.md" in result.stdout
+    assert f"data quality: {out}/quality/report.md" in result.stdout
     report = json.loads((out / "train" / "report.json").read_text())
     assert report["data"]["synthetic_images"] == 500 and report["evaluation"]["test_images"] == 2000
     # the toy world's point: tuning on its synthetic images beats its CLIP's zero-shot on real test images
@@ -66,9 +67,15 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
 
     with client_of(prefect_cli_server) as client:
         flow_runs = {run.name: run for run in client.read_flow_runs()}
-        assert {"demo", "demo-prompts", "demo-generate", "demo-generate-wave-0000", "demo-score", "demo-train"} <= set(
-            flow_runs
-        )
+        assert {
+            "demo",
+            "demo-prompts",
+            "demo-generate",
+            "demo-generate-wave-0000",
+            "demo-score",
+            "demo-train",
+            "demo-quality",
+        } <= set(flow_runs)
         assert flow_runs["demo"].state.is_completed()
         wave = flow_runs["demo-generate-wave-0000"]
         deadline = time.monotonic() + 30  # task-run states reach the server asynchronously
@@ -84,7 +91,8 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
     check_ui_contents(artifacts, shards=10, images=500)
     shard_rows = json.loads(artifacts["generate-shards-wave-0000"].data)
     assert [row["shard"] for row in shard_rows] == [f"shard-{i:05d}" for i in range(10)]
-    assert {"score-shards-wave-0000", "report", "stages"} <= set(artifacts)
+    assert {"score-shards-wave-0000", "report", "stages", "quality", "quality-report"} <= set(artifacts)
+    assert "| **all** | 500 |" in artifacts["quality-report"].data  # the data-quality report of the demo
     assert str(out / "contact_sheet.png") in artifacts["contact-sheet"].data
 
     status = cli("status", "configs/demo.yaml", "--set", f"output={out}")
@@ -92,7 +100,7 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
     lines = status.stdout.splitlines()
     assert lines[2].split()[:5] == ["generate", "10", "10", "0", "500/500"] and "images/s/worker" in lines[2]
     assert lines[3].split()[:5] == ["score", "10", "10", "0", "500/500"] and lines[3].endswith(" 0s")
-    assert [line.split()[0] for line in lines[1:9]] == [stage.name for stage in STAGES]
+    assert [line.split()[0] for line in lines[1 : 1 + len(STAGES)]] == [stage.name for stage in STAGES]
     assert "pretrain  off: the config has no pretrain section" in status.stdout
     assert lines[-1] == "writer: none (no run holds the output)"
     status = cli("status", "configs/demo.yaml", "--set", f"output={out}", "--set", "generator.steps=5")
