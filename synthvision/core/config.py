@@ -62,15 +62,43 @@ class SentenceModelConfig(_Section):
     _template = field_validator("input_template")(_check_template)
 
 
-class PromptsConfig(_Section):
-    """Prompt expansion: strategy B (`basic`) or LE (`language_enhancement`)."""
+class LLMConfig(_Section):
+    """The instruct model of the `llm` strategy: any transformers causal LM with a chat template."""
 
-    strategy: Literal["basic", "language_enhancement"] = "basic"
+    model: str = Field(
+        "tiny", description="hub id, local folder (with `gguf_file`: the folder of a GGUF file), or 'tiny' (offline)"
+    )
+    gguf_file: str | None = Field(
+        None, description="a GGUF file in `model`'s folder, loaded by transformers (pip install gguf)"
+    )
+    instruction: str = Field(
+        "Write one short sentence describing a photo of a {}.",
+        description="the user message per class: {} is the class name",
+    )
+    contexts: list[str] = Field(
+        [], description="optional settings cycled over a class's sentences, each added as ' Setting: <context>.'"
+    )
+    max_new_tokens: int = Field(40, gt=0)
+    top_k: int | None = Field(50, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    temperature: float = Field(0.9, gt=0)
+    batch_size: int = Field(16, gt=0, description="sentences sampled at once (part of the seed: in the hash)")
+    device: str = "auto"
+
+    _instruction = field_validator("instruction")(_check_template)
+
+
+class PromptsConfig(_Section):
+    """Prompt expansion: strategy B (`basic`), LE (`language_enhancement`: a seq2seq model writes
+    sentences from the class name) or `llm` (an instruct model writes them from an instruction)."""
+
+    strategy: Literal["basic", "language_enhancement", "llm"] = "basic"
     template: str | None = Field(None, description="default per label space, e.g. 'a photo of a {}'")
-    sentences_per_class: int = Field(200, gt=0, description="LE: sentences kept per class")
-    oversample: int = Field(50, ge=0, description="LE: sentences sampled beyond those kept, before dedupe")
-    require_class_name: bool = Field(False, description="LE: keep only sentences that name the class")
+    sentences_per_class: int = Field(200, gt=0, description="LE, llm: sentences kept per class")
+    oversample: int = Field(50, ge=0, description="LE, llm: sentences sampled beyond those kept, before dedupe")
+    require_class_name: bool = Field(False, description="LE, llm: keep only sentences that name the class")
     sentence_model: SentenceModelConfig = SentenceModelConfig()
+    llm: LLMConfig = LLMConfig()
 
     _template = field_validator("template")(_check_template)
 

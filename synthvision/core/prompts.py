@@ -25,7 +25,7 @@ class Prompt:
     class_id: int
     class_name: str
     text: str
-    source: str  # "basic", "language_enhancement" or "basic_fallback"
+    source: str  # "basic", "language_enhancement", "llm" or "basic_fallback"
 
 
 def mentions_class(sentence: str, class_name: str) -> bool:
@@ -73,12 +73,24 @@ def language_enhanced_prompts(
     limit: int,
     require_class_name: bool = False,
     seed: int = 0,
+    source: str = "language_enhancement",
 ) -> list[Prompt]:
-    """LE prompts from raw model sentences per class id, with the B prompt as a per-class fallback."""
+    """LE (or llm: `source`) prompts from raw model sentences per class id, with the B prompt as a
+    per-class fallback."""
     prompts: list[Prompt] = []
     for class_id, name in enumerate(label_space.classes):
         kept = select_sentences(name, sentences_by_class.get(class_id, []), limit, require_class_name, seed)
-        texts = [(template.format(sentence), "language_enhancement") for sentence in kept]
+        texts = [(template.format(sentence), source) for sentence in kept]
         for text, source in texts or [(template.format(name), "basic_fallback")]:
             prompts.append(Prompt(len(prompts), class_id, name, text, source))
     return prompts
+
+
+def first_line(reply: str) -> str:
+    """An instruct model's reply as one prompt: its first non-empty line, without the quotes or a
+    leading list mark that chat models like to add."""
+    for line in reply.splitlines():
+        line = line.strip().lstrip("-*0123456789. ").strip().strip("\"'“”").strip()
+        if line:
+            return line
+    return ""

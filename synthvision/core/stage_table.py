@@ -61,7 +61,9 @@ def _prompts(config: RunConfig) -> Any:
     prompts = config.prompts
     if prompts.strategy == "basic":
         return {"strategy": "basic", "template": prompts.template, **B_WITH_LE_SETTINGS}
-    dump = prompts.model_dump(exclude={"sentence_model": set(RUNTIME)})
+    if prompts.strategy == "llm":  # its batch size seeds its samples: hashed
+        return prompts.model_dump(exclude={"sentence_model": True, "llm": {"device"}})
+    dump = prompts.model_dump(exclude={"sentence_model": set(RUNTIME), "llm": True})
     dump = {key: value for key, value in dump.items() if LE_BEFORE.get(key, ...) != value}
     if dump["sentence_model"]["top_k"] == 50:  # transformers' default, in effect before it was a field
         del dump["sentence_model"]["top_k"]

@@ -1,5 +1,6 @@
-"""The prompts stage: class names into prompts, strategy B (one template) or LE (a seq2seq or causal
-language model writes sentences per class), committed as `prompts.parquet`."""
+"""The prompts stage: class names into prompts, strategy B (one template), LE (a seq2seq model writes
+sentences per class) or llm (an instruct model writes them from an instruction), committed as
+`prompts.parquet`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from synthvision.core import failpoints
+from synthvision.core.config import PromptsConfig
 from synthvision.core.prompts import Prompt, basic_prompts, language_enhanced_prompts
 from synthvision.storage.commits import done_or_do
 from synthvision.storage.prompt_table import write_prompts
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 class PromptsOutcome:
     prompts: int
     done_now: bool
-    by_source: dict[str, int] = field(default_factory=dict)  # basic, language_enhancement, basic_fallback
+    by_source: dict[str, int] = field(default_factory=dict)  # basic, language_enhancement, llm, basic_fallback
 
     @classmethod
     def of(cls, prompts: list[Prompt], done_now: bool) -> PromptsOutcome:
@@ -43,17 +45,13 @@ def expand(run: Run) -> list[Prompt]:
         # B: the template with the class name
         prompts = basic_prompts(label_space, template)
     else:
-        # LE: 1. the sentence model; 2. its sentences per class (seeded), more than are kept; 3. deduped,
-        # a seeded `sentences_per_class` of them kept per class (the template where none is left)
-        from synthvision.models.sentences import load_sentence_model, sample_sentences
-
-        model, tokenizer = load_sentence_model(config.prompts.sentence_model)
+        # LE / llm: 1. the model; 2. its sentences per class (seeded), more than are kept; 3. deduped, a
+        # seeded `sentences_per_class` of them kept per class (the template where none is left)
+        write, count = _sentence_writer(config.prompts), config.prompts.sentences_per_class + config.prompts.oversample
         sentences = {}
-        for class_id, name in enumerate(tqdm(label_space.classes, desc="language enhancement", unit="class")):
-            count = config.prompts.sentences_per_class + config.prompts.oversample
-            sentences[class_id] = sample_sentences(
-                model, tokenizer, name, count, config.prompts.sentence_model, config.seed
-            )
+        desc = "language enhancement" if config.prompts.strategy == "language_enhancement" else "llm prompts"
+        for class_id, name in enumerate(tqdm(label_space.classes, desc=desc, unit="class")):
+            sentences[class_id] = write(name, count, config.seed)
             failpoints.reach("prompts.class")
         prompts = language_enhanced_prompts(
             label_space,
@@ -62,9 +60,23 @@ def expand(run: Run) -> list[Prompt]:
             config.prompts.sentences_per_class,
             config.prompts.require_class_name,
             config.seed,
+            source=config.prompts.strategy,
         )
     write_prompts(run.storage, prompts, run.hashes["prompts"])
     return prompts
+
+
+def _sentence_writer(config: PromptsConfig) -> Callable[[str, int, int], list[str]]:
+    """(class name, count, seed) -> sentences, from LE's seq2seq model or llm's instruct model."""
+    if config.strategy == "llm":
+        from synthvision.models.instruct import load_instruct_model, sample_llm_sentences
+
+        model, tokenizer = load_instruct_model(config.llm)
+        return lambda name, count, seed: sample_llm_sentences(model, tokenizer, name, count, config.llm, seed)
+    from synthvision.models.sentences import load_sentence_model, sample_sentences
+
+    model, tokenizer = load_sentence_model(config.sentence_model)
+    return lambda name, count, seed: sample_sentences(model, tokenizer, name, count, config.sentence_model, seed)
 
 
 def ensure(run: Run, slot: Callable[[], AbstractContextManager[Any]] = nullcontext) -> tuple[list[Prompt], bool]:

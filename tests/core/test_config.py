@@ -43,7 +43,7 @@ def test_paper_defaults():
         ("generator:\n  steps: 0\n", "generator.steps: Input should be greater than 0"),
         ("generator:\n  guidence_scale: 2\n", "generator.guidence_scale: unknown field"),
         ("prompts:\n  template: 'a photo'\n", "prompts.template: template 'a photo' must contain exactly one '{}'"),
-        ("prompts:\n  strategy: fancy\n", "prompts.strategy: Input should be 'basic' or 'language_enhancement'"),
+        ("prompts:\n  strategy: fancy\n", "prompts.strategy: Input should be 'basic', 'language_enhancement' or 'llm'"),
         ("generator:\n  backend: diffusers\n", "generator.model is required"),
         ("generator:\n  backend: glide\n", "generator.model is required when generator.backend is 'glide'"),
         (
