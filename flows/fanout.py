@@ -220,6 +220,14 @@ def run_shard_tasks(config: RunConfig, stage: str) -> StageSummary:
     return summary
 
 
+def publish_contact_sheet(config: RunConfig, markdown: str | None, what: str) -> None:
+    """The contact sheet's markdown as the output's `contact-sheet` artifact (none before any shard)."""
+    if markdown is not None:
+        create_markdown_artifact(
+            markdown, key=artifact_key(config, "contact-sheet"), description=describe(config, "generate", what)
+        )
+
+
 def _live_contact_sheet(config: RunConfig, progress: StageProgress, every_s: float = CONTACT_SHEET_EVERY_S):
     """A callback that, at most every `every_s`, shows the latest committed shards' images on the
     contact-sheet artifact (the stage's flow replaces it with the first shards' when it ends)."""
@@ -229,12 +237,7 @@ def _live_contact_sheet(config: RunConfig, progress: StageProgress, every_s: flo
         if time.monotonic() - last[0] < every_s or not progress.recent:
             return
         last[0] = time.monotonic()
-        markdown = generate.contact_sheet(open_run(config), list(progress.recent))
-        if markdown is not None:
-            create_markdown_artifact(
-                markdown,
-                key=artifact_key(config, "contact-sheet"),
-                description=describe(config, "generate", "contact sheet (latest shards)"),
-            )
+        sheet = generate.contact_sheet(open_run(config), list(progress.recent))
+        publish_contact_sheet(config, sheet, "contact sheet (latest shards)")
 
     return refresh

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.engines import ensure_gpu_limit
-from flows.fanout import StageSummary, artifact_key, describe, run_shard_tasks
+from flows.fanout import StageSummary, artifact_key, describe, publish_contact_sheet, run_shard_tasks
 from flows.output import writes_output
 from synthvision.core.config import RunConfig
 from synthvision.reports.fewshot import FewShotReport, render_few_shot_report
@@ -46,13 +46,7 @@ def prompts_flow(config: RunConfig) -> PromptsOutcome:
 @writes_output
 def generate_flow(config: RunConfig) -> StageSummary:
     summary = run_shard_tasks(config, "generate")
-    sheet = generate.contact_sheet(open_run(config))
-    if sheet is not None:
-        create_markdown_artifact(
-            sheet,
-            key=artifact_key(config, "contact-sheet"),
-            description=describe(config, "generate", "contact sheet"),
-        )
+    publish_contact_sheet(config, generate.contact_sheet(open_run(config)), "contact sheet")
     return summary
 
 
@@ -88,17 +82,22 @@ def fewshot_flow(config: RunConfig) -> FewShotReport:
     """Few-shot CT per shot count and strategy, on the scored synthetic shards and real shots."""
     ensure_gpu_limit(config)
     report = few_shot_task(config)
-    create_markdown_artifact(
+    publish_report(
+        config,
+        "fewshot",
         render_few_shot_report(report),
-        key=artifact_key(config, "fewshot-report"),
-        description=describe(config, "fewshot", "few-shot report"),
-    )
-    create_table_artifact(
         [asdict(row) for row in report.results],
-        key=artifact_key(config, "fewshot"),
-        description=describe(config, "fewshot", "top-1 per shots and strategy"),
+        "top-1 per shots and strategy",
     )
     return report
+
+
+def publish_report(config: RunConfig, stage: str, markdown: str, rows: list[dict], what: str) -> None:
+    """A stage's report as two artifacts: its markdown (`<stage>-report`) and its table (`<stage>`)."""
+    create_markdown_artifact(
+        markdown, key=artifact_key(config, f"{stage}-report"), description=describe(config, stage, f"{stage} report")
+    )
+    create_table_artifact(rows, key=artifact_key(config, stage), description=describe(config, stage, what))
 
 
 @flow(name="quality", flow_run_name="{config.run_name}-quality")
@@ -107,15 +106,12 @@ def quality_flow(config: RunConfig) -> QualityReport:
     """The data-quality report: per class, CF pass rate, diversity, near-duplicates, distance to real."""
     ensure_gpu_limit(config)
     report = quality_task(config)
-    create_markdown_artifact(
+    publish_report(
+        config,
+        "quality",
         render_quality_report(report),
-        key=artifact_key(config, "quality-report"),
-        description=describe(config, "quality", "data-quality report"),
-    )
-    create_table_artifact(
         table_rows(report),
-        key=artifact_key(config, "quality"),
-        description=describe(config, "quality", "diversity, near-duplicates and distance to real, per class"),
+        "diversity, near-duplicates, distance to real",
     )
     return report
 

@@ -19,7 +19,7 @@ from synthvision.core.hashing import derive_seed
 from synthvision.core.prompts import first_line
 from synthvision.models.devices import resolve_device
 from synthvision.models.sentences import byte_tokenizer
-from synthvision.models.weights import resolve_model_source
+from synthvision.models.weights import from_pretrained
 
 # ChatML, as SmolLM2 and many small instruct models write their turns
 CHAT_TEMPLATE = (
@@ -52,17 +52,16 @@ def load_instruct_model(config: LLMConfig):
     if config.model == "tiny":
         model, tokenizer = build_tiny_instruct_model()
     else:
-        source = resolve_model_source(config.model, "prompts.llm.model")
         extra = {} if config.gguf_file is None else {"gguf_file": config.gguf_file}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-            model = AutoModelForCausalLM.from_pretrained(source, **extra)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(
-                f"prompts.llm.model: could not load {config.model!r}"
-                f"{f' ({config.gguf_file})' if config.gguf_file else ''} ({str(error).splitlines()[0]}). "
-                "Offline, download it elsewhere and set the field to its local folder."
-            ) from None
+        model, tokenizer = from_pretrained(
+            "prompts.llm.model",
+            config.model,
+            lambda source: (
+                AutoModelForCausalLM.from_pretrained(source, **extra),
+                AutoTokenizer.from_pretrained(source, **extra),
+            ),
+            f" ({config.gguf_file})" if config.gguf_file else "",
+        )
         if tokenizer.chat_template is None:
             raise ModelLoadError(f"prompts.llm.model: {config.model!r} has no chat template (use an instruct model)")
     if tokenizer.pad_token is None:

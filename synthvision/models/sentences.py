@@ -19,10 +19,9 @@ from transformers import (
 )
 
 from synthvision.core.config import SentenceModelConfig
-from synthvision.core.errors import ModelLoadError
 from synthvision.core.hashing import derive_seed
 from synthvision.models.devices import resolve_device
-from synthvision.models.weights import resolve_model_source
+from synthvision.models.weights import from_pretrained
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -58,15 +57,11 @@ def load_sentence_model(config: SentenceModelConfig):
     if config.model == "tiny":
         model, tokenizer = build_tiny_sentence_model()
     else:
-        source = resolve_model_source(config.model, "prompts.sentence_model.model")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForSeq2SeqLM.from_pretrained(source)
-        except OSError as error:
-            raise ModelLoadError(
-                f"prompts.sentence_model.model: could not load {config.model!r} ({str(error).splitlines()[0]}). "
-                "Offline, download it elsewhere and set the field to its local folder."
-            ) from None
+        model, tokenizer = from_pretrained(
+            "prompts.sentence_model.model",
+            config.model,
+            lambda source: (AutoModelForSeq2SeqLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)),
+        )
     return model.to(resolve_device(config.device)).eval(), tokenizer
 
 
