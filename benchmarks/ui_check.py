@@ -118,8 +118,9 @@ def check_pages(env: dict[str, str], run_name: str, shots: Path) -> list[tuple[s
         for key, artifact in sorted(latest.items()):
             name = re.sub(r"^[0-9a-f]{6}-", "", key.removeprefix(f"{run_name}-"))  # less the output id
             visit(f"{ui}/artifacts/artifact/{artifact['latest_id']}", name, f"text={key}")
-            if artifact["type"] == "markdown" and "data:image" in artifact["data"]:
-                widths = page.eval_on_selector_all("img[src^='data:']", "images => images.map(i => i.naturalWidth)")
+            if artifact["type"] == "markdown" and "![" in artifact["data"]:
+                page.wait_for_load_state("networkidle")
+                widths = page.eval_on_selector_all("img[alt]", "images => images.map(i => i.naturalWidth)")
                 results.append((name, f"image natural widths {widths}", bool(widths) and min(widths) > 0))
             elif artifact["type"] == "table":
                 cells = page.eval_on_selector_all("td", "cells => cells.map(c => c.innerText.trim())")

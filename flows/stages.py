@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from dataclasses import asdict
 
 from prefect import flow
@@ -11,6 +13,7 @@ from flows.engines import ensure_gpu_limit
 from flows.fanout import StageSummary, artifact_key, describe, publish_contact_sheet, run_shard_tasks
 from flows.output import writes_output
 from synthvision.core.config import RunConfig
+from synthvision.core.stage_table import stage as stage_row
 from synthvision.reports.fewshot import FewShotReport, render_few_shot_report
 from synthvision.reports.quality import QualityReport, render_quality_report, table_rows
 from synthvision.reports.resnets import PretrainReport, ScratchReport, TransferReport
@@ -18,6 +21,7 @@ from synthvision.reports.train import TrainReport, render_train_report
 from synthvision.run import open_run
 from synthvision.stages import generate
 from synthvision.stages.prompts import PromptsOutcome
+from synthvision.storage.store import Storage
 from tasks.stages import (
     expand_prompts_task,
     few_shot_task,
@@ -93,9 +97,12 @@ def fewshot_flow(config: RunConfig) -> FewShotReport:
 
 
 def publish_report(config: RunConfig, stage: str, markdown: str, rows: list[dict], what: str) -> None:
-    """A stage's report as two artifacts: its markdown (`<stage>-report`) and its table (`<stage>`)."""
+    """A stage's report as two artifacts: its markdown (`<stage>-report`, its plots embedded: the UI
+    cannot serve the files beside it) and its table (`<stage>`)."""
     create_markdown_artifact(
-        markdown, key=artifact_key(config, f"{stage}-report"), description=describe(config, stage, f"{stage} report")
+        inline_images(markdown, open_run(config).storage, stage_row(stage).folder),
+        key=artifact_key(config, f"{stage}-report"),
+        description=describe(config, stage, f"{stage} report"),
     )
     create_table_artifact(rows, key=artifact_key(config, stage), description=describe(config, stage, what))
 
@@ -114,6 +121,16 @@ def quality_flow(config: RunConfig) -> QualityReport:
         "diversity, near-duplicates, distance to real",
     )
     return report
+
+
+def inline_images(markdown: str, storage: Storage, folder: str) -> str:
+    """`![alt](plot.png)` links to files of the report's folder as data URIs of those files."""
+
+    def embedded(match: re.Match) -> str:
+        data = base64.b64encode(storage.read_bytes(f"{folder}/{match[2]}")).decode("ascii")
+        return f"![{match[1]}](data:image/png;base64,{data})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", embedded, markdown)
 
 
 @flow(name="pretrain", flow_run_name="{config.run_name}-pretrain")

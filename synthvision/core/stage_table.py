@@ -91,6 +91,11 @@ def _templates(resolve: Callable[[RunConfig], list[str]]) -> Callable[[RunConfig
     return lambda config: ABSENT if resolve(config) == single_head_templates(config) else resolve(config)
 
 
+def _real_pool(config: RunConfig) -> Any:
+    """The few-shot pool: the real images quality compares with when there is no test set."""
+    return ABSENT if config.fewshot is None else [config.fewshot.train_set, config.fewshot.format]
+
+
 def _upsample_sampler(config: RunConfig) -> Any:
     """GLIDE's upsampler sampler, where it runs and is not the ancestral one of runs before the switch."""
     generator = config.generator
@@ -212,7 +217,15 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "quality",
         ("score",),
-        (FILTER, section("evaluation"), section("quality")),
+        (
+            FILTER,
+            section("evaluation"),
+            section("quality"),
+            # the real images compared with when there is no test set
+            Part(
+                "fewshot.train_set", lambda c: ABSENT if c.fewshot is None else [c.fewshot.train_set, c.fewshot.format]
+            ),
+        ),
         "quality/",
         per_shard=False,
         optional="quality",

@@ -21,7 +21,7 @@ class QualityRow:
     prompts: int
     prompt_vendi: float  # effective number of distinct prompts (their CLIP text embeddings)
     prompt_distance: float
-    frechet_to_real: float | None  # kept images to real test images of the class; None without a test set
+    frechet_to_real: float | None  # kept images to real images of the class; None without real images
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class QualityReport:
     config_hash: str  # the quality stage's hash: commits the stage
     config_hashes: dict[str, str]
     near_duplicate_threshold: float
-    test_set: str | None
+    real_set: str | None  # the real images compared with: the test set, else the few-shot pool
     run: QualityRow  # the whole run ("all")
     classes: list[QualityRow]
 
@@ -71,9 +71,9 @@ def render_quality_report(report: QualityReport) -> str:
         "Per class, on CLIP features of the scored images (kept: what the CLIP filter keeps). Vendi: the",
         "effective number of distinct items (1 = all alike, n = all orthogonal); dist.: 1 - mean cosine",
         f"similarity; near-dup.: kept images within cosine {report.near_duplicate_threshold} of an earlier one;",
-        f"Fréchet to real: FID's formula on CLIP features, kept images against `{report.test_set}`."
-        if report.test_set
-        else "No test set: no distance to real images.",
+        f"Fréchet to real: FID's formula on CLIP features, kept images against `{report.real_set}`."
+        if report.real_set
+        else "No test set or few-shot pool: no distance to real images.",
         "",
         "![quality per class](quality.png)",
         "",
@@ -88,7 +88,7 @@ def render_quality_report(report: QualityReport) -> str:
 
 def render_plot(report: QualityReport) -> bytes:
     """Four bar charts over the classes: CF pass rate, image Vendi score, near-duplicate rate
-    and Fréchet distance to real images (when there is a test set)."""
+    and Fréchet distance to real images (when there are real images)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
@@ -100,7 +100,7 @@ def render_plot(report: QualityReport) -> bytes:
         ("image Vendi (effective number of distinct kept images)", [row.image_vendi for row in report.classes]),
         ("near-duplicate rate", [row.near_duplicate_rate for row in report.classes]),
     ]
-    if report.test_set:
+    if report.real_set:
         panels.append(("Fréchet distance to real", [row.frechet_to_real or 0.0 for row in report.classes]))
     figure, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.45 * len(names) + 2), 2.2 * len(panels)))
     for axis, (title, values) in zip(axes, panels, strict=True):

@@ -33,12 +33,13 @@ def quality(run: Run) -> QualityReport:
     prompts = run.prompts
     texts = clip.encode_texts([prompt.text for prompt in prompts]).cpu().numpy()
     prompt_labels = np.array([prompt.class_id for prompt in prompts])
-    # 3. the real test images' features, if there is a test set (for the distance to real)
-    url, real = run.test_set_url(), None
+    # 3. real images' features, for the distance to real: the test set, else the few-shot pool
+    url, fmt = run.test_set_url(), config.evaluation.format
+    if url is None and config.fewshot is not None:
+        url, fmt = config.fewshot.train_set, config.fewshot.format
+    real = None
     if url is not None:
-        real = encode_test_set(
-            clip, url, config.evaluation.format, run.label_space, config.clip.batch_size, config.storage_options
-        )
+        real = encode_test_set(clip, url, fmt, run.label_space, config.clip.batch_size, config.storage_options)
 
     def row(
         name: str, images: np.ndarray, words: np.ndarray, real_rows: np.ndarray | None, duplicates: float | None = None
@@ -76,7 +77,7 @@ def quality(run: Run) -> QualityReport:
         config_hash=run.hashes["quality"],
         config_hashes=run.hashes,
         near_duplicate_threshold=threshold,
-        test_set=url,
+        real_set=url,
         run=whole,
         classes=classes,
     )

@@ -41,7 +41,7 @@ EVERY_SECTION = {
         (
             EVERY_SECTION,
             "59a9b7c2a41f5743 6d9a26d49480b9ea 98d16544752cf3d2 ec28df4c2957adad "
-            "9577e95d2444f039 74e5069ac9e38627 77489b47873e9fe5 1524056e09c6b2a5 61d55ba3d0b8c2b4",
+            "9577e95d2444f039 c31729653b0bea66 77489b47873e9fe5 1524056e09c6b2a5 61d55ba3d0b8c2b4",
         ),
     ],
     ids=["defaults", "every-section"],

@@ -133,6 +133,16 @@ def test_few_shot_flow_end_to_end_on_tiny_models(make_config, tmp_path, prefect_
     assert (
         "| shots | CT w. init (real only) | mix | syn -> real |" in run.storage.read_bytes("fewshot/report.md").decode()
     )
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.fanout import artifact_key
+
+    key = artifact_key(config, "fewshot-report")
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    # the UI cannot serve accuracy.png from the output: the artifact carries the plot itself
+    assert "![accuracy vs shots](data:image/png;base64," in artifact.data and "](accuracy.png)" not in artifact.data
     assert fewshot_stage.committed(Run(config)) == report  # committed: read back as the same report
 
     overlapping = make_config(fewshot={**fewshot, "train_set": run.test_set_url()})

@@ -93,3 +93,21 @@ def test_the_near_duplicate_filter_drops_exactly_the_repeats_across_shards(make_
 
 def table_keys(run: Run) -> list[str]:
     return read_scores(run)["key"].to_pylist()
+
+
+def test_without_a_test_set_the_few_shot_pool_is_the_real_side(make_config, tmp_path):
+    from synthvision.datasets.colour_demo import write_colour_test_set
+    from synthvision.storage.store import Storage
+
+    space = Run(make_config()).label_space
+    pool = write_colour_test_set(Storage(str(tmp_path / "real")), "pool", space, 3, 32, 1)
+    config = make_config(
+        quality={}, prompts={"strategy": "basic"}, evaluation={"demo_test_set": None}, fewshot={"train_set": pool}
+    )
+    run = Run(config)
+    prompts.ensure(run)
+    for index in range(run.plan.num_shards):
+        generate.ensure(run, index)
+        score.ensure(run, index)
+    report = quality.quality(run)
+    assert report.real_set == pool and report.run.frechet_to_real is not None
