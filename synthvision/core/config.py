@@ -638,17 +638,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 # folder (a config runs the same from any working directory, and `submit` sends absolute paths);
 # one given with --set is relative to the working directory. PATHS always are paths; MAYBE_PATHS are
 # paths when such a file or folder exists (else a built-in name or a hub id). `local-dir:` marks one.
-PATHS = (
-    "evaluation.test_set",
-    "fewshot.train_set",
-    "transfer.train_set",
-    "transfer.test_set",
-    "scratch.real_train_set",
-    "clip.pretrained",
-)
-MAYBE_PATHS = ("label_space", "transfer.label_space", "generator.model", "prompts.sentence_model.model", "clip.model")
-LOCAL_DIR = "local-dir:"
-# Real data sets: stage hashes see them by content (see `content_id`), wherever they are.
+# Real data sets (always paths) are seen by stage hashes by their content (see `content_id`).
 DATA_SETS = (
     "evaluation.test_set",
     "fewshot.train_set",
@@ -656,6 +646,9 @@ DATA_SETS = (
     "transfer.test_set",
     "scratch.real_train_set",
 )
+PATHS = (*DATA_SETS, "clip.pretrained")
+MAYBE_PATHS = ("label_space", "transfer.label_space", "generator.model", "prompts.sentence_model.model", "clip.model")
+LOCAL_DIR = "local-dir:"
 
 
 def content_id(path: str) -> str:
@@ -682,11 +675,16 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def _local_dir(value: str) -> tuple[str, str]:
+    """(`local-dir:` or "", the path after it): the marker stays, the path is resolved or made relative."""
+    return (LOCAL_DIR, value.removeprefix(LOCAL_DIR)) if value.startswith(LOCAL_DIR) else ("", value)
+
+
 def _resolved(value: Any, base: Path, always: bool) -> Any:
     """`value` made absolute against `base` where it is a relative local path (see PATHS)."""
     if not isinstance(value, str) or not value or "://" in value:
         return value
-    prefix, rest = (LOCAL_DIR, value.removeprefix(LOCAL_DIR)) if value.startswith(LOCAL_DIR) else ("", value)
+    prefix, rest = _local_dir(value)
     path = Path(rest).expanduser()
     if path.is_absolute() or not (always or prefix or (base / path).exists()):
         return value
@@ -721,12 +719,10 @@ def portable(config: RunConfig) -> RunConfig:
     data = config.model_dump(mode="python")
     for _, node, leaf in _fields(data, DATA_SETS):
         node[leaf] = content_id(node[leaf])
-    relative = () if config.base_dir is None else (*PATHS, *MAYBE_PATHS)
-    for name, node, leaf in _fields(data, relative):
-        if name == "label_space" or name in DATA_SETS:
-            continue  # the label space is hashed by its class names, read from where it is
-        value = node[leaf]
-        prefix, rest = (LOCAL_DIR, value.removeprefix(LOCAL_DIR)) if value.startswith(LOCAL_DIR) else ("", value)
+    # the other paths relative to the file; the label space is hashed by its class names, read from where it is
+    relative = tuple(name for name in (*PATHS, *MAYBE_PATHS) if name not in (*DATA_SETS, "label_space"))
+    for _, node, leaf in _fields(data, () if config.base_dir is None else relative):
+        prefix, rest = _local_dir(node[leaf])
         if os.path.isabs(rest):
             node[leaf] = prefix + os.path.relpath(rest, config.base_dir)
     return RunConfig.model_validate(data)

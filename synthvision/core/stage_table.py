@@ -221,10 +221,7 @@ STAGES: tuple[Stage, ...] = (
             FILTER,
             section("evaluation"),
             section("quality"),
-            # the real images compared with when there is no test set
-            Part(
-                "fewshot.train_set", lambda c: ABSENT if c.fewshot is None else [c.fewshot.train_set, c.fewshot.format]
-            ),
+            Part("fewshot.train_set", _real_pool),  # the real images compared with when there is no test set
         ),
         "quality/",
         per_shard=False,

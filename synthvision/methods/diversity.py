@@ -21,7 +21,8 @@ import numpy as np
 BLOCK = 4096  # rows compared at once by `near_duplicates`
 
 
-def _unit(features: np.ndarray) -> np.ndarray:
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """The rows scaled to unit length (float64): CLIP compares directions."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
         raise ValueError(f"features must be a 2-d array (images x dims), not shape {features.shape}")
@@ -31,7 +32,7 @@ def _unit(features: np.ndarray) -> np.ndarray:
 
 def vendi_score(features: np.ndarray) -> float:
     """exp(-sum(l log l)) over the eigenvalues l of K/n, K the cosine similarities of the n rows."""
-    x = _unit(features)
+    x = unit_rows(features)
     n = len(x)
     if n == 0:
         return 0.0
@@ -42,7 +43,7 @@ def vendi_score(features: np.ndarray) -> float:
 
 def mean_pairwise_distance(features: np.ndarray) -> float:
     """1 - mean cosine similarity over the n(n-1) ordered pairs of distinct rows (0 for n < 2)."""
-    x = _unit(features)
+    x = unit_rows(features)
     n = len(x)
     if n < 2:
         return 0.0
@@ -55,7 +56,7 @@ def near_duplicates(features: np.ndarray, threshold: float, block: int = BLOCK) 
     """For each row, the index of the earlier kept row it duplicates (cosine >= threshold), or -1 for a
     row that is kept. Greedy in row order: the first of each group is kept, so the result depends
     only on the order, not on `block`."""
-    x = _unit(features).astype(np.float32)
+    x = unit_rows(features).astype(np.float32)
     duplicate_of = np.full(len(x), -1, dtype=np.int64)
     kept: list[int] = []
     for start in range(0, len(x), block):

@@ -11,7 +11,13 @@ import numpy as np
 
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import encode_test_set
-from synthvision.methods.diversity import frechet_distance, mean_pairwise_distance, near_duplicate_rate, vendi_score
+from synthvision.methods.diversity import (
+    frechet_distance,
+    mean_pairwise_distance,
+    near_duplicate_rate,
+    unit_rows,
+    vendi_score,
+)
 from synthvision.reports.quality import QualityReport, QualityRow, render_plot, render_quality_report
 from synthvision.stages import score
 
@@ -27,7 +33,8 @@ def quality(run: Run) -> QualityReport:
     config, threshold = run.config, run.section("quality").near_duplicate_threshold
     # 1. every scored image's CLIP features and label, and which of them the CLIP filter keeps
     table = score.read_scores(run)
-    features, labels, kept = score.embeddings(table), np.asarray(table["label"]), score.kept(run, table)[0]
+    features, labels = score.embeddings(table), np.asarray(table["label"])
+    kept = score.kept(run, table, features)[0]
     # 2. the prompts' CLIP text embeddings (what LE and LLM prompts add is told by these)
     clip, _ = run.clip_and_head()
     prompts = run.prompts
@@ -58,7 +65,7 @@ def quality(run: Run) -> QualityReport:
             prompt_distance=mean_pairwise_distance(texts[words]),
             frechet_to_real=None
             if real_rows is None or len(kept_features) < 2 or real_rows.sum() < 2
-            else frechet_distance(_unit(kept_features), _unit(real[0][real_rows])),
+            else frechet_distance(unit_rows(kept_features), unit_rows(real[0][real_rows])),
         )
 
     # 4. the measures per class, then for the whole run
@@ -84,8 +91,3 @@ def quality(run: Run) -> QualityReport:
     run.storage.write_bytes(f"{stage('quality').folder}/quality.png", render_plot(report))
     run.commits.commit_report("quality", report, render_quality_report(report))
     return report
-
-
-def _unit(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length: CLIP compares directions, and so do its scores."""
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)

@@ -254,11 +254,11 @@ def read_scores(run: Run) -> pa.Table:
     return pa.concat_tables([pq.read_table(io.BytesIO(run.storage.read_bytes(m.data_file))) for m in manifests])
 
 
-def kept(run: Run, table: pa.Table) -> tuple[np.ndarray, int]:
+def kept(run: Run, table: pa.Table, features: np.ndarray) -> tuple[np.ndarray, int]:
     """Which scored images training uses: with the CLIP filter on, those it keeps (every passing
     image, or `filter.per_class` per class), all of them with it off; then, with
-    `filter.near_duplicates`, the first of each group of a class's near-duplicates. And how many
-    near-duplicates that dropped."""
+    `filter.near_duplicates`, the first of each group of a class's near-duplicates (by `features`,
+    the table's `embeddings`). And how many near-duplicates that dropped."""
     passed, labels = np.asarray(table["passed"]), np.asarray(table["label"])
     cf = run.config.filter
     use = passed if cf.clip_filter else np.ones(table.num_rows, bool)
@@ -266,7 +266,7 @@ def kept(run: Run, table: pa.Table) -> tuple[np.ndarray, int]:
         use = per_class_budget(labels, np.asarray(table["prob"]), passed, cf.per_class, run.config.seed)
     if cf.near_duplicates is None:
         return use, 0
-    deduplicated = drop_near_duplicates(embeddings(table), labels, use, cf.near_duplicates)
+    deduplicated = drop_near_duplicates(features, labels, use, cf.near_duplicates)
     return deduplicated, int(use.sum() - deduplicated.sum())
 
 
@@ -279,12 +279,12 @@ def read_synthetic(run: Run) -> SyntheticData:
     """Cached CLIP features, labels and logits of the committed, scored synthetic images that training
     uses (see `kept`)."""
     table = read_scores(run)
-    passed, labels = np.asarray(table["passed"]), np.asarray(table["label"])
-    use, near_duplicates = kept(run, table)
+    passed, labels, features = np.asarray(table["passed"]), np.asarray(table["label"]), embeddings(table)
+    use, near_duplicates = kept(run, table, features)
     if not use.any():
         raise DataError("the CLIP filter rejected every synthetic image: nothing to train on (lower filter.threshold)")
     return SyntheticData(
-        features=embeddings(table)[use],
+        features=features[use],
         labels=labels[use],
         teacher=np.stack(table["logits"].to_numpy(zero_copy_only=False)[use]).astype(np.float32),
         keys=[key for key, used in zip(table["key"].to_pylist(), use, strict=True) if used],

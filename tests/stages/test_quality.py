@@ -26,7 +26,7 @@ def test_the_quality_report_per_class_and_for_the_run(make_config):
 
     assert [row.name for row in report.classes] == list(run.label_space.classes)
     table = read_scores(run)
-    features, labels, used = embeddings(table), np.asarray(table["label"]), kept(run, table)[0]
+    features, labels, used = embeddings(table), np.asarray(table["label"]), kept(run, table, embeddings(table))[0]
     for class_id, row in enumerate(report.classes):
         mine = labels == class_id
         assert (row.images, row.kept) == (4, int(used[mine].sum()))
