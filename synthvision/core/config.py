@@ -116,12 +116,15 @@ class GlideConfig(_Section):
         "ddim", description="ddim: deterministic DDIM (eta 0), as glide-text2im; ancestral: noise every step"
     )
 
-    @field_validator("base_respacing", "upsample_respacing")
+    @field_validator("base_respacing", "upsample_respacing", mode="before")
     @classmethod
-    def _respacing(cls, value: str) -> str:
+    def _respacing(cls, value: Any) -> Any:
+        """A step count may be written as a number (`--set generator.glide.base_respacing=25` reads 25)."""
         from synthvision.core.respacing import respaced_steps
 
-        respaced_steps(value)  # raises ValueError naming the problem
+        value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, str) and len(respaced_steps(value)) < 2:  # raises ValueError naming other problems
+            raise ValueError(f"respacing {value!r} keeps 1 step: GLIDE's sampler needs at least 2")
         return value
 
 
@@ -577,7 +580,7 @@ class RunConfig(_Section):
     def _absolute_local_output(cls, value: str) -> str:
         """A local output path is made absolute when the config is read: the run, its records and its
         cache keys then name one place, whatever the working directory of the process using them."""
-        return value if "://" in value else str(Path(value).expanduser().absolute())
+        return value if is_url(value) else str(Path(value).expanduser().absolute())
 
     @model_validator(mode="after")
     def _workers_own_their_devices(self) -> RunConfig:
@@ -634,11 +637,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-# Fields that name local files or folders. A relative one in a config file is relative to the file's
-# folder (a config runs the same from any working directory, and `submit` sends absolute paths);
-# one given with --set is relative to the working directory. PATHS always are paths; MAYBE_PATHS are
-# paths when such a file or folder exists (else a built-in name or a hub id). `local-dir:` marks one.
-# Real data sets (always paths) are seen by stage hashes by their content (see `content_id`).
+# Fields that name local files or folders, and fields that name a model or label space that may be a
+# local path. A relative path in a config file is relative to the file's folder (a config runs the same
+# from any working directory, and `submit` sends absolute paths); one given with --set is relative to
+# the working directory. One rule (`_resolved`) for all of them:
+# - PATHS always are local paths: a relative one is made absolute.
+# - REFERENCES may be a name a library resolves (a built-in label space, an open_clip model name or
+#   pretrained tag such as `openai`, a hub id such as `org/model`, `tiny`) or a local path. A value
+#   stays what it is written as, unless it is written as a path (absolute, `./`, `../`, `~`, or after
+#   `local-dir:`: made absolute, existing or not, so an error names the place looked at) or names a
+#   file or folder that exists next to the config (found there, as `from_pretrained` finds a folder
+#   before a hub id). A tag is never turned into a path.
+# Real data sets are seen by stage hashes by their content (see `content_id`).
 DATA_SETS = (
     "evaluation.test_set",
     "fewshot.train_set",
@@ -646,9 +656,28 @@ DATA_SETS = (
     "transfer.test_set",
     "scratch.real_train_set",
 )
-PATHS = (*DATA_SETS, "clip.pretrained")
-MAYBE_PATHS = ("label_space", "transfer.label_space", "generator.model", "prompts.sentence_model.model", "clip.model")
+PATHS = (*DATA_SETS, "pretrain.init_backbone")
+REFERENCES = (
+    "label_space",
+    "transfer.label_space",
+    "generator.model",
+    "prompts.sentence_model.model",
+    "prompts.llm.model",
+    "clip.model",
+    "clip.pretrained",
+)
 LOCAL_DIR = "local-dir:"
+PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
+
+
+def is_url(value: str) -> bool:
+    """An fsspec URL (`s3://...`, `file://...`): never resolved against a folder."""
+    return "://" in value
+
+
+def written_as_path(value: str) -> bool:
+    """Written so that it can only be a local path: absolute, `~`, `./`, `../` (or `.`, `..`)."""
+    return value.startswith(PATH_PREFIXES) or value in (".", "..")
 
 
 def content_id(path: str) -> str:
@@ -656,39 +685,41 @@ def content_id(path: str) -> str:
     relative paths and sizes (reading every image of a large folder at each start would cost minutes);
     a URL or a missing path by its name. An edited test set is a new one; a copy elsewhere the same."""
     local = Path(path)
-    if "://" in path or not local.exists():
+    if is_url(path) or not local.exists():
         return path
     if local.is_file():
         stat = local.stat()
-        return _file_sha256(str(local.resolve()), stat.st_size, stat.st_mtime_ns)
+        return "sha256:" + file_sha256(str(local.resolve()), stat.st_size, stat.st_mtime_ns)
     listing = sorted((str(f.relative_to(local)), f.stat().st_size) for f in local.rglob("*") if f.is_file())
     return "files-sha256:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=256)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """(Cached per size and modification time: stage hashes are computed many times per process.)"""
+@functools.lru_cache(maxsize=1024)
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The hex sha256 of a file's bytes, cached per size and modification time (stage hashes and
+    lineage ask for the same files many times per process)."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    return digest.hexdigest()
 
 
-def _local_dir(value: str) -> tuple[str, str]:
+def split_local_dir(value: str) -> tuple[str, str]:
     """(`local-dir:` or "", the path after it): the marker stays, the path is resolved or made relative."""
     return (LOCAL_DIR, value.removeprefix(LOCAL_DIR)) if value.startswith(LOCAL_DIR) else ("", value)
 
 
 def _resolved(value: Any, base: Path, always: bool) -> Any:
-    """`value` made absolute against `base` where it is a relative local path (see PATHS)."""
-    if not isinstance(value, str) or not value or "://" in value:
+    """`value` made absolute against `base` where it is a relative local path (the rule above PATHS)."""
+    if not isinstance(value, str) or not value or is_url(value):
         return value
-    prefix, rest = _local_dir(value)
+    prefix, rest = split_local_dir(value)
     path = Path(rest).expanduser()
-    if path.is_absolute() or not (always or prefix or (base / path).exists()):
-        return value
-    return prefix + os.path.normpath(base / path)
+    local = always or prefix or written_as_path(rest) or (base / path).exists()
+    if not local:
+        return value  # a name: a tag, a hub id, a built-in
+    return prefix + os.path.normpath(path if path.is_absolute() else base / path)
 
 
 def _fields(data: dict[str, Any], names: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any], str]]:
@@ -702,12 +733,18 @@ def _fields(data: dict[str, Any], names: tuple[str, ...]) -> Iterator[tuple[str,
             yield name, node, leaf
 
 
-def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """A copy of a config mapping with its relative local paths made absolute against `base`."""
+def resolve_paths(data: dict[str, Any], base: Path, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A copy of a config mapping with its relative local paths made absolute against `base` (the rule
+    above PATHS); with `only`, just the fields at or under those dotted keys (what --set overrode)."""
+
+    def chosen(name: str) -> bool:
+        return only is None or any(name == key or name.startswith(f"{key}.") for key in only)
+
     data = copy.deepcopy(data)
-    for name, node, leaf in _fields(data, (*PATHS, *MAYBE_PATHS)):
-        node[leaf] = _resolved(node[leaf], base, always=name in PATHS)
-    if isinstance(data.get("output"), str) and "://" not in data["output"]:
+    for name, node, leaf in _fields(data, (*PATHS, *REFERENCES)):
+        if chosen(name):
+            node[leaf] = _resolved(node[leaf], base, always=name in PATHS)
+    if chosen("output") and isinstance(data.get("output"), str) and not is_url(data["output"]):
         data["output"] = os.path.normpath(base / Path(data["output"]).expanduser())
     return data
 
@@ -720,12 +757,19 @@ def portable(config: RunConfig) -> RunConfig:
     for _, node, leaf in _fields(data, DATA_SETS):
         node[leaf] = content_id(node[leaf])
     # the other paths relative to the file; the label space is hashed by its class names, read from where it is
-    relative = tuple(name for name in (*PATHS, *MAYBE_PATHS) if name not in (*DATA_SETS, "label_space"))
-    for _, node, leaf in _fields(data, () if config.base_dir is None else relative):
-        prefix, rest = _local_dir(node[leaf])
-        if os.path.isabs(rest):
-            node[leaf] = prefix + os.path.relpath(rest, config.base_dir)
+    relative = tuple(name for name in (*PATHS, *REFERENCES) if name not in (*DATA_SETS, "label_space"))
+    for _, node, leaf in _fields(data, relative):
+        node[leaf] = relative_to_config(node[leaf], config.base_dir)
     return RunConfig.model_validate(data)
+
+
+def relative_to_config(value: str, base_dir: str | None) -> str:
+    """An absolute local path (after `local-dir:` too) relative to the config's folder, as reports,
+    lineage and stage hashes name it: the same on every machine; anything else as it is."""
+    prefix, rest = split_local_dir(value)
+    if base_dir is None or is_url(rest) or not os.path.isabs(rest):
+        return value
+    return prefix + os.path.relpath(rest, base_dir)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -744,7 +788,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     base = path.expanduser().absolute().parent
     data = resolve_paths(data, base)
     if overrides:
-        data = resolve_paths(apply_overrides(data, overrides), Path.cwd())
+        overridden = tuple(".".join(_parse_override(override)[0]) for override in overrides)
+        data = resolve_paths(apply_overrides(data, overrides), Path.cwd(), only=overridden)
     return parse_config({**data, "base_dir": str(base)}, source=str(path))
 
 

@@ -19,14 +19,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from synthvision.core.batching import batched
-from synthvision.core.config import ClipConfig
+from synthvision.core.config import LOCAL_DIR, ClipConfig
 from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.core.memo import once_per_config
 from synthvision.models.devices import resolve_device, resolve_dtype
 
 TINY_CLIP = "synthvision-tiny-clip"  # a small ViT
 TINY_CLIPS = {"tiny": TINY_CLIP, "tiny-rn": "synthvision-tiny-clip-rn"}  # tiny-rn: a small ResNet with BatchNorm
-LOCAL_DIR = "local-dir:"
 LOAD_TEST = "loadtest"  # no model: see loadtest_clip; "loadtest:SIZE" preprocesses to SIZE px
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"

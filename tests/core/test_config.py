@@ -50,6 +50,10 @@ def test_paper_defaults():
             "generator:\n  glide:\n    base_respacing: ddim999\n",
             "generator.glide.base_respacing: respacing 'ddim999': no integer stride",
         ),
+        (
+            "generator:\n  glide:\n    upsample_respacing: 1\n",
+            "generator.glide.upsample_respacing: respacing '1' keeps 1 step: GLIDE's sampler needs at least 2",
+        ),
         ("shards:\n  shard_size: -3\n", "shards.shard_size: Input should be greater than 0"),
         ("clip:\n  templates: []\n", "clip.templates: clip.templates must not be empty"),
         ("- a\n- b\n", "must hold a mapping of fields, not list"),
