@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from synthvision.core.config import RealGuidanceConfig, RunConfig
+from synthvision.core.config import RealGuidanceConfig, RunConfig, relative_to_config
 from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.heads import filter_templates, zero_shot_templates
 from synthvision.core.label_spaces import LabelSpace, load_label_space
@@ -107,6 +107,11 @@ class Run:
 
             check_colour_names(self.label_space)
 
+    def shown(self, path: str | None) -> str | None:
+        """A local path as reports name it: relative to the config's folder, never this machine's
+        absolute path (see `core.config.relative_to_config`)."""
+        return None if path is None else relative_to_config(path, self.config.base_dir)
+
     def section(self, name: str) -> Any:
         """An optional config section (fewshot, pretrain, ...); an error naming it when the config has none."""
         section = getattr(self.config, name)
@@ -136,6 +141,15 @@ class Run:
         )
 
     # -- inputs and models its stages share, loaded once per process -----------------------------
+    @cached_property
+    def models(self) -> dict[str, str]:
+        """The models' names that its samples and manifests record, the same on every machine (hub id
+        and commit, or a path relative to the config and a digest of the weights: `models.lineage`)."""
+        from synthvision.models.lineage import clip_ref, generator_ref
+
+        base = self.config.base_dir
+        return {"generator": generator_ref(self.config.generator, base), "clip": clip_ref(self.config.clip, base)}
+
     @property
     def guidance(self) -> RealGuidanceConfig | None:
         """The real-guidance settings when generation starts from real shots, else None."""

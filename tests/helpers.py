@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import os
 import re
 from collections import Counter
+from pathlib import Path
 
 from synthvision import run
 from synthvision.models import clip as clip_model
@@ -73,3 +76,25 @@ def check_ui_contents(artifacts: dict, shards: int, images: int) -> None:
     assert inline, artifacts["contact-sheet"].data[:300]
     with Image.open(io.BytesIO(base64.b64decode(inline.group(1)))) as sheet:
         assert sheet.width > 0 and sheet.height > 0
+
+
+def hub_cache_snapshot(cache: Path, repo_id: str, files: dict[str, bytes], commit: str | None = None) -> str:
+    """Write `files` into a Hugging Face hub cache (`HF_HUB_CACHE` layout: blobs, a snapshot per commit,
+    refs/main) as a download of `repo_id` would; returns the commit. Offline (`HF_HUB_OFFLINE=1`),
+    `hf_hub_download`, `snapshot_download` and every `from_pretrained` find them under the real id."""
+    digest = hashlib.sha1(repo_id.encode())
+    for name, data in sorted(files.items()):
+        digest.update(name.encode() + hashlib.sha1(data).digest())
+    commit = commit or digest.hexdigest()
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return commit

@@ -33,6 +33,7 @@ class Manifest:
     sha256: str
     timings: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> samples dropped or flagged
+    models: dict[str, str] = field(default_factory=dict)  # role -> the model that made it (`models.lineage`)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     version: int = MANIFEST_VERSION
 

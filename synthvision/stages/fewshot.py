@@ -86,7 +86,7 @@ def few_shot(run: Run) -> FewShotReport:
         run_name=run.config.run_name,
         config_hash=run.hashes["fewshot"],
         config_hashes=run.hashes,
-        test_set=url,
+        test_set=run.shown(url),
         test_images=int(len(test.labels)),
         zero_shot_top1=top1(zero_shot.logits(test.features).argmax(axis=1), test.labels),
         synthetic={

@@ -98,7 +98,7 @@ def generate(run: Run, index: int) -> Manifest:
                     "class_id": sample.class_id,
                     "class_name": prompts[sample.prompt_id].class_name,
                     "seed": sample.seed,
-                    "generator": generator.name,
+                    "generator": run.models["generator"],
                     "config_hash": config_hash,
                     "shard": spec.name,
                     **({} if references is None else _guided(references[i], guidance.strength)),
@@ -118,6 +118,7 @@ def generate(run: Run, index: int) -> Manifest:
         sha256=stream.sha256,
         timings={"model_s": round(model_seconds, 4), "total_s": round(time.perf_counter() - started, 4)},
         dropped=flagged,
+        models={"generator": run.models["generator"]},
     )
     failpoints.reach("generate.before_manifest")
     run.commits.commit_shard(manifest)

@@ -84,7 +84,7 @@ def quality(run: Run) -> QualityReport:
         config_hash=run.hashes["quality"],
         config_hashes=run.hashes,
         near_duplicate_threshold=threshold,
-        real_set=url,
+        real_set=run.shown(url),
         run=whole,
         classes=classes,
     )

@@ -125,6 +125,7 @@ def score(run: Run, index: int) -> Manifest:
         sha256=writer.sha256,
         timings={"total_s": round(time.perf_counter() - started, 4)},
         dropped=dropped,
+        models={"clip": run.models["clip"]},
     )
     failpoints.reach("score.before_manifest")
     run.commits.commit_shard(manifest)

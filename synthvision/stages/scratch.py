@@ -72,6 +72,6 @@ def scratch(run: Run, on_step: OnStep = None) -> ScratchReport:
         top1 = model_top1(model, test, config.image_size, config.optim.batch_size, device)
         rows.append(ScratchRow(name, job["images"], top1, result.steps))
     # 3. the report (it commits the stage)
-    report = ScratchReport(digest, config.arch, url, len(test.labels), rows)
+    report = ScratchReport(digest, config.arch, run.shown(url), len(test.labels), rows)
     run.commits.commit_report("scratch", report)
     return report

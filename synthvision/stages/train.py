@@ -60,7 +60,7 @@ def train(run: Run) -> TrainReport:
         tuned_top1 = top1(predict(result.head, features), labels)
         best = max(range(len(result.epoch_top1)), key=result.epoch_top1.__getitem__)
         evaluation = Evaluation(
-            url,
+            run.shown(url),
             int(len(labels)),
             zero_shot_top1,
             tuned_top1,
@@ -72,7 +72,7 @@ def train(run: Run) -> TrainReport:
     report = TrainReport(
         run_name=config.run_name,
         config_hash=run.hashes["train"],
-        output=run.storage.url,
+        output=run.shown(run.storage.url),
         config_hashes=run.hashes,
         label_space={"name": run.label_space.name, "classes": run.label_space.num_classes},
         strategies=Strategies(config.prompts.strategy, config.filter.clip_filter, config.training.loss),

@@ -47,7 +47,7 @@ def tiny_models() -> GlideModels:
 
 
 def generator(models: GlideModels, **changes) -> GlideGenerator:
-    return GlideGenerator(models, glide_config(**changes), name="glide:tiny")
+    return GlideGenerator(models, glide_config(**changes))
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -114,9 +114,7 @@ def test_tiny_weights_round_trip_through_a_folder_like_the_released_one(tmp_path
         assert mine.state_dict().keys() == theirs.state_dict().keys()
         assert all(torch.equal(mine.state_dict()[k], theirs.state_dict()[k]) for k in mine.state_dict())
     config = glide_config()
-    images = [
-        GlideGenerator(models, config, "glide").generate(["a red apple"], [3])[0] for models in (tiny_models, loaded)
-    ]
+    images = [GlideGenerator(models, config).generate(["a red apple"], [3])[0] for models in (tiny_models, loaded)]
     assert np.array_equal(pixels(images[0]), pixels(images[1]))
 
 
@@ -384,7 +382,7 @@ def test_bfloat16_runs_and_resolution_must_match(tiny_models):
     images = generator(tiny_models, dtype="bfloat16", upsample=False).generate(["a red apple"], [1])
     assert images[0].size == (16, 16)
     with pytest.raises(ModelLoadError, match="generator.resolution is 256, but this GLIDE makes 64 px images"):
-        GlideGenerator(tiny_models, glide_config(resolution=256), "glide")
+        GlideGenerator(tiny_models, glide_config(resolution=256))
 
 
 def test_a_run_configured_for_glide_writes_its_shards_with_it(make_config):

@@ -40,7 +40,6 @@ def test_saved_pipeline_loads_through_the_hub_id_code_path(tmp_path, tiny):
     loaded = DiffusersGenerator.from_config(
         GeneratorConfig(backend="diffusers", model=str(tmp_path / "pipe"), steps=2, resolution=32)
     )
-    assert loaded.name == f"diffusers:{tmp_path / 'pipe'}"
     np.testing.assert_array_equal(
         pixels(loaded.generate(["a photo of a red"], [5])), pixels(tiny.generate(["a photo of a red"], [5]))
     )

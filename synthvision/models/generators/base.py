@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 
 class Generator(Protocol):
-    name: str  # recorded in every sample's metadata
     batch_size: int
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]: ...

@@ -32,7 +32,7 @@ def load_pipeline(model: str, dtype: torch.dtype) -> DiffusionPipeline:
 
 
 class DiffusersGenerator:
-    def __init__(self, pipeline: DiffusionPipeline, config: GeneratorConfig, name: str):
+    def __init__(self, pipeline: DiffusionPipeline, config: GeneratorConfig):
         """`pipeline` must already be in the configured dtype (diffusers keeps some modules in
         float32 when loading with `dtype`, which a later cast would undo)."""
         self.device = resolve_device(config.device)
@@ -43,7 +43,6 @@ class DiffusersGenerator:
                 if getattr(self.pipeline, name, None) is not None:
                     getattr(self.pipeline, name).compile()
         self.config = config
-        self.name = name
         self.batch_size = config.batch_size
 
     @classmethod
@@ -53,8 +52,8 @@ class DiffusersGenerator:
             from synthvision.models.generators.tiny import build_tiny_pipeline
 
             pipeline = build_tiny_pipeline()
-            return cls(pipeline if dtype == torch.float32 else pipeline.to(dtype=dtype), config, name="tiny")
-        return cls(load_pipeline(config.model, dtype), config, name=f"diffusers:{config.model}")
+            return cls(pipeline if dtype == torch.float32 else pipeline.to(dtype=dtype), config)
+        return cls(load_pipeline(config.model, dtype), config)
 
     def _fit(self, prompts: list[str]) -> list[str]:
         """Each prompt, or its longest prefix that fits the text encoder's context. The pipeline would

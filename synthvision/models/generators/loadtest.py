@@ -29,7 +29,6 @@ def texture(index: int, resolution: int) -> Image.Image:
 
 class LoadTestGenerator:
     def __init__(self, resolution: int, batch_size: int, seconds_per_batch: float):
-        self.name = "loadtest"
         self.batch_size = batch_size
         self.seconds_per_batch = seconds_per_batch
         self._textures = [texture(index, resolution) for index in range(TEXTURES)]

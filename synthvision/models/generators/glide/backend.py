@@ -30,7 +30,7 @@ from synthvision.models.devices import resolve_device, resolve_dtype
 from synthvision.models.generators.glide.diffusion import SpacedDiffusion
 from synthvision.models.generators.glide.model import RELEASED_BASE, RELEASED_UPSAMPLER, GlideArchitecture, GlideUNet
 from synthvision.models.generators.glide.tiny import ARCHITECTURE_FILE, build_tiny_glide
-from synthvision.models.generators.glide.tokenizer import GlideTokenizer
+from synthvision.models.generators.glide.tokenizer import MERGES_FILE, VOCAB_FILE, GlideTokenizer
 
 RELEASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021"
 
@@ -89,6 +89,18 @@ def _model(folder: Path, stem: str, arch: GlideArchitecture) -> GlideUNet:
     return model.eval()
 
 
+def missing_glide_files(folder: Path) -> list[str]:
+    """The files a GLIDE weights folder lacks: each checkpoint (.safetensors or the released .pt) and
+    the tokenizer's two files (plain or .gz); all of them when there is no such folder."""
+    wanted = {
+        "base.pt": ("base.safetensors", "base.pt"),
+        "upsample.pt": ("upsample.safetensors", "upsample.pt"),
+        f"{VOCAB_FILE}.gz": (VOCAB_FILE, f"{VOCAB_FILE}.gz"),
+        f"{MERGES_FILE}.gz": (MERGES_FILE, f"{MERGES_FILE}.gz"),
+    }
+    return [name for name, choices in wanted.items() if not any((folder / c).is_file() for c in choices)]
+
+
 def load_glide_models(model: str) -> GlideModels:
     """The base model, upsampler and tokenizer from a local folder, or the tiny ones for `tiny`."""
     if model == "tiny":
@@ -136,7 +148,7 @@ def guided_output(output: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class GlideGenerator:
-    def __init__(self, models: GlideModels, config: GeneratorConfig, name: str):
+    def __init__(self, models: GlideModels, config: GeneratorConfig):
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.base = models.base.to(self.device, self.dtype)
@@ -147,7 +159,6 @@ class GlideGenerator:
                     model.compile()
         self.tokenizer = models.tokenizer
         self.config = config
-        self.name = name
         self.batch_size = config.batch_size
         glide = config.glide
         self.base_diffusion = SpacedDiffusion(self.base.arch.noise_schedule, glide.base_respacing)
@@ -160,7 +171,7 @@ class GlideGenerator:
 
     @classmethod
     def from_config(cls, config: GeneratorConfig) -> GlideGenerator:
-        return cls(load_glide_models(config.model), config, name=f"glide:{config.model}")
+        return cls(load_glide_models(config.model), config)
 
     def _noise(self, generators: list[torch.Generator], arch: GlideArchitecture) -> Callable[[], torch.Tensor]:
         shape = (3, arch.image_size, arch.image_size)
