@@ -22,6 +22,7 @@ app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0]
 )
 
+RUN_STAGES = ("prompts", "generate", "score", "train", "quality")
 ConfigPath = Annotated[Path, typer.Argument(help="run config (YAML)")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a field: --set training.epochs=5")]
 NewVersion = Annotated[
@@ -32,17 +33,37 @@ NewVersion = Annotated[
 ]
 
 
-def _config(path: Path, overrides: list[str] | None, new_version: bool = False) -> RunConfig:
-    """Load and validate everything that can be checked before work starts."""
+def _config(
+    path: Path, overrides: list[str] | None, new_version: bool = False, stages: tuple[str, ...] = ()
+) -> RunConfig:
+    """Load and validate everything that can be checked before work starts, the models `stages` load
+    included (see `models.sources.preflight`)."""
     config = load_config(path, [*(overrides or []), *(["orchestration.new_version=true"] if new_version else [])])
     from synthvision.run import open_run  # imported after parsing: a config typo need not wait for torch
 
     open_run(config).storage.check_access()  # no credentials or a denied bucket: one line now, not mid-run
+    _check_models(path, overrides, config, stages)
     if config.orchestration.engine == "processes":
         from synthvision.models.devices import expand_devices
 
         expand_devices(config.orchestration.devices)  # a device this machine lacks is an error now, not mid-run
     return config
+
+
+def _check_models(path: Path, overrides: list[str] | None, config: RunConfig, stages: tuple[str, ...]) -> None:
+    """Stop before any work, one line per model, when a model the command loads is not here."""
+    from synthvision.core.errors import ModelLoadError
+    from synthvision.models.sources import preflight
+
+    problems = preflight(config, stages)
+    if problems:
+        sets = "".join(f" --set {override}" for override in overrides or [])
+        raise ModelLoadError(
+            f"{len(problems)} model(s) this command loads are not on this machine (and the hub cannot be reached):\n"
+            + "".join(f"  {line}\n" for line in problems)
+            + f"fetch hub models where there is internet, into the cache this machine reads: synthvision prefetch "
+            f"{path}{sets}"
+        )
 
 
 def _report_path(config: RunConfig, stage_name: str = "train", file: str = "report.md") -> str:
@@ -62,7 +83,7 @@ def _print_summary(summary: Any) -> None:
 @app.command()
 def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """Run the whole pipeline: prompts, generate, score, train and evaluate."""
-    cfg = _config(config, set_, new_version)
+    cfg = _config(config, set_, new_version, stages=RUN_STAGES)
     from flows.synthesize import synthesize
 
     result = synthesize(cfg)
@@ -82,7 +103,7 @@ def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = Fa
 @app.command()
 def prompts(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """Expand class names into prompts (strategy B or LE) and write prompts.parquet."""
-    cfg = _config(config, set_, new_version)
+    cfg = _config(config, set_, new_version, stages=("prompts",))
     from flows.stages import prompts_flow
 
     _print_summary(prompts_flow(cfg))
@@ -91,7 +112,7 @@ def prompts(config: ConfigPath, set_: Overrides = None, new_version: NewVersion 
 @app.command()
 def generate(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """Generate every missing shard (needs the prompts stage)."""
-    cfg = _config(config, set_, new_version)
+    cfg = _config(config, set_, new_version, stages=("generate",))
     from flows.stages import generate_flow
 
     _print_summary(generate_flow(cfg))
@@ -100,7 +121,7 @@ def generate(config: ConfigPath, set_: Overrides = None, new_version: NewVersion
 @app.command()
 def score(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """CLIP-score every generated shard that has no scores yet."""
-    cfg = _config(config, set_, new_version)
+    cfg = _config(config, set_, new_version, stages=("score",))
     from flows.stages import score_flow
 
     _print_summary(score_flow(cfg))
@@ -109,7 +130,7 @@ def score(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = 
 @app.command()
 def train(config: ConfigPath, set_: Overrides = None) -> None:
     """Tune the classifier on the scored shards and evaluate it."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, stages=("train",))
     from flows.stages import train_flow
 
     train_flow(cfg)
@@ -119,7 +140,7 @@ def train(config: ConfigPath, set_: Overrides = None) -> None:
 @app.command()
 def fewshot(config: ConfigPath, set_: Overrides = None) -> None:
     """Few-shot CT (real shots + synthetic data) per shot count and strategy; needs scored shards."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, stages=("fewshot",))
     if cfg.fewshot is None:
         raise ConfigError(f"{config}: no fewshot section (set at least fewshot.train_set)")
     from flows.stages import fewshot_flow
@@ -132,7 +153,7 @@ def fewshot(config: ConfigPath, set_: Overrides = None) -> None:
 def quality(config: ConfigPath, set_: Overrides = None) -> None:
     """The data-quality report: per class, CF pass rate, image and prompt diversity, near-duplicates and
     the distance to real test images (needs scored shards and a quality section)."""
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, stages=("quality",))
     if cfg.quality is None:
         raise ConfigError(f"{config}: no quality section (add `quality: {{}}` for the defaults)")
     from flows.stages import quality_flow
@@ -209,6 +230,63 @@ def status(config: ConfigPath, set_: Overrides = None) -> None:
         state = "gone: the next run takes over" if holder["gone"] else f"heartbeat {duration(age)} ago"
         name = f"flow run {who['name']} ({who.get('url') or who.get('flow_run_id')}), " if who.get("name") else ""
         typer.echo(f"writer: {name}{holder.get('host')} pid {holder.get('pid')}, {state}")
+
+
+@app.command()
+def prefetch(
+    config: ConfigPath,
+    set_: Overrides = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="copy the models into this folder (and print the --set values naming them)"),
+    ] = None,
+) -> None:
+    """Fetch every hub model the config names (hub ids, open_clip tags) into the local Hugging Face cache,
+    or a folder; offline, list what is cached and what is missing (exit 2 if any is)."""
+    from huggingface_hub import constants
+
+    from synthvision.core.errors import ModelLoadError
+    from synthvision.models import sources
+
+    cfg = load_config(config, set_)
+    offline, missing, sets = constants.HF_HUB_OFFLINE, [], []
+    for model in sources.hub_models(cfg):
+        path, verb = sources.cached_path(model), "cached "
+        if path is None and offline:
+            missing.append(model.description)
+            typer.echo(f"missing {model.description}")
+            continue
+        if path is None:
+            path, verb = sources.fetch(model), "fetched"
+        typer.echo(f"{verb} {model.description}: {_size(sources.size_of(path))} in {path}")
+        if folder is not None:
+            copy = sources.export(model, path, folder.absolute())
+            sets.append(f"--set {model.field}={copy}")
+            if model.field == "clip.pretrained" and cfg.clip.uses_quick_gelu:
+                sets.append("--set clip.quick_gelu=true")  # the tag implied it; a file does not
+    glide = sources.glide_folder_problem(cfg)
+    if glide:
+        typer.echo(f"missing {glide}: no hub serves GLIDE's weights, put them there by hand")
+    problems = [f"{len(missing)} hub model(s) missing offline (HF_HUB_OFFLINE=1): run this where there is internet"]
+    problems = (problems if missing else []) + (["GLIDE's weights folder is incomplete"] if glide else [])
+    if problems:
+        raise ModelLoadError("; ".join(problems))
+    if folder is not None:
+        typer.echo(f"compute nodes: run with {' '.join(sets) or 'the config as it is'} and HF_HUB_OFFLINE=1")
+    else:
+        typer.echo(
+            f"compute nodes: read this cache (HF_HOME={constants.HF_HOME}, or a copy of {constants.HF_HUB_CACHE}) "
+            "with HF_HUB_OFFLINE=1; the config's hub ids and tags stay as they are"
+        )
+
+
+def _size(nbytes: int) -> str:
+    """Bytes in the largest unit that keeps at least 1: `512.0 B`, `97.6 MB`."""
+    units = ("B", "KB", "MB", "GB", "TB")
+    power = 0
+    while nbytes >= 1024 ** (power + 1) and power < len(units) - 1:
+        power += 1
+    return f"{nbytes / 1024**power:,.1f} {units[power]}"
 
 
 @app.command()

@@ -170,3 +170,14 @@ def make_config(tmp_path: Path, colours_file: Path):
         return tiny_config(output or tmp_path / "run", colours_file, **sections)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def offline_hub() -> dict[str, str]:
+    """The session's Hugging Face cache (`HF_HOME` above, offline) holding the models the shipped configs
+    name, under their real ids (see tests/offline_hub.py); yields repository id -> commit."""
+    from huggingface_hub import constants
+
+    from tests.offline_hub import build_offline_hub
+
+    return build_offline_hub(Path(constants.HF_HUB_CACHE))
