@@ -42,7 +42,8 @@ class HubModel:
 
 
 def is_hub_id(value: str | None) -> bool:
-    """A hub id as the config names it: not empty, `tiny`, a URL, a local path or a `local-dir:` folder."""
+    """Whether a field's value names a hub repository: not empty, `tiny`, a URL, a `local-dir:` folder,
+    an absolute path or a file or folder that exists here (the config made local paths absolute)."""
     if not value or value == "tiny" or is_url(value) or split_local_dir(value)[0]:
         return False
     return not Path(value).expanduser().is_absolute() and not Path(value).exists()
