@@ -56,7 +56,7 @@ def image_folder(root: Path, classes: tuple[str, ...], per_class: int, seed: int
     return str(root)
 
 
-def is_local_set(value: str | None) -> bool:
+def missing_here(value: str | None) -> bool:
     """A data set the config names that is not on this machine (/data/...): the user provides it."""
     return bool(value) and not Path(value).exists()
 
@@ -76,18 +76,18 @@ def shrunk(config: RunConfig, data: Path) -> list[str]:
         sets += ["prompts.sentences_per_class=1", "prompts.oversample=0"]
     generator = config.generator
     if generator.backend == "glide":
-        if is_local_set(generator.model):
+        if missing_here(generator.model):
             sets.append(f"generator.model={TOY_GLIDE}")
         sets += ["generator.resolution=32", "generator.glide.base_respacing=2", "generator.glide.upsample_respacing=2"]
     elif generator.backend == "diffusers":
         sets += ["generator.steps=2", "generator.resolution=32"]
-    if is_local_set(config.evaluation.test_set):
+    if missing_here(config.evaluation.test_set):
         sets.append(f"evaluation.test_set={image_folder(data / 'test', classes, 1, 0)}")
     if config.fewshot is not None:
         sets += ["fewshot.shots=[1]", "fewshot.epochs=1", "fewshot.synthetic_batch_size=8"]
         if config.fewshot.real_guidance.enabled:
             sets.append("fewshot.real_guidance.shots=1")
-        if is_local_set(config.fewshot.train_set):
+        if missing_here(config.fewshot.train_set):
             sets.append(f"fewshot.train_set={image_folder(data / 'train', classes, 2, 1)}")
     for job in ("pretrain", "transfer", "scratch"):
         section = getattr(config, job)
@@ -102,12 +102,12 @@ def shrunk(config: RunConfig, data: Path) -> list[str]:
     if config.transfer is not None:
         transfer_classes = load_label_space(config.transfer.label_space).classes
         for field in ("train_set", "test_set"):
-            if is_local_set(getattr(config.transfer, field)):
+            if missing_here(getattr(config.transfer, field)):
                 folder = image_folder(data / f"transfer-{field}", transfer_classes, 1, 2)
                 sets.append(f"transfer.{field}={folder}")
     if config.scratch is not None:
         sets.append("scratch.real_per_class=[1]")
-        if is_local_set(config.scratch.real_train_set):
+        if missing_here(config.scratch.real_train_set):
             sets.append(f"scratch.real_train_set={image_folder(data / 'scratch-train', classes, 1, 3)}")
     return sets
 
@@ -127,7 +127,7 @@ def test_every_shipped_config_runs_as_a_user_runs_it(path, tmp_path, outputs, of
 
     sets = shrunk(load_config(path), tmp_path)
     data = load_config(path, sets)
-    out = outputs / "-".join(stage_hash(data, stage) for stage in ("prompts", "generate", "score"))
+    out = outputs / "-".join(stage_hash(data, name) for name in ("prompts", "generate", "score"))
     overrides = [item for override in [*sets, f"output={out}"] for item in ("--set", override)]
     for command in commands(path):
         result = CliRunner().invoke(app, [command, str(path), *overrides], catch_exceptions=False)
