@@ -365,11 +365,16 @@ def _follow(client: Any, flow_run_id: Any, pickup_timeout: float, pool: str | No
 
 
 def main() -> None:
+    from flows import signals
+
+    signals.watch()  # before any flow: Prefect's SIGTERM handling hands back to this process's
     try:
         app()
     except SynthvisionError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+    finally:
+        signals.end_if_stopped()  # told to stop: one line, the logs delivered, the exit status 128 + signal
 
 
 if __name__ == "__main__":

@@ -18,14 +18,18 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prefect import get_client, get_run_logger
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from synthvision.core import stopping
 from synthvision.core.config import RunConfig
 from synthvision.models.devices import bind_device, expand_devices
+from tasks.slots import lease_storage_problem
 
 
 def local_workers(config: RunConfig) -> int:
@@ -41,7 +45,7 @@ def shard_task_runner(config: RunConfig) -> Iterator[TaskRunner]:
     """The task runner for a stage's waves (Prefect starts a copy per wave flow run)."""
     orchestration = config.orchestration
     if orchestration.engine == "threads":
-        yield ThreadPoolTaskRunner(max_workers=orchestration.max_workers)
+        yield StoppingThreadPoolTaskRunner(max_workers=orchestration.max_workers)
     elif orchestration.engine == "processes":
         devices = expand_devices(orchestration.devices)
         with tempfile.TemporaryDirectory(prefix="synthvision-devices-") as lock_dir:
@@ -60,6 +64,17 @@ def shard_task_runner(config: RunConfig) -> Iterator[TaskRunner]:
             }
             with _environment_kept():
                 yield DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
+
+
+class StoppingThreadPoolTaskRunner(ThreadPoolTaskRunner):
+    """Prefect's thread pool, which does not wait for its threads' shards when the process was told to
+    stop (`flows/signals.py`): they are abandoned uncommitted, and the process ends without them."""
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if stopping.requested() is not None and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        super().__exit__(exc_type, exc_value, traceback)
 
 
 @contextmanager
@@ -86,6 +101,9 @@ def ensure_gpu_limit(config: RunConfig) -> int:
         return local_workers(config)
     logger = get_run_logger()
     with get_client(sync_client=True) as client:
+        problem = lease_storage_problem(client) if PREFECT_API_URL.value() else None  # a temporary server dies with us
+        if problem:
+            logger.warning("%s", problem)
         if orchestration.gpu_slots is not None:
             client.upsert_global_concurrency_limit_by_name(orchestration.gpu_limit, orchestration.gpu_slots)
             return orchestration.gpu_slots

@@ -13,6 +13,7 @@ progress in seconds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import itertools
 import re
@@ -28,7 +29,7 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.engines import ensure_gpu_limit, shard_task_runner
 from flows.progress import BLANK, ProgressReporter, StageProgress, clock
 from synthvision.core.config import RunConfig
-from synthvision.core.errors import SynthvisionError
+from synthvision.core.errors import StorageFull, SynthvisionError
 from synthvision.core.planning import shard_name
 from synthvision.run import open_run
 from synthvision.stages import generate
@@ -54,15 +55,29 @@ def describe(config: RunConfig, stage: str, what: str) -> str:
 
 
 def bounded_futures(
-    submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int
+    submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int, halted: Callable[[], bool] = lambda: False
 ) -> Iterator[tuple[Any, PrefectFuture]]:
-    """`(item, future)` of `submit(item)` for every item, as they complete, with at most `limit` outstanding."""
+    """`(item, future)` of `submit(item)` for every item, as they complete, with at most `limit` outstanding.
+    Once `halted()`, nothing more is submitted, and futures still queued on this process's pool are
+    cancelled (their items are not yielded)."""
     items = iter(items)
     pending = {submit(item): item for item in itertools.islice(items, limit)}
     while pending:
+        if halted():
+            for future in [future for future in pending if _cancel_queued(future)]:
+                del pending[future]
+            if not pending:
+                return
         done = next(as_completed(pending))
         yield pending.pop(done), done
-        pending.update((submit(item), item) for item in itertools.islice(items, 1))
+        if not halted():
+            pending.update((submit(item), item) for item in itertools.islice(items, 1))
+
+
+def _cancel_queued(future: PrefectFuture) -> bool:
+    """Cancel a future that a thread or process pool has not started; whether it was."""
+    wrapped = getattr(future, "wrapped_future", None)
+    return isinstance(wrapped, concurrent.futures.Future) and wrapped.cancel()
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:
@@ -105,6 +120,11 @@ def _summary_row(outcome: ShardOutcome) -> dict[str, Any]:
 
 def _failed_row(shard: str, error: BaseException) -> dict[str, Any]:
     return {column: BLANK for column in SHARD_COLUMNS} | {"shard": shard, "state": "failed", "reason": _one_line(error)}
+
+
+def _not_started_row(shard: str, full: list[StorageFull]) -> dict[str, Any]:
+    why = "the output is full" if full else "the wave was stopped"
+    return {column: BLANK for column in SHARD_COLUMNS} | {"shard": shard, "state": "not started", "reason": why}
 
 
 @dataclass
@@ -157,19 +177,32 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
 
     outcomes: list[ShardOutcome] = []
     failed: dict[str, BaseException] = {}
+    full: list[StorageFull] = []  # once the output is full, no further shard starts
     try:
-        for index, future in bounded_futures(submit, range(start, stop), config.orchestration.max_in_flight):
+        for index, future in bounded_futures(
+            submit, range(start, stop), config.orchestration.max_in_flight, halted=lambda: bool(full)
+        ):
             try:
                 outcome = future.result()
             except Exception as error:  # the shard's retries are spent; the other shards go on
                 failed[shard_name(index)] = error
                 reporter.fail()
+                if isinstance(error, StorageFull):
+                    full.append(error)
                 continue
             outcomes.append(outcome)
             reporter.add(outcome)
     finally:  # a wave stopped by an interrupt still shows what it did
         run.commits.index(stage, wave, [o.manifest for o in outcomes if o.manifest is not None])
-        rows = [_summary_row(outcome) for outcome in outcomes] + [_failed_row(s, e) for s, e in failed.items()]
+        ended = {outcome.shard for outcome in outcomes} | set(failed)
+        not_started = [shard_name(i) for i in range(start, stop) if shard_name(i) not in ended]
+        if full:
+            reporter.not_started(len(not_started))
+        rows = (
+            [_summary_row(outcome) for outcome in outcomes]
+            + [_failed_row(s, e) for s, e in failed.items()]
+            + [_not_started_row(s, full) for s in not_started]
+        )
         create_table_artifact(
             sorted(rows, key=lambda row: row["shard"]),
             key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"),

@@ -26,6 +26,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
+from flows import signals
 from synthvision.core.config import RunConfig
 from synthvision.run import open_run
 
@@ -39,6 +40,7 @@ def writes_output(body: Callable[..., Result]) -> Callable[..., Result]:
 
     @functools.wraps(body)
     def wrapper(config: RunConfig, *args: Any, **kwargs: Any) -> Result:
+        signals.watch()  # SIGTERM or Ctrl-C stops this process within seconds (flows/signals.py)
         this = {"flow_run_id": str(flow_run.id), "name": flow_run.name, "url": flow_run.ui_url}
         with open_run(config).writing(this) as taken_over:
             if taken_over is not None:

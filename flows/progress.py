@@ -59,6 +59,7 @@ class StageProgress:
     images_done: int = 0
     images_now: int = 0  # computed in this flow run: the rate's numerator
     failed: int = 0
+    not_started: int = 0  # shards a wave did not start (the output filled up)
     quarantined: int = 0
     recent: deque[Manifest] = field(default_factory=lambda: deque(maxlen=4))  # latest shards computed now
 
@@ -103,6 +104,8 @@ class StageProgress:
             f"elapsed {duration(self.elapsed)}",
             f"{self.failed} failed",
         ]
+        if self.not_started:
+            parts.append(f"{self.not_started} not started")
         if self.quarantined:
             parts.append(f"{self.quarantined} quarantined")
         return ", ".join(parts)
@@ -172,6 +175,10 @@ class ProgressReporter:
     def fail(self) -> None:
         self.progress.failed += 1
         self.show()
+
+    def not_started(self, shards: int) -> None:
+        self.progress.not_started += shards
+        self.show(force=True)
 
     def show(self, force: bool = False) -> None:
         now = time.monotonic()

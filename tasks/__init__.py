@@ -12,12 +12,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 class _UserErrorsWithoutTraceback(logging.Filter):
     """Prefect logs a failed task's or flow's exception with its traceback. A `SynthvisionError` is
-    the user's to fix and its message names the culprit: log the message alone (CLI, UI and API)."""
+    the user's to fix and its message names the culprit, and work stopped by a signal says so: log the
+    message alone (CLI, UI and API)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from synthvision.core.errors import SynthvisionError
+        from synthvision.core.stopping import StopRequested
 
-        if record.exc_info and isinstance(record.exc_info[1], SynthvisionError):
+        if record.exc_info and isinstance(record.exc_info[1], (SynthvisionError, StopRequested)):
             record.exc_info = None
             record.exc_text = None
         return True

@@ -1,8 +1,8 @@
 """Retry and cache policy for shard tasks.
 
 Retries: exponential backoff (delay, 2x, 4x, ...) with random jitter, so that a fleet of workers hit
-by the same outage does not retry in lockstep. A `SynthvisionError` (bad config, missing input) is
-the user's to fix and is not retried.
+by the same outage does not retry in lockstep. Not retried: a `SynthvisionError` (bad config, missing
+input, a full disk: the user's to fix) and work stopped because its process was told to stop.
 
 Caching: a shard task's cache key is its stage, the run's absolute output URL, the stage config hash, the shard
 spec and the sha256 of the committed data, read from the shard's manifest. A shard with no committed
@@ -27,6 +27,7 @@ from synthvision.core.config import OrchestrationConfig
 from synthvision.core.errors import SynthvisionError
 from synthvision.core.hashing import stable_hash
 from synthvision.core.manifest import Manifest
+from synthvision.core.stopping import StopRequested
 from synthvision.run import Run, open_run
 from synthvision.stages import generate, score
 
@@ -37,7 +38,7 @@ _UNCOMMITTED: set[str] = set()  # task runs whose cache key found their shard un
 def _retry_unless_user_error(task, task_run, state) -> bool:
     try:
         state.result()
-    except SynthvisionError:
+    except (SynthvisionError, StopRequested):
         return False
     except Exception:
         return True

@@ -1,23 +1,19 @@
 """One Prefect task per unit of work: it asks once whether its unit is committed (see
 `synthvision.storage.commits`) and, only when there is work, holds one slot of the global concurrency
-limit `orchestration.gpu_limit` while the stage function computes (the flows make sure the limit
-exists), so no more models work at once than there are GPUs."""
+limit `orchestration.gpu_limit` while the stage function computes (`tasks/slots.py`; the flows make
+sure the limit exists), so no more models work at once than there are GPUs."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prefect import get_run_logger, task
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import task_run
 
 from synthvision.core.config import RunConfig
 from synthvision.core.manifest import Manifest
-from synthvision.models.devices import bound_device
 from synthvision.reports.fewshot import FewShotReport
 from synthvision.reports.quality import QualityReport
 from synthvision.reports.resnets import PretrainReport, ScratchReport, TransferReport
@@ -28,25 +24,9 @@ from synthvision.stages.prompts import PromptsOutcome
 from synthvision.stages.score import CorruptShard
 from synthvision.storage.commits import ShardOutcome
 from tasks.policy import CommittedShard, answer_for
+from tasks.slots import gpu_slot
 
 Report = TypeVar("Report")
-
-
-@contextmanager
-def gpu_slot(config: RunConfig) -> Iterator[dict[str, Any]]:
-    """Hold one slot of the run's GPU limit (if it has one); yields a record of where and when it was held."""
-    orchestration = config.orchestration
-    slot = (
-        nullcontext()
-        if orchestration.gpu_limit is None
-        else concurrency(orchestration.gpu_limit, occupy=1, lease_duration=orchestration.gpu_lease_s, strict=True)
-    )
-    with slot:
-        held = {"device": bound_device(), "slot_start": round(time.time(), 3)}
-        try:
-            yield held
-        finally:
-            held["slot_end"] = round(time.time(), 3)
 
 
 def _shard(config: RunConfig, stage: str, index: int, work: Callable[[Run, int], Manifest]) -> ShardOutcome:
@@ -55,7 +35,7 @@ def _shard(config: RunConfig, stage: str, index: int, work: Callable[[Run, int],
     committed = answer_for(run, stage, index)
     if committed is not None:
         return replace(outcome, manifest=committed)
-    with gpu_slot(config) as held:
+    with gpu_slot(config.orchestration) as held:
         manifest = work(run, index)
     return replace(outcome, manifest=manifest, done_now=True, **held)
 
@@ -65,7 +45,7 @@ def _whole_run(config: RunConfig, committed: Callable[[Run], Report | None], wor
     existing = committed(run)
     if existing is not None:
         return existing
-    with gpu_slot(config):
+    with gpu_slot(config.orchestration):
         return work(run)
 
 
@@ -75,7 +55,7 @@ def expand_prompts_task(config: RunConfig) -> PromptsOutcome:
     existing = prompts.committed(run)
     if existing is not None:
         return PromptsOutcome.of(existing, done_now=False)
-    with gpu_slot(config):
+    with gpu_slot(config.orchestration):
         return PromptsOutcome.of(prompts.expand(run), done_now=True)
 
 

@@ -20,3 +20,8 @@ class DataError(SynthvisionError):
 
 class ModelLoadError(SynthvisionError):
     """Model weights could not be found or loaded (a hub id offline, a missing local path)."""
+
+
+class StorageFull(SynthvisionError):
+    """The output's filesystem is full or over quota: not retried (a retry would fill it again); the
+    message names the output and the file being written."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from synthvision.core import failpoints
+from synthvision.core import failpoints, stopping
 from synthvision.core.batching import batched
 from synthvision.core.config import GeneratorConfig
 from synthvision.core.manifest import Manifest
@@ -106,6 +106,7 @@ def generate(run: Run, index: int) -> Manifest:
                 }
                 tar.write(sample.key, image, meta, sample.class_id)
             failpoints.reach("generate.batch")
+            stopping.check()  # a stopped process abandons the shard here, uncommitted
     # 5. the manifest, written last: it commits the shard
     manifest = Manifest(
         shard=spec.name,

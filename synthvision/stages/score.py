@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthvision.core import failpoints
+from synthvision.core import failpoints, stopping
 from synthvision.core.batching import batched
 from synthvision.core.errors import DataError
 from synthvision.core.manifest import Manifest, manifest_path
@@ -182,6 +182,7 @@ def _embed(
                         labels += batch.labels
                         embeddings.append(clip.encode_pixels(batch.pixels))
                     failpoints.reach("score.batch")
+                    stopping.check()  # a stopped process abandons the shard here, uncommitted
         except Exception as error:
             # a tar that does not parse is corrupt if its bytes are not the committed ones; otherwise
             # the fault was on the way (a dropped connection) and the task's retry reads it again

@@ -17,6 +17,7 @@ final name is written directly. Either way no reader ever sees half a file under
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -28,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import fsspec
@@ -35,7 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from synthvision.core import failpoints
-from synthvision.core.errors import DataError
+from synthvision.core.errors import DataError, StorageFull
 from synthvision.core.manifest import (
     INDEX_SUFFIX,
     MANIFEST_SUFFIX,
@@ -45,6 +47,18 @@ from synthvision.core.manifest import (
     index_to_json,
     manifest_path,
 )
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from or during, is a full disk or an exceeded quota."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 class ShortUpload(OSError):
@@ -247,22 +261,25 @@ class Storage:
 
     @contextmanager
     def atomic_writer(self, relpath: str) -> Iterator[HashingWriter]:
-        """Open `relpath` for writing; it appears under its final name only if the block succeeds."""
+        """Open `relpath` for writing; it appears under its final name only if the block succeeds. A
+        full disk is a `StorageFull` naming the output and the file, with nothing left behind."""
         final = self.path(relpath)
-        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-        target = f"{final}.tmp-{uuid.uuid4().hex}" if self._local else final
-        raw = self.fs.open(target, "wb")
+        with self._space_errors(relpath):
+            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+            target = f"{final}.tmp-{uuid.uuid4().hex}" if self._local else final
+            raw = self.fs.open(target, "wb")
         writer = HashingWriter(raw)
-        try:
-            yield writer
-        except BaseException:
-            self._abandon(raw, target)
-            raise
-        failpoints.reach("storage.before_commit")
-        raw.close()
-        if self._local:
-            self.fs.mv(target, final)
-            return
+        with self._space_errors(relpath):
+            try:
+                yield writer
+                failpoints.reach("storage.before_commit")
+                raw.close()
+                if self._local:
+                    self.fs.mv(target, final)
+                    return
+            except BaseException:
+                self._abandon(raw, target)
+                raise
         stored = self.fs.info(final, refresh=True)["size"]
         if stored != writer.bytes:  # an upload cut short on its way must not pass for the file
             STORAGE_STATS.add("short_uploads")
@@ -271,16 +288,34 @@ class Storage:
                 f"{self.url_of(relpath)}: stored {stored} of {writer.bytes} bytes; removed it, to be written again"
             )
 
+    @contextmanager
+    def _space_errors(self, relpath: str) -> Iterator[None]:
+        """A full disk or an exceeded quota, however deep in the exception chain, as one `StorageFull` line."""
+        try:
+            yield
+        except Exception as error:
+            if not _no_space(error):
+                raise
+            raise StorageFull(
+                f"output {self.url} is full (no space left on its device) while writing {relpath}: free space there "
+                "or point `output` elsewhere, then rerun; everything committed so far is kept"
+            ) from None
+
     def _abandon(self, raw, target: str) -> None:
         """Drop a failed write. fsspec's buffered files upload on close() even after an error, so an
-        object-store file is discarded instead (a multipart upload is aborted, the buffer never sent)."""
+        object-store file is discarded instead (a multipart upload is aborted, the buffer never sent).
+        A local file is removed even when closing it fails (on a full disk, its last flush does)."""
         if isinstance(raw, AbstractBufferedFile):
             raw.discard()
             raw.closed = True  # a later close() (or garbage collection) must not upload the rest
             return
-        raw.close()
-        if self.fs.exists(target):
-            self.fs.rm(target)
+        try:
+            raw.close()
+        except OSError:
+            pass
+        finally:
+            if self.fs.exists(target):
+                self.fs.rm(target)
 
     def write_bytes(self, relpath: str, data: bytes, attempts: int = 3) -> None:
         """Write `data` atomically; an upload found short is sent again (streams from
@@ -302,14 +337,15 @@ class Storage:
         if self._local:
             temp = f"{final}.claim-{uuid.uuid4().hex}"  # not a .tmp-: a lock holder sweeps those
             self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-            self.fs.pipe_file(temp, data)
             try:
+                with self._space_errors(relpath):
+                    self.fs.pipe_file(temp, data)
                 os.link(temp, final)
                 return True
             except FileExistsError:
                 return False
             finally:
-                os.unlink(temp)
+                Path(temp).unlink(missing_ok=True)
         try:
             self.fs.pipe_file(final, data, mode="create")  # s3fs raises FileExistsError on 412
             return True

@@ -190,13 +190,13 @@ def test_shards_run_in_waves_with_bounded_futures(make_config, monkeypatch):
     outstanding, peak = [0], [0]
     real = flows.fanout.bounded_futures
 
-    def watched(submit, items, limit):
+    def watched(submit, items, limit, **options):
         def counted(item):
             outstanding[0] += 1
             peak[0] = max(peak[0], outstanding[0])
             return submit(item)
 
-        for result in real(counted, items, limit):
+        for result in real(counted, items, limit, **options):
             outstanding[0] -= 1
             yield result
 
