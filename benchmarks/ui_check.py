@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.loopback import PrefectServer  # noqa: E402
+
 CHROMIUM_ARGS = [  # this machine's closed network: no background connections, no component updates
     "--no-sandbox",
     "--disable-gpu",
@@ -41,45 +42,14 @@ CHROMIUM_ARGS = [  # this machine's closed network: no background connections, n
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def prefect_server(home: Path) -> Iterator[dict[str, str]]:
     """A `prefect server start` on loopback; yields the environment that points clients at it."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    log = open(home / "server.log", "w")  # noqa: SIM115  (closed below, after the server)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = PrefectServer(home).start()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"prefect server did not start: see {home / 'server.log'}") from None
-                time.sleep(1)
-        yield env
+        yield server.env
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
+        server.stop()
 
 
 def api(env: dict[str, str], path: str, body: dict) -> list[dict]:

@@ -12,12 +12,15 @@ os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["HF_HUB_OFFLINE"] = "1"
+# as README asks of a real server: GPU slots' leases survive a restart (tasks/slots.py)
+os.environ["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] = "prefect.server.concurrency.lease_storage.filesystem"
 os.environ["HF_HOME"] = str(_HOME / "hf")
 os.environ.pop("PREFECT_API_URL", None)
 
 import pytest  # noqa: E402
 
 from synthvision.core.config import RunConfig, parse_config  # noqa: E402
+from tests.loopback import PrefectServer, moto_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_KEY_ID = "AKIAFAKEKEYID0000000"
@@ -34,77 +37,24 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_serving(url: str, server, timeout_s: float, what: str) -> None:
-    """Poll `url` until it answers; fail with `what` if the server process exits or time runs out."""
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, f"{what} did not start"
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="session")
 def prefect_cli_server():
     """A Prefect server started as a user starts one (`prefect server start`, SQLite), on loopback,
     with its own home; yields the environment that points a process at it."""
-    import subprocess
-    import sys
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(_HOME / "prefect-cli-server"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",  # where the UI's pages fetch from
-        "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
-    }
-    log = open(_HOME / "prefect-cli-server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={k: v for k, v in env.items() if k != "PREFECT_API_URL"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_until_serving(f"{env['PREFECT_API_URL']}/health", server, 90, f"prefect server start (log: {log.name})")
-    yield env
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    server = PrefectServer(_HOME / "prefect-cli-server").start()
+    yield server.env
+    server.stop()
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 API server (moto_server) on loopback for the session, with fake credentials in the
     environment (as a user's would be); yields its endpoint URL."""
-    import shutil
-    import subprocess
-
-    port = free_port()
-    server = subprocess.Popen(
-        [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{endpoint}/moto-api/", server, 30, "moto_server")
-    os.environ.update(AWS_ACCESS_KEY_ID=FAKE_KEY_ID, AWS_SECRET_ACCESS_KEY=FAKE_SECRET, AWS_DEFAULT_REGION="us-east-1")
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
+    with moto_server() as endpoint:
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=FAKE_KEY_ID, AWS_SECRET_ACCESS_KEY=FAKE_SECRET, AWS_DEFAULT_REGION="us-east-1"
+        )
+        yield endpoint
 
 
 @pytest.fixture
@@ -113,7 +63,11 @@ def s3_bucket(s3_endpoint, request):
     import s3fs
 
     options = {"endpoint_url": s3_endpoint}
-    bucket = "test-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
+    import hashlib
+
+    readable = request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
+    # the digest tells apart parametrized cases whose names share their first 40 characters
+    bucket = f"test-{readable}-{hashlib.sha256(request.node.name.encode()).hexdigest()[:8]}"
     s3fs.S3FileSystem(**options).mkdir(bucket)
     return f"s3://{bucket}", options
 

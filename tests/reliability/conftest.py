@@ -29,5 +29,5 @@ def launcher(prefect_server, tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if TALLY.kills or TALLY.faults or TALLY.bad_inputs:
+    if TALLY.kills or TALLY.faults or TALLY.bad_inputs or TALLY.operations:
         terminalreporter.write_line(TALLY.line())

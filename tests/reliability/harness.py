@@ -47,15 +47,18 @@ class Tally:
     kills: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     bad_inputs: int = 0
+    operations: Counter[str] = field(default_factory=Counter)  # what operators meet: signals, restarts, ...
     samples_lost: int = 0
     duplicates: int = 0
 
     def line(self) -> str:
         faults = sum(self.faults.values())
         detail = ", ".join(f"{kind} {n}" for kind, n in sorted(self.faults.items()))
+        operations = ", ".join(f"{kind} {n}" for kind, n in sorted(self.operations.items()))
         return (
             f"reliability: kill points survived {self.kills}, faults injected {faults}"
             f"{f' ({detail})' if detail else ''}, bad inputs tried {self.bad_inputs}, "
+            f"{f'operations survived: {operations}, ' if operations else ''}"
             f"samples lost {self.samples_lost}, duplicates {self.duplicates}"
         )
 
