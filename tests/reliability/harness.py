@@ -12,6 +12,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import signal
 import sys
 import tarfile
 from collections import Counter
@@ -69,6 +70,9 @@ TALLY = Tally()
 def _cli(argv: list[str], env: dict[str, str], log: str) -> None:
     """A forked child: the `synthvision` command with `argv`, its output to `log`."""
     os.environ.update(env)
+    # as a command typed in a terminal gets it, whatever pytest was started from (a background job
+    # of a script ignores Ctrl-C, and its children inherit that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with open(log, "ab") as stream:
         os.dup2(stream.fileno(), 1)
         os.dup2(stream.fileno(), 2)
