@@ -42,9 +42,3 @@ def wait(seconds: float) -> None:
     """Sleep up to `seconds`, waking (with `StopRequested`) as soon as a stop is requested."""
     _requested.wait(seconds)
     check()
-
-
-def reset() -> None:
-    """Forget a request (a new command in the same process, e.g. a test's)."""
-    _requested.clear()
-    _reason.clear()
