@@ -3,6 +3,7 @@
 Starts `prefect server start` on loopback (its own PREFECT_HOME), runs the demo against it with the
 `synthvision` command, then opens the flow run and its artifacts in headless Chromium (Debian's
 `chromium`, driven by Playwright) and asserts that
+  - the run's own page (the flow run a user opens) logs the top-1 and lists every artifact,
   - the contact sheet image loads (natural width > 0),
   - no cell of any table artifact is empty,
   - each shard stage's progress artifact shows a rate and an ETA,
@@ -85,6 +86,19 @@ def check_pages(env: dict[str, str], run_name: str, shots: Path) -> list[tuple[s
 
         visit(f"{ui}/runs/flow-run/{runs[0]['id']}", "flow-run", "text=Completed")
         results.append(("flow run", "opens, state Completed", True))
+        logs = page.inner_text("body")  # the Logs tab, open first
+        results.append(("flow run logs", "end with the top-1 and the report", "top-1 zero-shot" in logs))
+        page.get_by_text("Artifacts", exact=True).first.click()
+        page.wait_for_timeout(3000)
+        page.screenshot(path=shots / "flow-run-artifacts.png", full_page=True)
+        shown = [key for key in latest if key in page.inner_text("body")]
+        results.append(
+            (
+                "flow run artifacts",
+                f"{len(shown)} of {len(latest)} artifacts on the run's own page",
+                len(shown) == len(latest),
+            )
+        )
         for key, artifact in sorted(latest.items()):
             name = re.sub(r"^[0-9a-f]{6}-", "", key.removeprefix(f"{run_name}-"))  # less the output id
             visit(f"{ui}/artifacts/artifact/{artifact['latest_id']}", name, f"text={key}")

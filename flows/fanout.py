@@ -5,10 +5,10 @@ A stage runs its shards in waves: each wave is a sub-flow (`<run>-<stage>-wave-0
 task runs in one flow run. Inside a wave at most `orchestration.max_in_flight` shard futures are
 outstanding, and only a small summary row is kept per shard, so the flow's memory stays flat for a
 million-image plan. Each shard is one task run named `<stage>-shard-00042`. As shards complete, the
-stage's progress line (terminal, progress artifact, logs: `flows/progress.py`) and, for generate, a
-contact sheet of the latest images refresh; each wave leaves a table artifact of its shards (written
-even when the wave fails) and an index of the manifests it committed, from which `status` reads
-progress in seconds.
+stage's progress line (terminal, progress artifact, logs: `flows/progress.py`), the wave's table of
+its shards (every shard at its end, even when the wave fails) and, for generate, a contact sheet of
+the latest images refresh, all on the run page a user opens (`flows/run_page.py`); each wave leaves an
+index of the manifests it committed, from which `status` reads progress in seconds.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+from prefect.artifacts import MarkdownArtifact, ProgressArtifact, TableArtifact
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.engines import ensure_gpu_limit, shard_task_runner
 from flows.progress import BLANK, ProgressReporter, StageProgress, clock
+from flows.run_page import publish, show
 from synthvision.core.config import RunConfig
 from synthvision.core.errors import StorageFull, SynthvisionError
 from synthvision.core.planning import shard_name
@@ -40,6 +41,7 @@ from tasks.stages import generate_shard_task, score_shard_task
 
 SHARD_TASKS = {"generate": generate_shard_task, "score": score_shard_task}
 CONTACT_SHEET_EVERY_S = 20.0
+TABLE_EVERY_S = 5.0  # how often a running wave's per-shard table refreshes
 
 
 def artifact_key(config: RunConfig, suffix: str) -> str:
@@ -178,6 +180,26 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
     outcomes: list[ShardOutcome] = []
     failed: dict[str, BaseException] = {}
     full: list[StorageFull] = []  # once the output is full, no further shard starts
+    shown = [float("-inf")]
+
+    def show_table(not_started: list[str] = (), force: bool = False) -> None:
+        """The wave's per-shard table on the run page: its finished shards, refreshed at most every
+        `TABLE_EVERY_S` while it runs, and every shard when it ends."""
+        if not force and time.monotonic() - shown[0] < TABLE_EVERY_S:
+            return
+        shown[0] = time.monotonic()
+        rows = (
+            [_summary_row(outcome) for outcome in outcomes]
+            + [_failed_row(s, e) for s, e in failed.items()]
+            + [_not_started_row(s, full) for s in not_started]
+        )
+        show(
+            TableArtifact,
+            artifact_key(config, f"{stage}-shards-wave-{wave:04d}"),
+            describe(config, stage, f"{stage} wave {wave} per shard"),
+            table=sorted(rows, key=lambda row: row["shard"]),
+        )
+
     try:
         for index, future in bounded_futures(
             submit, range(start, stop), config.orchestration.max_in_flight, halted=lambda: bool(full)
@@ -189,25 +211,18 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
                 reporter.fail()
                 if isinstance(error, StorageFull):
                     full.append(error)
+                show_table()
                 continue
             outcomes.append(outcome)
             reporter.add(outcome)
+            show_table()
     finally:  # a wave stopped by an interrupt still shows what it did
         run.commits.index(stage, wave, [o.manifest for o in outcomes if o.manifest is not None])
         ended = {outcome.shard for outcome in outcomes} | set(failed)
         not_started = [shard_name(i) for i in range(start, stop) if shard_name(i) not in ended]
         if full:
             reporter.not_started(len(not_started))
-        rows = (
-            [_summary_row(outcome) for outcome in outcomes]
-            + [_failed_row(s, e) for s, e in failed.items()]
-            + [_not_started_row(s, full) for s in not_started]
-        )
-        create_table_artifact(
-            sorted(rows, key=lambda row: row["shard"]),
-            key=artifact_key(config, f"{stage}-shards-wave-{wave:04d}"),
-            description=describe(config, stage, f"{stage} wave {wave} per shard"),
-        )
+        show_table(not_started, force=True)
     if failed:
         user_errors = [error for error in failed.values() if isinstance(error, SynthvisionError)]
         if user_errors:  # bad input or config: the first one's own line, as the CLI prints it
@@ -228,8 +243,9 @@ def run_shard_tasks(config: RunConfig, stage: str) -> StageSummary:
     run = open_run(config)
     num_shards, per_wave = run.plan.num_shards, config.orchestration.shards_per_flow_run
     progress_id = str(
-        create_progress_artifact(
-            0.0,
+        publish(
+            ProgressArtifact,
+            progress=0.0,
             key=artifact_key(config, f"{stage}-progress"),
             description=describe(config, stage, f"{stage}: starting"),
         )
@@ -254,10 +270,13 @@ def run_shard_tasks(config: RunConfig, stage: str) -> StageSummary:
 
 
 def publish_contact_sheet(config: RunConfig, markdown: str | None, what: str) -> None:
-    """The contact sheet's markdown as the output's `contact-sheet` artifact (none before any shard)."""
+    """The contact sheet's markdown as the run's `contact-sheet` artifact (none before any shard)."""
     if markdown is not None:
-        create_markdown_artifact(
-            markdown, key=artifact_key(config, "contact-sheet"), description=describe(config, "generate", what)
+        show(
+            MarkdownArtifact,
+            artifact_key(config, "contact-sheet"),
+            describe(config, "generate", what),
+            markdown=markdown,
         )
 
 

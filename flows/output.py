@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from prefect import get_client, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import MarkdownArtifact
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from prefect.states import Crashed
 
 from flows import signals
+from flows.run_page import publish
 from synthvision.core.config import RunConfig
 from synthvision.run import open_run
 
@@ -81,11 +82,13 @@ def resume(config: RunConfig, record: dict[str, Any], this: dict[str, Any]) -> N
         len(crashed),
         len(tasks),
     )
-    create_markdown_artifact(
-        f"# Resumes {dead.get('name')}\n\nThis flow run took the output `{open_run(config).storage.url}` over from "
-        f"flow run [{dead.get('name')}]({link}), whose process died (host {record.get('host')} pid "
-        f"{record.get('pid')}). The {len(crashed)} flow run(s) and {len(tasks)} task run(s) it left running are "
-        "marked Crashed; this run skips every shard that run committed.\n",
+    publish(
+        MarkdownArtifact,
+        markdown=f"# Resumes {dead.get('name')}\n\nThis flow run took the output "
+        f"`{open_run(config).storage.url}` over from flow run [{dead.get('name')}]({link}), whose process "
+        f"died (host {record.get('host')} pid {record.get('pid')}). The {len(crashed)} flow run(s) and "
+        f"{len(tasks)} task run(s) it left running are marked Crashed; this run skips every shard that run "
+        "committed.\n",
         key=artifact_key(config, "resumes"),
         description=f"{config.run_name}: the flow run this one resumes",
     )

@@ -7,11 +7,12 @@ import re
 from dataclasses import asdict
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import MarkdownArtifact, TableArtifact
 
 from flows.engines import ensure_gpu_limit
 from flows.fanout import StageSummary, artifact_key, describe, publish_contact_sheet, run_shard_tasks
 from flows.output import writes_output
+from flows.run_page import publish
 from synthvision.core.config import RunConfig
 from synthvision.core.stage_table import stage as stage_row
 from synthvision.reports.fewshot import FewShotReport, render_few_shot_report
@@ -38,8 +39,9 @@ from tasks.stages import (
 def prompts_flow(config: RunConfig) -> PromptsOutcome:
     ensure_gpu_limit(config)
     summary = expand_prompts_task(config)
-    create_table_artifact(
-        [{"source": source, "prompts": count} for source, count in summary.by_source.items()],
+    publish(
+        TableArtifact,
+        table=[{"source": source, "prompts": count} for source, count in summary.by_source.items()],
         key=artifact_key(config, "prompts"),
         description=describe(config, "prompts", f"prompts by source ({config.prompts.strategy})"),
     )
@@ -65,12 +67,16 @@ def score_flow(config: RunConfig) -> StageSummary:
 def train_flow(config: RunConfig) -> TrainReport:
     ensure_gpu_limit(config)
     report = train_task(config)
-    create_markdown_artifact(
-        render_train_report(report), key=artifact_key(config, "report"), description=describe(config, "train", "report")
+    publish(
+        MarkdownArtifact,
+        markdown=render_train_report(report),
+        key=artifact_key(config, "report"),
+        description=describe(config, "train", "report"),
     )
     evaluation = report.evaluation
-    create_table_artifact(
-        [
+    publish(
+        TableArtifact,
+        table=[
             {"model": "CLIP zero-shot", "top1": evaluation.zero_shot_top1},
             {"model": "CLIP + synthetic (CT)", "top1": evaluation.tuned_top1},
         ],
@@ -99,12 +105,13 @@ def fewshot_flow(config: RunConfig) -> FewShotReport:
 def publish_report(config: RunConfig, stage: str, markdown: str, rows: list[dict], what: str) -> None:
     """A stage's report as two artifacts: its markdown (`<stage>-report`, its plots embedded: the UI
     cannot serve the files beside it) and its table (`<stage>`)."""
-    create_markdown_artifact(
-        inline_images(markdown, open_run(config).storage, stage_row(stage).folder),
+    publish(
+        MarkdownArtifact,
+        markdown=inline_images(markdown, open_run(config).storage, stage_row(stage).folder),
         key=artifact_key(config, f"{stage}-report"),
         description=describe(config, stage, f"{stage} report"),
     )
-    create_table_artifact(rows, key=artifact_key(config, stage), description=describe(config, stage, what))
+    publish(TableArtifact, table=rows, key=artifact_key(config, stage), description=describe(config, stage, what))
 
 
 @flow(name="quality", flow_run_name="{config.run_name}-quality")
@@ -139,8 +146,9 @@ def pretrain_flow(config: RunConfig) -> PretrainReport:
     """Pre-train a ResNet (supervised or MoCo v2) on the run's synthetic shards; resumes from checkpoints."""
     ensure_gpu_limit(config)
     report = pretrain_task(config)
-    create_table_artifact(
-        [
+    publish(
+        TableArtifact,
+        table=[
             {
                 "method": report.method,
                 "arch": report.arch,
@@ -161,8 +169,9 @@ def transfer_flow(config: RunConfig) -> TransferReport:
     """Fine-tune the pre-trained backbone and a random init on a real dataset; top-1 of each."""
     ensure_gpu_limit(config)
     report = transfer_task(config)
-    create_table_artifact(
-        [asdict(row) for row in report.results],
+    publish(
+        TableArtifact,
+        table=[asdict(row) for row in report.results],
         key=artifact_key(config, "transfer"),
         description=describe(config, "transfer", f"top-1 on {report.dataset}"),
     )
@@ -175,8 +184,9 @@ def scratch_flow(config: RunConfig) -> ScratchReport:
     """ResNets from random init on synthetic data and on k real images per class; top-1 of each."""
     ensure_gpu_limit(config)
     report = scratch_task(config)
-    create_table_artifact(
-        [asdict(row) for row in report.results],
+    publish(
+        TableArtifact,
+        table=[asdict(row) for row in report.results],
         key=artifact_key(config, "scratch"),
         description=describe(config, "scratch", "top-1 from scratch"),
     )

@@ -7,14 +7,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import TableArtifact
+from prefect.runtime import flow_run
 
 from flows.fanout import StageSummary, artifact_key, describe
 from flows.output import writes_output
 from flows.progress import BLANK
+from flows.run_page import publish
 from flows.stages import generate_flow, prompts_flow, quality_flow, score_flow, train_flow
-from synthvision.core.config import RunConfig
+from synthvision.core.config import RunConfig, parse_config
 from synthvision.reports.train import TrainReport
+from synthvision.run import open_run
 from synthvision.stages.prompts import PromptsOutcome
 
 
@@ -24,7 +27,17 @@ class Synthesized:
     report: TrainReport
 
 
-@flow(name="synthesize", flow_run_name="{config.run_name}")
+def run_name() -> str:
+    """The top-level flow run's name: the run's name for the first run of an output, `NAME-run-2`,
+    `NAME-run-3`, ... for the runs after it (counted in the output's run record), so that a rerun
+    is told apart from the run it resumes."""
+    config = flow_run.parameters["config"]
+    config = config if isinstance(config, RunConfig) else parse_config(config)
+    earlier = open_run(config).earlier_runs()
+    return config.run_name if earlier == 0 else f"{config.run_name}-run-{earlier + 1}"
+
+
+@flow(name="synthesize", flow_run_name=run_name)
 @writes_output
 def synthesize(config: RunConfig) -> Synthesized:
     summaries: dict[str, PromptsOutcome | StageSummary] = {
@@ -41,12 +54,27 @@ def synthesize(config: RunConfig) -> Synthesized:
     report = train_flow(config)
     if config.quality is not None:
         quality_flow(config)
-    create_table_artifact(
-        stage_rows(summaries),
+    publish(
+        TableArtifact,
+        table=stage_rows(summaries),
         key=artifact_key(config, "stages"),
         description=describe(config, "train", "work done per stage in this flow run"),
     )
+    _say_where_the_results_are(config, report)
     return Synthesized(summaries, report)
+
+
+def _say_where_the_results_are(config: RunConfig, report: TrainReport) -> None:
+    """The run's last log line: the top-1 and where the reports are."""
+    run, evaluation = open_run(config), report.evaluation
+    top1 = (
+        f"top-1 zero-shot {evaluation.zero_shot_top1:.2f}%, tuned {evaluation.tuned_top1:.2f}% "
+        f"({evaluation.gain:+.2f}) on {evaluation.test_set}; "
+        if evaluation.test_set
+        else ""
+    )
+    quality = f"; data quality: {run.storage.url_of('quality/report.md')}" if config.quality is not None else ""
+    get_run_logger().info("%sreport: %s%s", top1, run.storage.url_of("train/report.md"), quality)
 
 
 def stage_rows(summaries: dict[str, PromptsOutcome | StageSummary]) -> list[dict[str, Any]]:

@@ -264,12 +264,18 @@ class Run:
                 )
                 version += 1
         record = {
+            "runs": (previous or {}).get("runs", 0) + 1,  # commands that wrote here, this one included
             "version": version,
             "config": self.config.model_dump(mode="json"),
             "config_hashes": self.hashes,
             "classes": list(self.label_space.classes),
         }
         self.storage.write_bytes(RUN_RECORD, json.dumps(record, indent=1).encode("utf-8"))
+
+    def earlier_runs(self) -> int:
+        """How many commands wrote to this output before (0 for a new output), from its run record."""
+        record = self.storage.read_json(RUN_RECORD)
+        return 0 if record is None else record.get("runs", 1)
 
     def status(self) -> list[StageStatus]:
         """Planned and committed counts for every stage the config enables, read from storage alone

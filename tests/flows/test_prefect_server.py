@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,11 +51,12 @@ def prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def demo_on_a_server(prefect_cli_server, tmp_path_factory):
     """README's demo command against `prefect server start`; its output folder and result."""
     out = tmp_path_factory.mktemp("demo-on-a-server") / "demo"
-    return out, cli("run", "configs/demo.yaml", "--set", f"output={out}", env=prefect_cli_server)
+    env = {**prefect_cli_server, "PREFECT_LOGGING_LEVEL": "INFO"}  # a user's default: the run's info lines
+    return out, cli("run", "configs/demo.yaml", "--set", f"output={out}", env=env)
 
 
 def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_server, prefect_cli_server):
-    from prefect.client.schemas.filters import FlowRunFilter
+    from prefect.client.schemas.filters import FlowRunFilter, LogFilter
 
     out, result = demo_on_a_server
     assert result.returncode == 0, result.stderr[-3000:]
@@ -95,6 +97,22 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
     assert "| **all** | 500 |" in artifacts["quality-report"].data  # the data-quality report of the demo
     assert str(out / "contact_sheet.png") in artifacts["contact-sheet"].data
 
+    # the run page a user opens (the top-level flow run `demo`) holds one of each artifact, the wave
+    # tables updated in place while their waves ran, and its last log line says the top-1 and where
+    # the reports are
+    with client_of(prefect_cli_server) as client:
+        on_top = client.read_artifacts(flow_run_filter=FlowRunFilter(id={"any_": [flow_runs["demo"].id]}), limit=200)
+        messages = [log.message for log in client.read_logs(LogFilter(flow_run_id={"any_": [flow_runs["demo"].id]}))]
+    keys = Counter(artifact.key.removeprefix(prefix + "-") for artifact in on_top)
+    expected = {"generate-progress", "score-progress", "generate-shards-wave-0000", "score-shards-wave-0000"}
+    assert expected | {"contact-sheet", "report", "stages", "quality-report", "prompts"} <= set(keys), keys
+    assert set(keys.values()) == {1}, keys
+    table = next(a for a in on_top if a.key.endswith("generate-shards-wave-0000"))
+    assert table.updated > table.created  # shown while its wave ran, then updated
+    assert any(
+        message.startswith("top-1 zero-shot") and f"report: {out}/train/report.md" in message for message in messages
+    ), messages[-3:]
+
     status = cli("status", "configs/demo.yaml", "--set", f"output={out}")
     assert status.returncode == 0
     lines = status.stdout.splitlines()
@@ -119,6 +137,16 @@ def test_the_demo_s_pages_in_a_real_browser(demo_on_a_server, prefect_cli_server
     checked = {page for page, _, _ in results}
     assert {"contact-sheet", "stages", "generate-progress", "score-progress", "flow run"} <= checked, checked
     assert (tmp_path / "flow-run.png").stat().st_size > 10_000
+
+
+def test_a_rerun_of_the_demo_is_told_apart_from_the_first_run_by_name(demo_on_a_server, prefect_cli_server):
+    out, _ = demo_on_a_server
+    rerun = cli("run", "configs/demo.yaml", "--set", f"output={out}", env=prefect_cli_server)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    with client_of(prefect_cli_server) as client:
+        top_level = [run for run in client.read_flow_runs() if run.parent_task_run_id is None]
+    names = {run.name: run for run in top_level}
+    assert {"demo", "demo-run-2"} <= set(names) and names["demo-run-2"].state.is_completed()
 
 
 def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_server, colours_file):
