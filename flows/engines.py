@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import get_client, get_run_logger
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -111,11 +111,15 @@ def ensure_gpu_limit(config: RunConfig) -> int:
         try:
             limit = client.read_global_concurrency_limit_by_name(orchestration.gpu_limit)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=orchestration.gpu_limit, limit=workers)
-            )
-            logger.info("created global concurrency limit %r with %d slots", orchestration.gpu_limit, workers)
-            return workers
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=orchestration.gpu_limit, limit=workers)
+                )
+            except ObjectAlreadyExists:  # another run, started at the same moment, created it first
+                limit = client.read_global_concurrency_limit_by_name(orchestration.gpu_limit)
+            else:
+                logger.info("created global concurrency limit %r with %d slots", orchestration.gpu_limit, workers)
+                return workers
     if not limit.active or limit.limit < workers:
         logger.warning(
             "global concurrency limit %r has %d slots%s for %d local workers: set orchestration.gpu_slots, "

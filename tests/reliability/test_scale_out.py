@@ -19,6 +19,7 @@ from tests.conftest import REPO
 from tests.flows.test_prefect_server import client_of
 from tests.loopback import DaskCluster
 from tests.reliability.harness import TALLY, check_complete, tail
+from tests.reliability.test_bad_inputs import write_config
 
 pytestmark = pytest.mark.slow
 DEMO = REPO / "configs" / "demo.yaml"
@@ -69,3 +70,36 @@ def test_the_demo_on_a_dask_cluster_of_separate_processes(kill, prefect_cli_serv
     check_complete(run)  # every planned key once in tars and scores; every manifest's data whole
     assert unfinished_runs(prefect_cli_server, name) == []
     TALLY.operations["node kills" if kill else "scale-out runs"] += 1
+
+
+def test_a_dask_worker_sent_sigterm_mid_shard_hands_its_shard_back(
+    prefect_cli_server, s3_bucket, tmp_path, colours_file
+):
+    """SIGTERM is how a scheduler (Kubernetes, Slurm, a spot VM's notice) takes a worker back: the worker
+    leaves the cluster, the shard it held goes to the other, and nothing is lost or doubled."""
+    bucket, options = s3_bucket
+    name = "scale-out-sigterm"
+    env = {**os.environ, **prefect_cli_server}
+    workers = [{**env, KILL_AT: "generate.batch:1:SIGTERM"}, env]  # worker 0: mid-shard, its tar open
+    config = write_config(
+        tmp_path,
+        f"{bucket}/sigterm",
+        colours_file,
+        run_name=name,
+        storage_options={"endpoint_url": options["endpoint_url"]},
+        generator={"backend": "loadtest", "seconds_per_batch": 2, "batch_size": 2},
+        shards={"images_per_class": 4, "shard_size": 4},  # 3 shards of 2 batches
+        orchestration={"engine": "dask"},
+    )
+    with DaskCluster(tmp_path, workers) as cluster:
+        command = [sys.executable, "-m", "flows.cli", "run", config]
+        command += ["--set", f"orchestration.dask_address={cluster.address}"]
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        logs = f"{result.stderr[-4000:]}\nworker 0:\n{tail(tmp_path / 'worker-0.log')}"
+        assert result.returncode == 0, logs
+        assert cluster.workers[0].wait(60) == 0 and cluster.workers[1].poll() is None, logs  # it left cleanly
+        worker = cluster.log("worker-0")
+        assert "Received signal SIGTERM" in worker and "execute('generate_shard_task" in worker, worker
+    check_complete(Run(load_config(config)))
+    assert unfinished_runs(prefect_cli_server, name) == []
+    TALLY.operations["Dask worker SIGTERMs"] += 1
