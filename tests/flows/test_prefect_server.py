@@ -151,7 +151,7 @@ def test_a_rerun_of_the_demo_is_told_apart_from_the_first_run_by_name(demo_on_a_
 
 def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_server, colours_file):
     env = {**prefect_cli_server, "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    prefect("work-pool", "create", "synthvision-local", "--type", "process", env=env)
+    prefect("work-pool", "create", "synthvision-local", "--type", "process", "--overwrite", env=env)
     prefect("deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "synthesize/local", env=env)
     config = tiny_config(tmp_path / "run", colours_file, run_name="deployed")
     config_file = tmp_path / "deployed.yaml"

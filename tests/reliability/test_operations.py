@@ -35,8 +35,8 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> No
         time.sleep(0.25)
 
 
-def flow_runs(prefix: str) -> dict[str, object]:
-    """The flow runs of this Prefect API whose names start with `prefix`, by name (the latest of a name)."""
+def all_flow_runs(prefix: str) -> list:
+    """The flow runs of this Prefect API whose names start with `prefix`, oldest first."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.client.schemas.sorting import FlowRunSort
@@ -45,11 +45,16 @@ def flow_runs(prefix: str) -> dict[str, object]:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=prefix)), sort=FlowRunSort.START_TIME_ASC
         )
-    return {run.name: run for run in runs if run.name.startswith(prefix)}
+    return [run for run in runs if run.name.startswith(prefix)]
+
+
+def flow_runs(prefix: str) -> dict[str, object]:
+    """The flow runs whose names start with `prefix`, by name (the latest of a name)."""
+    return {run.name: run for run in all_flow_runs(prefix)}
 
 
 def unfinished(prefix: str) -> list[str]:
-    return [name for name, run in flow_runs(prefix).items() if run.state_type.value in UNFINISHED]
+    return [run.name for run in all_flow_runs(prefix) if run.state_type.value in UNFINISHED]
 
 
 def logs_of(flow_run) -> list[str]:
@@ -269,3 +274,52 @@ def test_the_prefect_server_restarted_mid_generate_the_run_carries_on(restartabl
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     check_complete(run_of(config))
     TALLY.operations["Prefect server restarts"] += 1
+
+
+# -- a Prefect process worker sent SIGTERM -----------------------------------------------------------
+
+
+def test_sigterm_to_a_prefect_process_worker_leaves_its_run_to_the_next(prefect_cli_server, tmp_path, colours_file):
+    """Prefect's process worker, sent SIGTERM, exits within a second and takes the flow run it started
+    down with it, unannounced (as SIGKILL would: the run cannot mark itself Crashed or release its
+    lock). Nothing is lost: the next run of the output takes the dead run's lock over, marks its flow
+    and task runs Crashed, and completes the run exactly once."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.flows.test_prefect_server import cli, prefect
+
+    env = {**prefect_cli_server, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    prefect("work-pool", "create", "synthvision-local", "--type", "process", "--overwrite", env=env)
+    prefect("deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "synthesize/local", env=env)
+    name = "worker-sigterm"
+    config = write_config(
+        tmp_path,
+        str(tmp_path / "run"),
+        colours_file,
+        run_name=name,
+        generator={"backend": "loadtest", "seconds_per_batch": 60, "batch_size": 2},  # a batch outlasts the test
+        orchestration={"max_workers": 2},
+    )
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "synthvision-local"]
+    worker = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        submitted = cli("submit", config, "--deployment", "synthesize/local", env=env)
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
+        with temporary_settings({PREFECT_API_URL: prefect_cli_server["PREFECT_API_URL"]}):
+            wait_for(lambda: running_tasks(name, "generate-shard-"), 180, "the deployed run's first shards")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    rerun = cli("run", config, "--set", "generator.seconds_per_batch=0", env=prefect_cli_server)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming flow run {name} (" in rerun.stderr
+    check_complete(run_of(config))
+    with temporary_settings({PREFECT_API_URL: prefect_cli_server["PREFECT_API_URL"]}):
+        assert unfinished(name) == []
+        runs = flow_runs(name)
+        assert runs[name].state_type.value == "CRASHED" and f"flow run {name}-run-2 " in runs[name].state.message
+        assert runs[f"{name}-run-2"].state_type.value == "COMPLETED"
+    TALLY.operations["Prefect worker SIGTERMs"] += 1
