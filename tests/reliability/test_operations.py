@@ -5,6 +5,7 @@ run exactly once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from synthvision.core.config import load_config
+from synthvision.core.failpoints import ENV as KILL_AT
 from synthvision.run import Run
 from tests.conftest import REPO
 from tests.flows.test_engines import wave_rows
@@ -274,6 +277,40 @@ def test_the_prefect_server_restarted_mid_generate_the_run_carries_on(restartabl
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     check_complete(run_of(config))
     TALLY.operations["Prefect server restarts"] += 1
+
+
+def test_a_run_killed_without_a_word_is_marked_crashed_by_the_shipped_automation(
+    restartable_server, tmp_path, colours_file
+):
+    """deployments/crash-zombie-runs.yaml on a server: a run SIGKILLed mid-shard, which cannot say it
+    died, ends Crashed once its heartbeats stop (here every 30 s, the least Prefect allows, and the
+    automation's `within` set to three of them as the file says)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server, name = restartable_server, "zombie"
+    automation = yaml.safe_load((REPO / "deployments" / "crash-zombie-runs.yaml").read_text())
+    automation["trigger"]["within"] = 3 * 30
+    create = [sys.executable, "-m", "prefect", "automation", "create", "--from-json", json.dumps(automation)]
+    created = subprocess.run(create, env=server.env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    config = write_config(
+        tmp_path,
+        str(tmp_path / "run"),
+        colours_file,
+        run_name=name,
+        generator={"backend": "loadtest", "seconds_per_batch": 1, "batch_size": 2},
+        orchestration={"max_workers": 2},
+    )
+    env = {**server.env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", KILL_AT: "generate.batch:1"}
+    command = [sys.executable, "-m", "flows.cli", "run", config]
+    killed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    with temporary_settings({PREFECT_API_URL: server.api}):
+        assert name in unfinished(name)  # left Running by a process that could not say it died
+        wait_for(lambda: not unfinished(name), 240, f"the automation to mark {unfinished(name)} Crashed")
+        top = flow_runs(name)[name]
+        assert top.state_type.value == "CRASHED" and "no heartbeat" in top.state.message, top.state
+    TALLY.operations["silent deaths marked Crashed"] += 1
 
 
 # -- a Prefect process worker sent SIGTERM -----------------------------------------------------------
