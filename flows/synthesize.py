@@ -16,6 +16,7 @@ from flows.progress import BLANK
 from flows.run_page import publish
 from flows.stages import generate_flow, prompts_flow, quality_flow, score_flow, train_flow
 from synthvision.core.config import RunConfig, parse_config
+from synthvision.core.errors import SynthvisionError
 from synthvision.reports.train import TrainReport
 from synthvision.run import open_run
 from synthvision.stages.prompts import PromptsOutcome
@@ -31,9 +32,12 @@ def run_name() -> str:
     """The top-level flow run's name: the run's name for the first run of an output, `NAME-run-2`,
     `NAME-run-3`, ... for the runs after it (counted in the output's run record), so that a rerun
     is told apart from the run it resumes."""
-    config = flow_run.parameters["config"]
-    config = config if isinstance(config, RunConfig) else parse_config(config)
-    earlier = open_run(config).earlier_runs()
+    given = flow_run.parameters["config"]
+    try:
+        config = given if isinstance(given, RunConfig) else parse_config(given)
+        earlier = open_run(config).earlier_runs()
+    except (SynthvisionError, OSError):  # the run fails with its own one line; its naming must not
+        return given.run_name if isinstance(given, RunConfig) else str(given.get("run_name", "synthvision"))
     return config.run_name if earlier == 0 else f"{config.run_name}-run-{earlier + 1}"
 
 

@@ -163,7 +163,7 @@ def test_a_run_killed_by_sigkill_is_marked_crashed_and_linked_from_its_resumptio
 
     with get_client(sync_client=True) as client:
         first, second = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name={"any_": ["crashed"]}), sort=FlowRunSort.START_TIME_ASC
+            flow_run_filter=FlowRunFilter(name={"any_": ["crashed", "crashed-run-2"]}), sort=FlowRunSort.START_TIME_ASC
         )
         children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [first.id]}))
         waves = client.read_flow_runs(
@@ -177,6 +177,7 @@ def test_a_run_killed_by_sigkill_is_marked_crashed_and_linked_from_its_resumptio
         )
     # the killed run and the sub-flows it was in (the generate stage and its wave) no longer show Running
     assert first.state.name == "Crashed" and second.state.is_completed()
+    assert (first.name, second.name) == ("crashed", "crashed-run-2")  # the rerun is told apart by name
     assert {run.name: run.state.name for run in children + waves} == {
         "crashed-prompts": "Completed",
         "crashed-generate": "Crashed",

@@ -68,7 +68,7 @@ def logs_of(flow_run) -> list[str]:
         return [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))]
 
 
-def running_tasks(prefix: str, task_prefix: str) -> list[str]:
+def running_tasks(prefix: str, task_prefix: str = "") -> list[str]:
     """The task runs now Running, named `task_prefix...`, of the flow runs named `prefix...`."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter, TaskRunFilterName
@@ -218,8 +218,9 @@ def test_sigterm_ends_a_wait_for_a_gpu_slot_that_another_run_holds(launcher, tmp
             orchestration={"max_workers": 1, "gpu_limit": limit, "gpu_slots": 1},
         )
         process = launcher.start(["run", config])
-        # its first shard's task runs, and can only wait (the wait is logged at INFO, below these tests' level)
-        wait_for(lambda: running_tasks(name, "generate-shard-"), 120, "the first shard's task run")
+        # its first task that needs the GPU (the prompts stage's) runs, and can only wait for the slot (the
+        # wait is logged at INFO, below these tests' level)
+        wait_for(lambda: running_tasks(name), 120, "its first task run")
         time.sleep(2)
         check_stopped_cleanly(process, signal.SIGTERM, name, tmp_path / "run", stop_and_time(process, signal.SIGTERM))
     finally:
