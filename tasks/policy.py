@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.cache_policies import CachePolicy
 from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
@@ -36,11 +37,20 @@ _UNCOMMITTED: set[str] = set()  # task runs whose cache key found their shard un
 
 
 def _retry_unless_user_error(task, task_run, state) -> bool:
+    """Whether a failed attempt (with retries left) is tried again; a retry is said as a warning, with
+    its error, since it costs a shard's work and may be the first sign of a sick store or server."""
     try:
         state.result()
     except (SynthvisionError, StopRequested):
         return False
-    except Exception:
+    except Exception as error:
+        get_run_logger().warning(
+            "%s failed (attempt %d of %d), retried: %s",
+            task_run.name,
+            task_run.run_count,
+            task.retries + 1,
+            " ".join(f"{type(error).__name__}: {error}".split())[:300],
+        )
         return True
     return True
 

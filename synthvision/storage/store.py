@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -329,10 +329,11 @@ class Storage:
                 if attempt == attempts - 1:
                     raise
 
-    def create_exclusive(self, relpath: str, data: bytes) -> bool:
+    def create_exclusive(self, relpath: str, data: bytes, attempts: int = 3) -> bool:
         """Write `data` to `relpath` only if nothing is there; whether this call created it. Atomic
         among writers: a local file is linked into place (which fails if the name exists), an S3 PUT
-        carries `If-None-Match: *`."""
+        carries `If-None-Match: *`, and an object stored short (an upload cut on its way) is removed
+        and sent again, as `atomic_writer` does, so that no reader meets half a record."""
         final = self.path(relpath)
         if self._local:
             temp = f"{final}.claim-{uuid.uuid4().hex}"  # not a .tmp-: a lock holder sweeps those
@@ -346,11 +347,17 @@ class Storage:
                 return False
             finally:
                 Path(temp).unlink(missing_ok=True)
-        try:
-            self.fs.pipe_file(final, data, mode="create")  # s3fs raises FileExistsError on 412
-            return True
-        except FileExistsError:
-            return False
+        for _ in range(attempts):
+            try:
+                self.fs.pipe_file(final, data, mode="create")  # s3fs raises FileExistsError on 412
+            except FileExistsError:
+                return False
+            if self.fs.info(final, refresh=True)["size"] == len(data):
+                return True
+            STORAGE_STATS.add("short_uploads")  # ours, but cut short on its way: remove it and try again
+            with suppress(FileNotFoundError):  # a run that took it for a dead holder's removed it first
+                self.fs.rm(final)
+        raise ShortUpload(f"{self.url_of(relpath)}: stored short {attempts} times; removed it, to be written again")
 
     def sha256(self, relpath: str) -> str:
         with self.open(relpath) as stream:

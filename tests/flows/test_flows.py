@@ -106,9 +106,10 @@ def test_second_run_of_a_finished_config_does_no_model_work(make_config, monkeyp
     assert counter.loads == {} and counter.images == 0
 
 
-def test_each_shard_is_asked_once_whether_it_is_committed(make_config, monkeypatch):
-    """The cache key's answer is the task's: an uncommitted shard's manifest is read once, not
-    again by the task body or the stage function, and only then is a model slot taken."""
+def test_each_shard_is_asked_once_whether_it_is_committed(make_config, monkeypatch, caplog):
+    """The cache key's answer is the task's: an uncommitted shard's manifest is read once per attempt
+    (one, unless a hiccup of the server under load had it retried: said as a warning), not again by the
+    task body or the stage function, and only then is a model slot taken."""
     config = make_config(run_name="askonce")
     prompts_flow(config)
     monkeypatch.setattr(generate, "contact_sheet", lambda run: None)  # a reader of its own, after the stage
@@ -121,14 +122,18 @@ def test_each_shard_is_asked_once_whether_it_is_committed(make_config, monkeypat
     )
     generate_flow(config)
     shards = [f"shard-{i:05d}" for i in range(3)]
-    assert reads == Counter({("shards", name): 1 for name in shards})
+    attempts = {task.name: task.run_count for task in task_runs_of("askonce-generate-wave-0000", 3)}
+    retried = [r.getMessage() for r in caplog.records if "retried:" in r.getMessage()]
+    assert reads == Counter({("shards", name): attempts[f"generate-{name}"] for name in shards}), retried
     reads.clear()
     score_flow(config)
-    # per shard: its scores once; the tar's manifest when asking (it names the tar scores must match)
-    # and when reading the tar
-    assert reads == Counter({("scores", name): 1 for name in shards}) + Counter(
-        {("shards", name): 2 for name in shards}
-    )
+    # per attempt of a shard: its scores once; the tar's manifest when asking (it names the tar scores
+    # must match) and when reading the tar
+    attempts = {task.name: task.run_count for task in task_runs_of("askonce-score-wave-0000", 3)}
+    retried = [r.getMessage() for r in caplog.records if "retried:" in r.getMessage()]
+    assert reads == Counter({("scores", name): attempts[f"score-{name}"] for name in shards}) + Counter(
+        {("shards", name): 2 * attempts[f"score-{name}"] for name in shards}
+    ), retried
 
 
 def test_deleted_scores_are_rescored_despite_the_cache(make_config):
@@ -141,7 +146,7 @@ def test_deleted_scores_are_rescored_despite_the_cache(make_config):
     assert [row.committed for row in run.status()][:3] == [1, 3, 3]
 
 
-def test_a_task_that_fails_once_is_retried_and_the_run_succeeds(make_config, monkeypatch):
+def test_a_task_that_fails_once_is_retried_and_the_run_succeeds(make_config, monkeypatch, caplog):
     config = make_config(run_name="flaky")
     prompts_flow(config)
     calls: list[str] = []
@@ -160,6 +165,8 @@ def test_a_task_that_fails_once_is_retried_and_the_run_succeeds(make_config, mon
     run_counts = {task.name: task.run_count for task in task_runs_of("flaky-generate-wave-0000", 3)}
     assert run_counts[f"generate-{calls[0]}"] == 2
     assert sorted(run_counts.values()) == [1, 1, 2]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "retried" in r.getMessage()]
+    assert said == [f"generate-{calls[0]} failed (attempt 1 of 3), retried: ConnectionError: object store hiccup"]
 
 
 def test_user_errors_are_not_retried(make_config, monkeypatch):

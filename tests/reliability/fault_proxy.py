@@ -2,7 +2,7 @@
 InternalError, 503 SlowDown, a response that never comes (the client's read timeout), and uploads
 cut short on their way to the server (which stores the truncated object and answers 200 OK).
 
-Faults are drawn from a seeded generator and counted by kind. `read_only_buckets` answer every
+Faults are drawn from a seeded generator (or follow a script) and counted by kind. `read_only_buckets` answer every
 write with 403 AccessDenied, as a bucket the credentials may only read.
 """
 
@@ -22,13 +22,20 @@ KINDS = ("500", "503", "timeout", "truncated_upload")
 
 class FaultProxy:
     def __init__(
-        self, upstream: str, rate: float, seed: int, hang_s: float = 3.0, read_only_buckets: tuple[str, ...] = ()
+        self,
+        upstream: str,
+        rate: float,
+        seed: int,
+        hang_s: float = 3.0,
+        read_only_buckets: tuple[str, ...] = (),
+        script: tuple[str | None, ...] = (),
     ):
         self.upstream = urlsplit(upstream)
         self.rate = rate
         self.rng = random.Random(seed)
         self.hang_s = hang_s
         self.read_only_buckets = read_only_buckets
+        self.script = list(script)  # the faults (None: none) of the next uploads, in order, before any drawn
         self.faults: Counter[str] = Counter()
         self.requests = 0
         self._lock = threading.Lock()
@@ -44,10 +51,14 @@ class FaultProxy:
     def _draw(self, has_body: bool) -> str | None:
         with self._lock:
             self.requests += 1
-            if self.rate <= 0 or self.rng.random() >= self.rate:
+            if self.script and has_body:
+                kind = self.script.pop(0)
+            elif self.rate <= 0 or self.rng.random() >= self.rate:
                 return None
-            # an upload is cut short as often as it meets any of the other faults
-            kind = "truncated_upload" if has_body and self.rng.random() < 0.5 else self.rng.choice(KINDS[:3])
+            else:  # an upload is cut short as often as it meets any of the other faults
+                kind = "truncated_upload" if has_body and self.rng.random() < 0.5 else self.rng.choice(KINDS[:3])
+            if kind is None:
+                return None
             self.faults[kind] += 1
             return kind
 

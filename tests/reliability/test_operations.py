@@ -81,14 +81,14 @@ def running_tasks(prefix: str, task_prefix: str = "") -> list[str]:
     return [task.name for task in tasks if task.state_type.value == "RUNNING"]
 
 
-def task_run_counts(flow_run) -> list[int]:
-    """How many times each task run of a flow run ran (1: never retried)."""
+def failed_task_run_counts(flow_run) -> list[int]:
+    """How many times each failed task run of a flow run ran (1: never retried)."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-    return [task.run_count for task in tasks]
+    return [task.run_count for task in tasks if task.state_type.value == "FAILED"]
 
 
 def run_of(config: str) -> Run:
@@ -131,7 +131,12 @@ def test_a_full_disk_is_one_line_not_retried_and_the_rerun_completes(launcher, s
     states = [row["state"] for row in rows]
     assert len(rows) == 30 and set(states) <= {"done now", "failed", "not started"}, states
     assert 1 <= states.count("failed") <= 4 and states.count("not started") >= 20, states
-    assert max(task_run_counts(flow_runs("full-disk")["full-disk-generate-wave-0000"])) == 1
+    # a shard may be retried for a server's or store's hiccup under load (each said, with its error), never
+    # for the full disk
+    retried = [line for line in log.splitlines() if "retried:" in line]
+    assert not [line for line in retried if "is full" in line], retried
+    failed_counts = failed_task_run_counts(flow_runs("full-disk")["full-disk-generate-wave-0000"])
+    assert failed_counts == [1] * states.count("failed"), retried
     run = run_of(config)
     assert not temporaries(run.storage)  # nothing half-written left behind, and nothing of it committed
     check_visible(run.storage)

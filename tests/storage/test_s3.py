@@ -3,6 +3,7 @@ tar uploaded under its final name, then the manifest; a failed upload must leave
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -11,8 +12,9 @@ from flows.synthesize import synthesize
 from synthvision.core.errors import ConfigError
 from synthvision.core.manifest import index_from_json
 from synthvision.run import open_run
-from synthvision.storage.store import Storage
+from synthvision.storage.store import ShortUpload, Storage
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
+from tests.reliability.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +36,26 @@ def test_failed_upload_leaves_no_object(s3_bucket, monkeypatch):
     with storage.atomic_writer("shards/a.tar") as writer:
         writer.write(b"abc")
     assert storage.read_bytes("shards/a.tar") == b"abc" and storage.size("shards/a.tar") == 3
+
+
+def test_an_exclusive_create_cut_short_on_its_way_is_sent_again(s3_endpoint, s3_bucket):
+    """The lock's record: S3 (here moto behind a proxy that halves the first upload) may store a PUT
+    short; no reader may then meet half a record."""
+    url, _ = s3_bucket
+    record = json.dumps({"token": "t" * 32, "heartbeat": time.time()}).encode()
+    proxy = FaultProxy(s3_endpoint, rate=0, seed=0, script=("truncated_upload",))
+    try:
+        storage = Storage(f"{url}/run", {"endpoint_url": proxy.url})
+        assert storage.create_exclusive("lock.json", record)
+        assert proxy.faults == {"truncated_upload": 1}
+        assert storage.read_bytes("lock.json") == record
+        assert not storage.create_exclusive("lock.json", b"{}")  # still exclusive
+        proxy.script = ["truncated_upload"] * 3
+        with pytest.raises(ShortUpload, match="lock2.json: stored short 3 times"):
+            storage.create_exclusive("lock2.json", record)
+        assert not storage.exists("lock2.json")
+    finally:
+        proxy.close()
 
 
 def test_end_to_end_on_s3_with_no_credentials_in_any_output(s3_bucket, make_config, prefect_server, monkeypatch):
