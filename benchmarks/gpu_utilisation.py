@@ -39,7 +39,8 @@ from synthvision.core.config import parse_config
 from synthvision.core.pipelining import cpu_workers
 from synthvision.models.generators.loadtest import texture
 from synthvision.run import Run
-from synthvision.stages import generate, prompts, score
+from synthvision.stages import generate, score
+from synthvision.stages.units import ensure
 from synthvision.storage.tars import ImageEncoding
 
 
@@ -78,7 +79,7 @@ def run_for(case: Case, images: int, model_s: float, workers: int | None) -> Run
         }
     )
     run = Run(config)
-    prompts.ensure(run)
+    ensure(run, "prompts")
     if case.stage == "score":
         generate.generate(run, 0)
         run.clip_and_head()

@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO))
 from synthvision.core.config import RunConfig, load_config  # noqa: E402
 from synthvision.datasets.fashion_mnist import available, split_file  # noqa: E402
 from synthvision.run import Run  # noqa: E402
-from synthvision.stages import fewshot, generate, pretrain, prompts, score, train, transfer  # noqa: E402
+from synthvision.stages import fewshot, generate, pretrain, train, transfer  # noqa: E402
+from synthvision.stages.units import ensure  # noqa: E402
 from synthvision.toy.assets import TEST_SUBSET, TRAIN_POOL, shipped  # noqa: E402
 
 TOY = REPO / "synthvision" / "data" / "toy"
@@ -63,11 +64,11 @@ def config(name: str, output: Path, *overrides: str) -> RunConfig:
 def data_stages(run: Run) -> None:
     """Prompts, every shard, every score: what `synthvision run` does before training."""
     with run.writing():
-        prompts.ensure(run)
+        ensure(run, "prompts")
         for index in range(run.plan.num_shards):
-            generate.ensure(run, index)
+            ensure(run, "generate", index)
         for index in range(run.plan.num_shards):
-            score.ensure(run, index)
+            ensure(run, "score", index)
 
 
 def tuned(base: RunConfig, **fields: object) -> dict:

@@ -27,8 +27,8 @@ from synthvision.core.config import parse_config
 from synthvision.core.manifest import INDEX_SUFFIX, Manifest
 from synthvision.core.planning import shard_name
 from synthvision.run import Run
-from synthvision.stages import prompts
 from synthvision.stages.generate import SHARDS_DIR, shard_tar_path
+from synthvision.stages.units import ensure
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
@@ -76,7 +76,7 @@ def main() -> None:
         }
     )
     run = Run(config)
-    prompts.ensure(run)
+    ensure(run, "prompts")
 
     def commit(index: int) -> Manifest:
         name = shard_name(index)

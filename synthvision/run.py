@@ -16,13 +16,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from synthvision.core.config import RealGuidanceConfig, RunConfig, relative_to_config
+from synthvision.core.config import RealGuidanceConfig, RunConfig
 from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.heads import filter_templates, zero_shot_templates
 from synthvision.core.label_spaces import LabelSpace, load_label_space
 from synthvision.core.memo import once_per_config
+from synthvision.core.paths import PATHS, fields_set, is_url, relative_to_config
 from synthvision.core.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name
 from synthvision.core.prompts import Prompt
 from synthvision.core.stage_table import STAGES, enabled, stage_hashes
@@ -75,7 +74,6 @@ class Run:
         self.hashes = stage_hashes(config)
         self.commits = Commits(self.storage, self.hashes)
         self._lock = threading.Lock()
-        self._shots = None
         shards = config.shards
         self.num_shards = check_shard_size(self.label_space.num_classes, shards.images_per_class, shards.shard_size)
         self._check_sources()
@@ -91,17 +89,10 @@ class Run:
         if config.prompts.strategy == "language_enhancement" and config.prompts.sentence_model.model != "tiny":
             resolve_model_source(config.prompts.sentence_model.model, "prompts.sentence_model.model")
         open_clip_name(config.clip)
-        local_sets = {
-            "evaluation.test_set": config.evaluation.test_set,
-            "fewshot.train_set": config.fewshot and config.fewshot.train_set,
-            "transfer.train_set": config.transfer and config.transfer.train_set,
-            "transfer.test_set": config.transfer and config.transfer.test_set,
-            "scratch.real_train_set": config.scratch and config.scratch.real_train_set,
-            "pretrain.init_backbone": config.pretrain and config.pretrain.init_backbone,
-        }
-        for field, url in local_sets.items():
-            if url and "://" not in url and not Path(url).exists():
-                raise DataError(f"{field} {url} does not exist")
+        for field, node, leaf in fields_set(config.model_dump(), PATHS):
+            path = node[leaf]
+            if path and not is_url(path) and not Path(path).exists():
+                raise DataError(f"{field} {path} does not exist")
         if config.evaluation.demo_test_set is not None:
             from synthvision.datasets.colour_demo import check_colour_names
 
@@ -109,7 +100,7 @@ class Run:
 
     def shown(self, path: str | None) -> str | None:
         """A local path as reports name it: relative to the config's folder, never this machine's
-        absolute path (see `core.config.relative_to_config`)."""
+        absolute path (see `core.paths.relative_to_config`)."""
         return None if path is None else relative_to_config(path, self.config.base_dir)
 
     def section(self, name: str) -> Any:
@@ -155,32 +146,6 @@ class Run:
         """The real-guidance settings when generation starts from real shots, else None."""
         fewshot = self.config.fewshot
         return fewshot.real_guidance if fewshot is not None and fewshot.real_guidance.enabled else None
-
-    def guidance_shots(self):
-        """Per class, its M real shots (the same ones the few-shot stage trains on), loaded once."""
-        from synthvision.datasets.labelled import iter_labelled
-        from synthvision.methods.fewshot import sample_shots
-        from synthvision.stages.generate import Reference
-
-        with self._lock:
-            if self._shots is None:
-                fewshot = self.config.fewshot
-                pool = list(
-                    iter_labelled(
-                        fewshot.train_set,
-                        fewshot.format,
-                        self.label_space,
-                        self.config.storage_options,
-                        field="fewshot.train_set",
-                    )
-                )
-                labels = np.array([label for _, label, _ in pool])
-                chosen = sample_shots(labels, self.guidance.shots, self.label_space.classes, self.config.seed)
-                self._shots = [[] for _ in self.label_space.classes]
-                for index in chosen:
-                    image, label, digest = pool[index]
-                    self._shots[label].append(Reference(image, digest))
-            return self._shots
 
     def generator(self):
         """The text-to-image generator (one per process: shard tasks of a run share it)."""

@@ -1,4 +1,4 @@
-"""Thin Prefect tasks (`tasks.stages`): each calls one `synthvision.run.Run` method for one shard or stage.
+"""Thin Prefect tasks (`tasks.stages`): each ensures one shard or stage through `synthvision.stages.units`.
 
 Importing this package sets synthvision's Prefect defaults before Prefect itself is imported.
 """

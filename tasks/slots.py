@@ -44,16 +44,18 @@ PERSISTENT_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 @contextmanager
-def gpu_slot(orchestration: OrchestrationConfig) -> Iterator[dict[str, Any]]:
-    """Hold one slot of the run's GPU limit (if it has one); yields a record of where and when it was held."""
+def gpu_slot(orchestration: OrchestrationConfig, record: dict[str, Any] | None = None) -> Iterator[None]:
+    """Hold one slot of the run's GPU limit (if it has one); `record` gets where and when it was held
+    (`device`, `slot_start`, `slot_end`: the per-shard table's columns)."""
+    record = {} if record is None else record
     with ExitStack() as slot:
         if orchestration.gpu_limit is not None:
             _acquire(slot, orchestration)
-        held = {"device": bound_device(), "slot_start": round(time.time(), 3)}
+        record.update(device=bound_device(), slot_start=round(time.time(), 3))
         try:
-            yield held
+            yield
         finally:
-            held["slot_end"] = round(time.time(), 3)
+            record["slot_end"] = round(time.time(), 3)
 
 
 def _acquire(stack: ExitStack, orchestration: OrchestrationConfig) -> None:

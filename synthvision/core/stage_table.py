@@ -15,13 +15,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from synthvision.core.config import RunConfig, portable
+from synthvision.core.config import RunConfig
 from synthvision.core.hashing import stable_hash
 from synthvision.core.heads import filter_templates, single_head_templates, zero_shot_templates
 from synthvision.core.label_spaces import BUILTIN_LABEL_SPACES, load_label_space
+from synthvision.core.paths import DATA_SETS, PATHS, REFERENCES, content_id, fields_set, relative_to_config
 
 RUNTIME = frozenset({"device", "batch_size", "workers", "compile"})  # fields that change how fast, never what
 ABSENT = object()  # a part's value that leaves its key out of the hash
+
+
+def portable(config: RunConfig) -> RunConfig:
+    """The config as stage hashes see it: real data sets by their content (`content_id`), other local
+    paths relative to its file's folder (`base_dir`), so that a checkout moved elsewhere, or a run
+    started from another directory, keeps its hashes. (The label space is hashed by its class names.)"""
+    data = config.model_dump(mode="python")
+    for _, node, leaf in fields_set(data, DATA_SETS):
+        node[leaf] = content_id(node[leaf])
+    # the other paths relative to the file; the label space is hashed by its class names, read from where it is
+    relative = tuple(name for name in (*PATHS, *REFERENCES) if name not in (*DATA_SETS, "label_space"))
+    for _, node, leaf in fields_set(data, relative):
+        node[leaf] = relative_to_config(node[leaf], config.base_dir)
+    return RunConfig.model_validate(data)
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,11 @@ class Stage:
     per_shard: bool  # committed shard by shard (else once per run)
     optional: str | None = None  # the config section it needs; None: every run has it
     summary: str = ""
+    work: str = ""  # the function of its file (`stages/<name>.py`) that computes and commits it; "": its name
+
+    @property
+    def work_function(self) -> str:
+        return self.work or self.name
 
     @property
     def folder(self) -> str:
@@ -160,6 +180,7 @@ STAGES: tuple[Stage, ...] = (
         "prompts.parquet",
         per_shard=False,
         summary="the prompt table: prompts per class (B, LE)",
+        work="expand",
     ),
     Stage(
         "generate",
@@ -213,6 +234,7 @@ STAGES: tuple[Stage, ...] = (
         per_shard=False,
         optional="fewshot",
         summary="few-shot CT per shot count and strategy",
+        work="few_shot",
     ),
     Stage(
         "quality",

@@ -19,9 +19,10 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from synthvision.core.batching import batched
-from synthvision.core.config import LOCAL_DIR, ClipConfig
+from synthvision.core.config import ClipConfig
 from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.core.memo import once_per_config
+from synthvision.core.paths import LOCAL_DIR
 from synthvision.models.devices import resolve_device, resolve_dtype
 
 TINY_CLIP = "synthvision-tiny-clip"  # a small ViT

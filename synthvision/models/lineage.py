@@ -11,7 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from synthvision.core.config import ClipConfig, GeneratorConfig, file_sha256, relative_to_config, split_local_dir
+from synthvision.core.config import ClipConfig, GeneratorConfig
+from synthvision.core.paths import file_sha256, relative_to_config, split_local_dir
 from synthvision.models.sources import cached_snapshot, is_hub_id, open_clip_hub_model
 
 BUILT_IN_BACKENDS = ("tiny", "loadtest")  # generators with no weights to name

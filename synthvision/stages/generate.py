@@ -1,27 +1,30 @@
 """The generate stage: one shard of images per call, from its spec (prompts and seeds fixed by the plan).
 
 A shard is written whole to a temporary name, committed under its final name, and its manifest is
-written last (see `storage.commits`). The task that owns a shard asks `committed` once, then calls
-`generate` only when there is work; `ensure` is both, for callers without an orchestrator.
+written last (see `storage.commits`). `stages.units.ensure` asks `committed` once, then calls
+`generate` only when there is work.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image
 
 from synthvision.core import failpoints, stopping
 from synthvision.core.batching import batched
-from synthvision.core.config import GeneratorConfig
+from synthvision.core.config import GeneratorConfig, RunConfig
+from synthvision.core.label_spaces import load_label_space
 from synthvision.core.manifest import Manifest
+from synthvision.core.memo import once_per_config
 from synthvision.core.pipelining import cpu_workers
 from synthvision.core.stage_table import stage
-from synthvision.storage.commits import done_or_do, every
+from synthvision.datasets.labelled import iter_labelled
+from synthvision.methods.fewshot import sample_shots
+from synthvision.storage.commits import every
 from synthvision.storage.tars import ImageEncoding, ShardWriter, decode_image, read_samples, sample_image_bytes
 
 if TYPE_CHECKING:
@@ -37,6 +40,21 @@ class Reference:
 
     image: Image.Image
     digest: str
+
+
+@once_per_config
+def guidance_shots(config: RunConfig) -> list[list[Reference]]:
+    """Per class, its M real shots (the same ones the few-shot stage trains on), loaded once per process."""
+    fewshot, label_space = config.fewshot, load_label_space(config.label_space)
+    pool = list(
+        iter_labelled(fewshot.train_set, fewshot.format, label_space, config.storage_options, field="fewshot.train_set")
+    )
+    labels = np.array([label for _, label, _ in pool])
+    shots: list[list[Reference]] = [[] for _ in label_space.classes]
+    for index in sample_shots(labels, fewshot.real_guidance.shots, label_space.classes, config.seed):
+        image, label, digest = pool[index]
+        shots[label].append(Reference(image, digest))
+    return shots
 
 
 def shard_tar_path(shard: str) -> str:
@@ -65,7 +83,7 @@ def generate(run: Run, index: int) -> Manifest:
     # 1. the model (loaded once per process) and, with real guidance, every class's real shots
     generator = run.generator()
     guidance = run.guidance
-    shots = run.guidance_shots() if guidance is not None else None
+    shots = guidance_shots(run.config) if guidance is not None else None
     model_seconds, flagged = 0.0, {}
     data_file = shard_tar_path(spec.name)
     encoding, workers = image_encoding(run.config.generator), cpu_workers(run.config.generator.workers)
@@ -128,14 +146,6 @@ def generate(run: Run, index: int) -> Manifest:
 
 def _guided(reference: Reference, strength: float) -> dict[str, Any]:
     return {"reference": reference.digest, "real_guidance_strength": strength}
-
-
-def ensure(
-    run: Run, index: int, slot: Callable[[], AbstractContextManager[Any]] = nullcontext
-) -> tuple[Manifest, bool]:
-    """Shard `index`'s manifest, generating it first (holding `slot`) if it is not committed; and
-    whether it was generated now. Skipping a committed shard costs one manifest read, never a model."""
-    return done_or_do(lambda: committed(run, index), lambda: generate(run, index), slot)
 
 
 def committed_shards(run: Run) -> list[Manifest]:

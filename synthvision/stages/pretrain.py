@@ -10,17 +10,16 @@ import fsspec
 
 from synthvision.core.stage_table import stage
 from synthvision.methods.pretraining.jobs import (
+    Job,
     OnStep,
     build_moco,
     load_backbone,
-    loader_workers,
     seed_init,
     train_moco,
     train_supervised,
     write_backbone,
 )
 from synthvision.methods.pretraining.models import build_resnet
-from synthvision.models.devices import resolve_device
 from synthvision.reports.resnets import PretrainReport
 from synthvision.stages import generate
 
@@ -49,22 +48,11 @@ def pretrain(run: Run, on_step: OnStep = None) -> PretrainReport:
         with fsspec.open(config.init_backbone, "rb", **run.config.storage_options) as stream:
             load_backbone(stream.read(), model, f"pretrain.init_backbone {config.init_backbone}")
     # 3. training over the shards, checkpointed, resumable
-    train = train_moco if config.method == "moco" else train_supervised
-    device = resolve_device(config.device)
-    result = train(
-        run.storage,
-        PRETRAIN_DIR,
-        model,
-        config.optim,
-        config.image_size,
-        run.config.seed,
-        config.checkpoint_every,
-        device,
-        manifests=manifests,
-        on_step=on_step,
-        config_hash=digest,
-        workers=loader_workers(config.workers, device),
-    )
+    job = Job.of(config, run.storage, PRETRAIN_DIR, run.config.seed, digest, on_step)
+    if config.method == "moco":
+        result = train_moco(job, model, manifests)
+    else:
+        result = train_supervised(job, model, manifests=manifests)
     # 4. the backbone, then the report (it commits the stage)
     report = PretrainReport(
         config_hash=digest,

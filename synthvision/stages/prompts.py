@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from synthvision.core import failpoints
 from synthvision.core.config import PromptsConfig
 from synthvision.core.prompts import Prompt, basic_prompts, language_enhanced_prompts
-from synthvision.storage.commits import done_or_do
 from synthvision.storage.prompt_table import write_prompts
 
 if TYPE_CHECKING:
@@ -77,8 +75,3 @@ def _sentence_writer(config: PromptsConfig) -> Callable[[str, int, int], list[st
 
     model, tokenizer = load_sentence_model(config.sentence_model)
     return lambda name, count, seed: sample_sentences(model, tokenizer, name, count, config.sentence_model, seed)
-
-
-def ensure(run: Run, slot: Callable[[], AbstractContextManager[Any]] = nullcontext) -> tuple[list[Prompt], bool]:
-    """The prompt table, expanding and committing it first (holding `slot`) if needed; and whether now."""
-    return done_or_do(lambda: committed(run), lambda: expand(run), slot)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ from synthvision.core.stage_table import stage
 from synthvision.methods.diversity import drop_near_duplicates
 from synthvision.methods.filtering import CLIP_FILTER_REASON, clip_filter, filter_threshold, per_class_budget, softmax
 from synthvision.stages import generate
-from synthvision.storage.commits import done_or_do, every
+from synthvision.storage.commits import every
 from synthvision.storage.store import HashingReader
 from synthvision.storage.tars import decode_image, read_samples, sample_image_bytes
 
@@ -130,14 +130,6 @@ def score(run: Run, index: int) -> Manifest:
     failpoints.reach("score.before_manifest")
     run.commits.commit_shard(manifest)
     return manifest
-
-
-def ensure(
-    run: Run, index: int, slot: Callable[[], AbstractContextManager[Any]] = nullcontext
-) -> tuple[Manifest, bool]:
-    """Shard `index`'s scores, scoring it first (holding `slot`) if they are not committed; and
-    whether it was scored now."""
-    return done_or_do(lambda: committed(run, index), lambda: score(run, index), slot)
 
 
 def threshold(run: Run) -> float:

@@ -9,15 +9,14 @@ from synthvision.core.errors import ConfigError
 from synthvision.core.stage_table import stage
 from synthvision.methods.pretraining.data import load_labelled
 from synthvision.methods.pretraining.jobs import (
+    Job,
     OnStep,
-    loader_workers,
     model_top1,
     sample_per_class,
     seed_init,
     train_supervised,
 )
 from synthvision.methods.pretraining.models import build_resnet
-from synthvision.models.devices import resolve_device
 from synthvision.reports.resnets import ScratchReport, ScratchRow
 from synthvision.stages import generate
 
@@ -39,7 +38,7 @@ def scratch(run: Run, on_step: OnStep = None) -> ScratchReport:
     options = run.config.storage_options
     # 1. the test set, and the training jobs: the synthetic shards, and k real images per class for each k
     test = load_labelled(url, run.config.evaluation.format, space, options, "evaluation.test_set")
-    jobs: list[tuple[str, dict[str, Any]]] = []
+    jobs: list[tuple[str, dict[str, Any]]] = []  # (name, its data)
     if config.synthetic:
         manifests = generate.committed_shards(run)
         jobs.append(("synthetic", {"manifests": manifests, "images": sum(m.count for m in manifests)}))
@@ -48,29 +47,15 @@ def scratch(run: Run, on_step: OnStep = None) -> ScratchReport:
         for k in config.real_per_class:
             real = sample_per_class(pool, k, space.classes, run.config.seed)
             jobs.append((f"real-{k}-per-class", {"real": real, "images": len(real.labels)}))
-    device = resolve_device(config.device)
     rows = []
-    for name, job in jobs:
+    for name, job_data in jobs:
         # 2. a seeded random init, trained (checkpointed, resumable), then its top-1 on the test set
         seed_init(run.config.seed, "scratch", name)
         model = build_resnet(config.arch, space.num_classes)
-        result = train_supervised(
-            run.storage,
-            f"{SCRATCH_DIR}/{name}",
-            model,
-            config.optim,
-            config.image_size,
-            run.config.seed,
-            config.checkpoint_every,
-            device,
-            manifests=job.get("manifests"),
-            real=job.get("real"),
-            on_step=on_step,
-            config_hash=digest,
-            workers=loader_workers(config.workers, device),
-        )
-        top1 = model_top1(model, test, config.image_size, config.optim.batch_size, device)
-        rows.append(ScratchRow(name, job["images"], top1, result.steps))
+        job = Job.of(config, run.storage, f"{SCRATCH_DIR}/{name}", run.config.seed, digest, on_step)
+        result = train_supervised(job, model, manifests=job_data.get("manifests"), real=job_data.get("real"))
+        top1 = model_top1(model, test, config.image_size, config.optim.batch_size, job.device)
+        rows.append(ScratchRow(name, job_data["images"], top1, result.steps))
     # 3. the report (it commits the stage)
     report = ScratchReport(digest, config.arch, run.shown(url), len(test.labels), rows)
     run.commits.commit_report("scratch", report)

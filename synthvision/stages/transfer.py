@@ -11,16 +11,15 @@ from synthvision.core.stage_table import stage
 from synthvision.methods.pretraining.data import load_labelled
 from synthvision.methods.pretraining.jobs import (
     BACKBONE_FILE,
+    Job,
     OnStep,
     load_backbone,
-    loader_workers,
     model_top1,
     sample_per_class,
     seed_init,
     train_supervised,
 )
 from synthvision.methods.pretraining.models import build_resnet
-from synthvision.models.devices import resolve_device
 from synthvision.reports.resnets import TransferReport, TransferRow
 from synthvision.stages.pretrain import PRETRAIN_DIR
 
@@ -45,7 +44,6 @@ def transfer(run: Run, on_step: OnStep = None) -> TransferReport:
     if config.per_class is not None:
         train = sample_per_class(train, config.per_class, label_space.classes, run.config.seed, "transfer.train_set")
     test = load_labelled(config.test_set, config.format, label_space, options, "transfer.test_set")
-    device = resolve_device(config.device)
     rows = []
     for init in config.inits:
         # 2. a ResNet with the dataset's classes, from the exported backbone or a seeded random init
@@ -55,22 +53,9 @@ def transfer(run: Run, on_step: OnStep = None) -> TransferReport:
             backbone = f"{PRETRAIN_DIR}/{BACKBONE_FILE}"
             load_backbone(run.storage.read_bytes(backbone), model, run.storage.url_of(backbone))
         # 3. fine-tuned (checkpointed, resumable), then its top-1 on the test split
-        result = train_supervised(
-            run.storage,
-            f"{TRANSFER_DIR}/{init}",
-            model,
-            config.optim,
-            config.image_size,
-            run.config.seed,
-            config.checkpoint_every,
-            device,
-            real=train,
-            batch_norm=config.batch_norm,
-            on_step=on_step,
-            config_hash=digest,
-            workers=loader_workers(config.workers, device),
-        )
-        top1 = model_top1(model, test, config.image_size, config.optim.batch_size, device)
+        job = Job.of(config, run.storage, f"{TRANSFER_DIR}/{init}", run.config.seed, digest, on_step)
+        result = train_supervised(job, model, real=train, batch_norm=config.batch_norm)
+        top1 = model_top1(model, test, config.image_size, config.optim.batch_size, job.device)
         rows.append(TransferRow(init, top1, result.steps))
     # 4. the report (it commits the stage)
     report = TransferReport(

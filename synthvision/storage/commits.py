@@ -11,16 +11,15 @@ exists, names this config's stage hash, and vouches for data that is whole:
 | a whole-run stage           | `<folder>/report.json`                | the stage's other files, written first |
 | a training job's resume point | `<job>/ckpt/latest.json`            | the checkpoint it names              |
 
-The task that owns a unit asks once; the stage function it then calls does the work without asking
-again. Outcomes are typed: a shard's `ShardOutcome`, a stage's report dataclass (read back through
+`stages/units.ensure` asks once per unit; the stage function it then calls does the work without
+asking again. Outcomes are typed: a shard's `ShardOutcome`, a stage's report dataclass (read back through
 pydantic, so a report on storage and a report in memory are the same object).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -34,7 +33,6 @@ from synthvision.storage.prompt_table import read_prompts
 from synthvision.storage.store import Storage
 
 Report = TypeVar("Report")
-Unit = TypeVar("Unit")
 
 
 @dataclass(frozen=True)
@@ -107,17 +105,3 @@ def every(manifests: Iterator[tuple[str, Manifest | None]], problem: str, upstre
     if missing:
         raise DataError(f"{len(missing)} shard(s) {problem} (first: {missing[0]}): run the {upstream} stage first")
     return found
-
-
-def done_or_do(
-    committed: Callable[[], Unit | None],
-    work: Callable[[], Unit],
-    slot: Callable[[], AbstractContextManager[Any]] = nullcontext,
-) -> tuple[Unit, bool]:
-    """A unit's committed outcome, or (holding `slot`, a model's place) the work that commits it; and
-    whether the work was done now. For callers without an orchestrator that asks first."""
-    existing = committed()
-    if existing is not None:
-        return existing, False
-    with slot():
-        return work(), True

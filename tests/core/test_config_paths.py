@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthvision.core.config import PATHS, REFERENCES, load_config
+from synthvision.core.config import load_config
+from synthvision.core.paths import PATHS, REFERENCES
 from tests.conftest import REPO
 
 # a value each field takes as a name (a tag, a built-in, a model name) and as a hub id

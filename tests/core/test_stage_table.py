@@ -10,6 +10,7 @@ import yaml
 
 from synthvision.core.config import RunConfig, parse_config
 from synthvision.core.stage_table import NAMES, STAGES, enabled, lineage, stage, stage_hash
+from synthvision.stages.units import ensure
 from tests.conftest import REPO, tiny_config
 
 EVERY_SECTION = {
@@ -242,7 +243,6 @@ def test_a_label_file_is_identified_by_its_class_names_not_its_path(tmp_path):
     prompts and shards. The same names under another path, with a comment: the same label space."""
     from synthvision.core.errors import ConfigError
     from synthvision.run import Run
-    from synthvision.stages import prompts
 
     colours = tmp_path / "colours.txt"
     colours.write_text("red\nyellow\n")
@@ -253,7 +253,7 @@ def test_a_label_file_is_identified_by_its_class_names_not_its_path(tmp_path):
     assert stage_hash(tiny_config(tmp_path / "out", elsewhere), "generate") == stage_hash(config, "generate")
     run = Run(config)
     with run.writing():
-        prompts.ensure(run)
+        ensure(run, "prompts")
     before = stage_hash(config, "prompts")
     colours.write_text("red\npurple\n")
     assert stage_hash(config, "prompts") != before

@@ -107,7 +107,7 @@ def test_second_run_of_a_finished_config_does_no_model_work(make_config, monkeyp
 
 
 def test_each_shard_is_asked_once_whether_it_is_committed(make_config, monkeypatch, caplog):
-    """The cache key's answer is the task's: an uncommitted shard's manifest is read once per attempt
+    """Through Prefect's tasks too, an uncommitted shard's manifest is read once per attempt
     (one, unless a hiccup of the server under load had it retried: said as a warning), not again by the
     task body or the stage function, and only then is a model slot taken."""
     config = make_config(run_name="askonce")

@@ -13,7 +13,8 @@ from PIL import Image
 from synthvision.core.config import FewShotConfig
 from synthvision.core.errors import DataError
 from synthvision.methods.fewshot import Part, real_filter, sample_shots, train_few_shot
-from synthvision.stages import generate, prompts, score
+from synthvision.stages.generate import guidance_shots
+from synthvision.stages.units import ensure
 
 
 def test_shots_are_per_class_deterministic_and_nested():
@@ -114,10 +115,10 @@ def test_few_shot_flow_end_to_end_on_tiny_models(make_config, tmp_path, prefect_
     }
     config = make_config(fewshot=fewshot)
     run = Run(config)
-    prompts.ensure(run)
+    ensure(run, "prompts")
     for index in range(run.plan.num_shards):
-        generate.ensure(run, index)
-        score.ensure(run, index)
+        ensure(run, "generate", index)
+        ensure(run, "score", index)
     report = fewshot_flow(config)
     assert [(row.shots, row.strategy) for row in report.results] == [
         (m, s) for m in (1, 2) for s in ("real_only", "mix", "syn_then_real")
@@ -196,13 +197,13 @@ def test_guided_shards_start_from_the_class_shots_and_record_them(make_config, t
     def shard_samples(**guidance):
         fewshot = {"train_set": pool, "shots": [2], "real_guidance": {"enabled": True, "shots": 2, **guidance}}
         run = Run(make_config(output=tmp_path / str(guidance), generator=generator, fewshot=fewshot))
-        prompts.ensure(run)
-        manifest, _ = generate.ensure(run, 0)
+        ensure(run, "prompts")
+        manifest, _ = ensure(run, "generate", 0)
         with run.storage.open(manifest.data_file) as stream:
             return run, list(read_samples(stream, manifest.data_file))
 
     run, samples = shard_samples()  # 2 shots: t* = 40 of 100
-    shots = run.guidance_shots()
+    shots = guidance_shots(run.config)
     by_digest = {ref.digest: (class_id, ref.image) for class_id, refs in enumerate(shots) for ref in refs}
     assert [len(refs) for refs in shots] == [2, 2, 2]
     pool_digests = {digest for _, _, digest in iter_labelled(pool, "auto", run.label_space)}
@@ -261,10 +262,10 @@ def test_few_shot_with_batch_norm_in_train_mode_runs_the_tower_on_images(make_co
     )
     fewshot = {"train_set": pool, "shots": [1], "strategies": ["mix"], "epochs": 2, "batch_norm": "train"}
     run = Run(make_config(clip={"model": "tiny-rn"}, fewshot=fewshot))
-    prompts.ensure(run)
+    ensure(run, "prompts")
     for index in range(run.plan.num_shards):
-        generate.ensure(run, index)
-        score.ensure(run, index)
+        ensure(run, "generate", index)
+        ensure(run, "score", index)
     encoded = []
     monkeypatch.setattr(
         Encoder,

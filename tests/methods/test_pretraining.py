@@ -90,7 +90,7 @@ def test_optimizer_state_round_trips_through_safetensors_and_json():
 def test_frozen_batch_norm_keeps_its_running_statistics(tmp_path):
     from PIL import Image
 
-    from synthvision.methods.pretraining.jobs import train_supervised
+    from synthvision.methods.pretraining.jobs import Job, train_supervised
     from synthvision.storage.store import Storage
 
     images = [Image.new("RGB", (16, 16), (40 * i, 255 - 30 * i, 90)) for i in range(6)]
@@ -99,18 +99,8 @@ def test_frozen_batch_norm_keeps_its_running_statistics(tmp_path):
         torch.manual_seed(0)
         model = build_resnet("resnet18", 3)
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        train_supervised(
-            Storage(str(tmp_path / mode)),
-            "job",
-            model,
-            OptimConfig(**TINY_OPTIM),
-            16,
-            0,
-            100,
-            torch.device("cpu"),
-            real=data,
-            batch_norm=mode,
-        )
+        job = Job(Storage(str(tmp_path / mode)), "job", OptimConfig(**TINY_OPTIM), 16, 0, 100, torch.device("cpu"))
+        train_supervised(job, model, real=data, batch_norm=mode)
         after = model.state_dict()
         stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
         assert any(not torch.equal(before[k], after[k]) for k in stats) is changed, mode
@@ -159,12 +149,12 @@ pretrain(Run(load_config(sys.argv[1])), on_step=kill_at_3)
 
 def _generated_run(config):
     from synthvision.run import Run
-    from synthvision.stages import generate, prompts
+    from synthvision.stages.units import ensure
 
     run = Run(config)
-    prompts.ensure(run)
+    ensure(run, "prompts")
     for index in range(run.plan.num_shards):
-        generate.ensure(run, index)
+        ensure(run, "generate", index)
     return run
 
 

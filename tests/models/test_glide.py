@@ -26,7 +26,7 @@ from synthvision.models.generators.glide.diffusion import (
 from synthvision.models.generators.glide.model import RELEASED_BASE, RELEASED_UPSAMPLER, GlideUNet
 from synthvision.models.generators.glide.tiny import build_tiny_glide, save_glide_folder, tiny_vocabulary
 from synthvision.models.generators.glide.tokenizer import GlideTokenizer
-from synthvision.stages import generate, prompts
+from synthvision.stages.units import ensure
 
 FAST = {"base_respacing": "6", "upsample_respacing": "3"}
 
@@ -391,8 +391,8 @@ def test_a_run_configured_for_glide_writes_its_shards_with_it(make_config):
 
     config = make_config(generator={"backend": "glide", "model": "tiny", "resolution": 64, "glide": FAST})
     run = Run(config)
-    prompts.ensure(run)
-    manifest, generated = generate.ensure(run, 0)
+    ensure(run, "prompts")
+    manifest, generated = ensure(run, "generate", 0)
     assert generated and manifest.count == 4
     with run.storage.open(manifest.data_file) as stream:
         samples = list(read_samples(stream, manifest.data_file))

@@ -15,7 +15,7 @@ from synthvision.models.clip import save_clip, tiny_clip_config
 from synthvision.models.generators.tiny import build_tiny_pipeline
 from synthvision.models.lineage import clip_ref, generator_ref, model_ref
 from synthvision.run import Run
-from synthvision.stages import generate, prompts, score
+from synthvision.stages.units import ensure
 from tests.helpers import hub_cache_snapshot
 
 
@@ -78,8 +78,8 @@ def test_two_checkouts_write_byte_identical_samples_and_the_same_lineage(tmp_pat
     written = []
     for name in ("a", "elsewhere/b"):
         run = Run(load_config(checkout(tmp_path / name, colours_file)))
-        prompts.ensure(run)
-        manifests = [(generate.ensure(run, i)[0], score.ensure(run, i)[0]) for i in range(run.num_shards)]
+        ensure(run, "prompts")
+        manifests = [(ensure(run, "generate", i)[0], ensure(run, "score", i)[0]) for i in range(run.num_shards)]
         tars = [(Path(run.config.output) / "shards" / f"{m.shard}.tar").read_bytes() for m, _ in manifests]
         written.append((tars, [(m.models, s.models) for m, s in manifests], run.config.output))
     (tars_a, models_a, out_a), (tars_b, models_b, _) = written

@@ -8,6 +8,7 @@ from synthvision.core.config import ClipConfig, SentenceModelConfig
 from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.models.clip import ClipModel, save_clip, tiny_clip_config
 from synthvision.models.sentences import build_tiny_sentence_model, load_sentence_model, sample_sentences
+from synthvision.stages.units import ensure
 
 
 def test_sentence_model_round_trip_and_deterministic_sampling(tmp_path):
@@ -50,18 +51,17 @@ def test_clip_errors(tmp_path):
 
 def test_language_enhancement_stage_end_to_end_on_the_tiny_model(make_config):
     from synthvision.run import open_run
-    from synthvision.stages import prompts
 
     le = {"strategy": "language_enhancement", "sentences_per_class": 4, "oversample": 2}
     run = open_run(make_config(prompts={**le, "sentence_model": {"max_new_tokens": 6}}))
-    table, expanded = prompts.ensure(run)
+    table, expanded = ensure(run, "prompts")
     # as the paper's code: 4 + 2 sampled per class, deduped, 4 kept, none filtered out
     assert expanded and [p.class_id for p in table] == [0] * 4 + [1] * 4 + [2] * 4
     assert {p.source for p in table} == {"language_enhancement"} and len({p.text for p in table}) == 12
-    assert prompts.ensure(run) == (table, False)
+    assert ensure(run, "prompts") == (table, False)
     # requiring the class name: the random tiny model never writes one, every class falls back to B
     named = open_run(make_config(output=run.storage.url + "-named", prompts={**le, "require_class_name": True}))
-    assert [(p.text, p.source) for p in prompts.ensure(named)[0]] == [
+    assert [(p.text, p.source) for p in ensure(named, "prompts")[0]] == [
         (f"a photo of a {c}", "basic_fallback") for c in ("red", "green", "blue")
     ]
 

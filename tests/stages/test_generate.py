@@ -10,7 +10,8 @@ from synthvision.core.errors import ModelLoadError
 from synthvision.models.generators.diffusers_backend import DiffusersGenerator, load_pipeline
 from synthvision.models.generators.tiny import build_tiny_pipeline
 from synthvision.run import Run
-from synthvision.stages import generate, prompts
+from synthvision.stages import generate
+from synthvision.stages.units import ensure
 from synthvision.storage.tars import decode_image, read_samples
 from tests.conftest import tiny_config
 
@@ -60,7 +61,7 @@ def two_colour_run(tmp_path, output="run", **sections) -> Run:
     labels.write_text("red\nblue\n")
     sections.setdefault("shards", {"images_per_class": 3, "shard_size": 4})
     run = Run(tiny_config(tmp_path / output, labels, **sections))
-    prompts.ensure(run)
+    ensure(run, "prompts")
     return run
 
 
@@ -74,7 +75,7 @@ def test_generate_writes_a_webdataset_tar_and_is_skipped_when_committed(tmp_path
 
     run.generator = get_generator
     spec = run.plan.shard(0)
-    manifest, generated = generate.ensure(run, 0)
+    manifest, generated = ensure(run, "generate", 0)
     assert generated and manifest.count == 4 and loads == [1]
     with run.storage.open(manifest.data_file) as stream:
         samples = list(read_samples(stream, manifest.data_file))
@@ -86,13 +87,13 @@ def test_generate_writes_a_webdataset_tar_and_is_skipped_when_committed(tmp_path
     assert int(samples[1]["cls"]) == sample.class_id
     assert decode_image(samples[0]["png"]).size == (32, 32)
 
-    again, generated = generate.ensure(run, 0)
+    again, generated = ensure(run, "generate", 0)
     assert not generated and loads == [1] and again == manifest
 
     # same spec in another folder: a byte-identical tar (reproducible shard)
     other = two_colour_run(tmp_path, "again")
     other.generator = lambda: tiny
-    assert generate.ensure(other, 0)[0].sha256 == manifest.sha256
+    assert ensure(other, "generate", 0)[0].sha256 == manifest.sha256
 
 
 def test_a_shard_killed_mid_write_leaves_nothing_under_its_final_name(tmp_path, tiny):
@@ -109,10 +110,10 @@ def test_a_shard_killed_mid_write_leaves_nothing_under_its_final_name(tmp_path, 
 
     run.generator = Dying
     with pytest.raises(RuntimeError):
-        generate.ensure(run, 0)
+        ensure(run, "generate", 0)
     assert run.storage.list("shards") == []
     run.generator = lambda: tiny
-    manifest, generated = generate.ensure(run, 0)
+    manifest, generated = ensure(run, "generate", 0)
     assert generated and manifest.count == 6
     with tarfile.open(run.storage.path(manifest.data_file)) as tar:
         names = tar.getnames()
@@ -134,7 +135,7 @@ def test_all_black_images_are_flagged_in_the_sample_and_counted_in_the_manifest(
     run = two_colour_run(tmp_path, shards={"shard_size": 6})
     run.generator = BlackForOddSeeds
     spec = run.plan.shard(0)
-    manifest, _ = generate.ensure(run, 0)
+    manifest, _ = ensure(run, "generate", 0)
     odd = sum(sample.seed % 2 for sample in spec.samples)
     assert 0 < odd < len(spec.samples) and manifest.dropped == {"all_black": odd}
     with run.storage.open(manifest.data_file) as stream:

@@ -11,16 +11,17 @@ from PIL import Image
 
 from synthvision.methods.diversity import vendi_score
 from synthvision.run import Run
-from synthvision.stages import generate, prompts, quality, score
+from synthvision.stages import quality, score
 from synthvision.stages.score import embeddings, kept, read_scores
+from synthvision.stages.units import ensure
 
 
 def test_the_quality_report_per_class_and_for_the_run(make_config):
     run = Run(make_config(quality={"near_duplicate_threshold": 0.9}, prompts={"strategy": "basic"}))
-    prompts.ensure(run)
+    ensure(run, "prompts")
     for index in range(run.plan.num_shards):
-        generate.ensure(run, index)
-        score.ensure(run, index)
+        ensure(run, "generate", index)
+        ensure(run, "score", index)
     assert quality.committed(run) is None
     report = quality.quality(run)
 
@@ -59,10 +60,10 @@ def test_the_near_duplicate_filter_drops_exactly_the_repeats_across_shards(make_
 
     config = make_config(filter={"clip_filter": False, "near_duplicates": 0.999}, prompts={"strategy": "basic"})
     run = Run(config)
-    prompts.ensure(run)
+    ensure(run, "prompts")
     for index in range(run.plan.num_shards):
-        generate.ensure(run, index)
-        score.ensure(run, index)
+        ensure(run, "generate", index)
+        ensure(run, "score", index)
     first, second = (score.committed(run, index) for index in (0, 1))
     tables = [pq.read_table(io.BytesIO(run.storage.read_bytes(m.data_file))) for m in (first, second)]
     vectors = tables[1]["embedding"].to_pylist()
@@ -105,9 +106,9 @@ def test_without_a_test_set_the_few_shot_pool_is_the_real_side(make_config, tmp_
         quality={}, prompts={"strategy": "basic"}, evaluation={"demo_test_set": None}, fewshot={"train_set": pool}
     )
     run = Run(config)
-    prompts.ensure(run)
+    ensure(run, "prompts")
     for index in range(run.plan.num_shards):
-        generate.ensure(run, index)
-        score.ensure(run, index)
+        ensure(run, "generate", index)
+        ensure(run, "score", index)
     report = quality.quality(run)
     assert report.real_set == pool and report.run.frechet_to_real is not None

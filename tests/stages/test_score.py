@@ -16,8 +16,9 @@ from synthvision.datasets.labelled import iter_test_set
 from synthvision.methods.filtering import ZeroShotHead
 from synthvision.models.clip import ClipModel
 from synthvision.run import Run
-from synthvision.stages import generate, prompts, score
+from synthvision.stages import generate, score
 from synthvision.stages.score import DECODE_ERROR
+from synthvision.stages.units import ensure
 from synthvision.storage.store import Storage
 from tests.conftest import tiny_config
 
@@ -49,7 +50,7 @@ def test_score_records_probabilities_filter_and_features(tmp_path):
         filter={"threshold": 0.5},
     )
     run = Run(config)
-    prompts.ensure(run)
+    ensure(run, "prompts")
     spec = run.plan.shard(0)
     # a hand-made shard committed as the run's first: red, an undecodable sample, blue
     samples = [
@@ -67,7 +68,7 @@ def test_score_records_probabilities_filter_and_features(tmp_path):
     head = ZeroShotHead(np.stack([red, -red]), logit_scale=10.0)
     run.clip_and_head, run.filter_head = lambda: (clip, head), lambda: head
 
-    manifest, scored = score.ensure(run, 0)
+    manifest, scored = ensure(run, "score", 0)
     assert scored and manifest.count == 2 and manifest.spec_hash == source.sha256
     assert manifest.dropped[DECODE_ERROR] == 1
     table = pq.read_table(run.storage.path(manifest.data_file)).to_pydict()
@@ -80,7 +81,7 @@ def test_score_records_probabilities_filter_and_features(tmp_path):
     )
     assert manifest.dropped.get("clip_low_confidence", 0) == int(not table["passed"][1])
     run.clip_and_head = lambda: pytest.fail("model loaded for a committed shard")
-    assert score.ensure(run, 0) == (manifest, False)
+    assert ensure(run, "score", 0) == (manifest, False)
 
 
 def test_image_folder_and_webdataset_test_sets(tmp_path):
@@ -123,7 +124,7 @@ def test_parallel_decoding_gives_the_parquet_of_one_thread(tmp_path):
             clip={"batch_size": 3, "workers": workers},
         )
         run = Run(config)
-        prompts.ensure(run)
+        ensure(run, "prompts")
         spec = run.plan.shard(0)
         samples = [
             {"__key__": sample.key, "png": png((25 * i, 255 - 25 * i, 7 * i)), "cls": str(sample.class_id).encode()}

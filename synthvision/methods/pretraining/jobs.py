@@ -5,7 +5,9 @@ there; the stages in `synthvision/stages/` commit their reports."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from synthvision.methods.pretraining.data import (
 )
 from synthvision.methods.pretraining.loop import LoopResult, run_loop
 from synthvision.methods.pretraining.models import MoCo, export_backbone, set_batch_norm_frozen
+from synthvision.models.devices import resolve_device
 from synthvision.storage.store import Storage
 
 BACKBONE_FILE = "backbone.safetensors"
@@ -64,14 +67,14 @@ def model_top1(model: torch.nn.Module, data: LabelledImages, size: int, batch_si
 
 
 def _source(
-    storage: Storage, manifests: list[Manifest] | None, real: LabelledImages | None, seed: int
+    job: Job, manifests: list[Manifest] | None, real: LabelledImages | None
 ) -> tuple[int, Callable[[int, int], Iterator]]:
     """(examples per epoch, examples(epoch, skip)) from synthetic shards or a real set."""
     if manifests is not None:
         return sum(m.count for m in manifests), lambda epoch, skip: synthetic_examples(
-            storage, manifests, seed, epoch, skip
+            job.storage, manifests, job.seed, epoch, skip
         )
-    return len(real.labels), lambda epoch, skip: real.examples(seed, epoch, skip)
+    return len(real.labels), lambda epoch, skip: real.examples(job.seed, epoch, skip)
 
 
 def loader_workers(configured: int | None, device: torch.device) -> int:
@@ -91,26 +94,60 @@ def _epochs(
     )
 
 
+class JobSettings(Protocol):
+    """What pretrain, transfer and scratch each configure for their training jobs."""
+
+    optim: OptimConfig
+    image_size: int
+    checkpoint_every: int
+    device: str
+    workers: int | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ResNet training job: where it checkpoints (`reldir` of `storage`, under `config_hash`), how
+    it trains (`optim`, `image_size`, `seed`), where (`device`, `workers` loader processes), and who is
+    told of each step. The three ResNet stages describe their jobs with it (`Job.of`)."""
+
+    storage: Storage
+    reldir: str
+    optim: OptimConfig
+    image_size: int
+    seed: int
+    checkpoint_every: int
+    device: torch.device
+    config_hash: str = ""
+    workers: int = 0
+    on_step: OnStep = None
+
+    @classmethod
+    def of(
+        cls, settings: JobSettings, storage: Storage, reldir: str, seed: int, config_hash: str, on_step: OnStep = None
+    ) -> Job:
+        device = resolve_device(settings.device)
+        return cls(
+            storage,
+            reldir,
+            settings.optim,
+            settings.image_size,
+            seed,
+            settings.checkpoint_every,
+            device,
+            config_hash,
+            loader_workers(settings.workers, device),
+            on_step,
+        )
+
+
 def train_supervised(
-    storage: Storage,
-    reldir: str,
+    job: Job,
     model: torch.nn.Module,
-    optim: OptimConfig,
-    image_size: int,
-    seed: int,
-    checkpoint_every: int,
-    device: torch.device,
     manifests: list[Manifest] | None = None,
     real: LabelledImages | None = None,
     batch_norm: str = "train",
-    on_step: Callable[[int], None] | None = None,
-    config_hash: str = "",
-    workers: int = 0,
 ) -> LoopResult:
     """Cross-entropy training with random resized crops and flips, on synthetic shards or a real set."""
-    count, examples = _source(storage, manifests, real, seed)
-    views: list[Transform] = [train_transform(image_size)]
-    model.to(device)
 
     def train_mode() -> None:
         model.train()
@@ -118,55 +155,44 @@ def train_supervised(
             set_batch_norm_frozen(model)
 
     def step_loss(batch: Batch) -> torch.Tensor:
-        (images,), labels = _to(batch, device)
+        (images,), labels = _to(batch, job.device)
         return F.cross_entropy(model(images), labels)
 
-    return run_loop(
-        model,
-        optim,
-        _steps_per_epoch(count, optim.batch_size),
-        _epochs(examples, optim.batch_size, views, workers, device),
-        step_loss,
-        Checkpointer(storage, f"{reldir}/ckpt", config_hash),
-        checkpoint_every,
-        train_mode,
-        on_step,
-    )
+    return _train(job, model, _source(job, manifests, real), [train_transform(job.image_size)], step_loss, train_mode)
 
 
-def train_moco(
-    storage: Storage,
-    reldir: str,
-    model: MoCo,
-    optim: OptimConfig,
-    image_size: int,
-    seed: int,
-    checkpoint_every: int,
-    device: torch.device,
-    manifests: list[Manifest],
-    on_step: Callable[[int], None] | None = None,
-    config_hash: str = "",
-    workers: int = 0,
-) -> LoopResult:
+def train_moco(job: Job, model: MoCo, manifests: list[Manifest]) -> LoopResult:
     """MoCo v2 on synthetic shards: two augmented views of each image, InfoNCE against the queue."""
-    count, examples = _source(storage, manifests, None, seed)
-    views = [moco_v2_transform(image_size)] * 2
-    model.to(device)
 
     def step_loss(batch: Batch) -> torch.Tensor:
-        (view_q, view_k), _ = _to(batch, device)
+        (view_q, view_k), _ = _to(batch, job.device)
         return model(view_q, view_k)
 
+    views = [moco_v2_transform(job.image_size)] * 2
+    return _train(job, model, _source(job, manifests, None), views, step_loss, model.train)
+
+
+def _train(
+    job: Job,
+    model: torch.nn.Module,
+    source: tuple[int, Callable[[int, int], Iterator]],
+    views: list[Transform],
+    step_loss: Callable[[Batch], torch.Tensor],
+    train_mode: Callable[[], object],
+) -> LoopResult:
+    """The loop of every job: its steps per epoch, its batches, checkpoints under its folder."""
+    count, examples = source
+    model.to(job.device)
     return run_loop(
         model,
-        optim,
-        _steps_per_epoch(count, optim.batch_size),
-        _epochs(examples, optim.batch_size, views, workers, device),
+        job.optim,
+        _steps_per_epoch(count, job.optim.batch_size),
+        _epochs(examples, job.optim.batch_size, views, job.workers, job.device),
         step_loss,
-        Checkpointer(storage, f"{reldir}/ckpt", config_hash),
-        checkpoint_every,
-        model.train,
-        on_step,
+        Checkpointer(job.storage, f"{job.reldir}/ckpt", job.config_hash),
+        job.checkpoint_every,
+        train_mode,
+        job.on_step,
     )
 
 
