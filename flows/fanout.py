@@ -37,9 +37,8 @@ from synthvision.stages import generate
 from synthvision.storage.commits import ShardOutcome
 from synthvision.storage.store import STORAGE_STATS
 from tasks.policy import retry_options
-from tasks.stages import generate_shard_task, score_shard_task
+from tasks.stages import UNIT_TASKS
 
-SHARD_TASKS = {"generate": generate_shard_task, "score": score_shard_task}
 CONTACT_SHEET_EVERY_S = 20.0
 TABLE_EVERY_S = 5.0  # how often a running wave's per-shard table refreshes
 
@@ -170,7 +169,7 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
     index and table (the failed rows with their errors), then fails naming every failed shard (or
     with the first user error, which names its field, file or shard)."""
     options = retry_options(config.orchestration)
-    task = SHARD_TASKS[stage]
+    task = UNIT_TASKS[stage]
     run = open_run(config)
     reporter = reporter_of(progress_id)
 

@@ -23,22 +23,15 @@ from synthvision.run import open_run
 from synthvision.stages import generate
 from synthvision.stages.prompts import PromptsOutcome
 from synthvision.storage.store import Storage
-from tasks.stages import (
-    expand_prompts_task,
-    few_shot_task,
-    pretrain_task,
-    quality_task,
-    scratch_task,
-    train_task,
-    transfer_task,
-)
+from tasks.stages import UNIT_TASKS
 
 
 @flow(name="prompts", flow_run_name="{config.run_name}-prompts")
 @writes_output
 def prompts_flow(config: RunConfig) -> PromptsOutcome:
     ensure_gpu_limit(config)
-    summary = expand_prompts_task(config)
+    table, done_now = UNIT_TASKS["prompts"](config)
+    summary = PromptsOutcome.of(table, done_now)
     publish(
         TableArtifact,
         table=[{"source": source, "prompts": count} for source, count in summary.by_source.items()],
@@ -66,7 +59,7 @@ def score_flow(config: RunConfig) -> StageSummary:
 @writes_output
 def train_flow(config: RunConfig) -> TrainReport:
     ensure_gpu_limit(config)
-    report = train_task(config)
+    report, _ = UNIT_TASKS["train"](config)
     publish(
         MarkdownArtifact,
         markdown=render_train_report(report),
@@ -91,7 +84,7 @@ def train_flow(config: RunConfig) -> TrainReport:
 def fewshot_flow(config: RunConfig) -> FewShotReport:
     """Few-shot CT per shot count and strategy, on the scored synthetic shards and real shots."""
     ensure_gpu_limit(config)
-    report = few_shot_task(config)
+    report, _ = UNIT_TASKS["fewshot"](config)
     publish_report(
         config,
         "fewshot",
@@ -119,7 +112,7 @@ def publish_report(config: RunConfig, stage: str, markdown: str, rows: list[dict
 def quality_flow(config: RunConfig) -> QualityReport:
     """The data-quality report: per class, CF pass rate, diversity, near-duplicates, distance to real."""
     ensure_gpu_limit(config)
-    report = quality_task(config)
+    report, _ = UNIT_TASKS["quality"](config)
     publish_report(
         config,
         "quality",
@@ -145,7 +138,7 @@ def inline_images(markdown: str, storage: Storage, folder: str) -> str:
 def pretrain_flow(config: RunConfig) -> PretrainReport:
     """Pre-train a ResNet (supervised or MoCo v2) on the run's synthetic shards; resumes from checkpoints."""
     ensure_gpu_limit(config)
-    report = pretrain_task(config)
+    report, _ = UNIT_TASKS["pretrain"](config)
     publish(
         TableArtifact,
         table=[
@@ -168,7 +161,7 @@ def pretrain_flow(config: RunConfig) -> PretrainReport:
 def transfer_flow(config: RunConfig) -> TransferReport:
     """Fine-tune the pre-trained backbone and a random init on a real dataset; top-1 of each."""
     ensure_gpu_limit(config)
-    report = transfer_task(config)
+    report, _ = UNIT_TASKS["transfer"](config)
     publish(
         TableArtifact,
         table=[asdict(row) for row in report.results],
@@ -183,7 +176,7 @@ def transfer_flow(config: RunConfig) -> TransferReport:
 def scratch_flow(config: RunConfig) -> ScratchReport:
     """ResNets from random init on synthetic data and on k real images per class; top-1 of each."""
     ensure_gpu_limit(config)
-    report = scratch_task(config)
+    report, _ = UNIT_TASKS["scratch"](config)
     publish(
         TableArtifact,
         table=[asdict(row) for row in report.results],
