@@ -149,10 +149,17 @@ def test_a_rerun_of_the_demo_is_told_apart_from_the_first_run_by_name(demo_on_a_
     assert {"demo", "demo-run-2"} <= set(names) and names["demo-run-2"].state.is_completed()
 
 
-def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_server, colours_file):
-    env = {**prefect_cli_server, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+def deploy_on_a_process_pool(server_env: dict[str, str]) -> dict[str, str]:
+    """The process work pool `synthvision-local` and the shipped `synthesize/local` deployment on the
+    server, as deployments/README.md makes them; the environment for its workers (polling each second)."""
+    env = {**server_env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
     prefect("work-pool", "create", "synthvision-local", "--type", "process", "--overwrite", env=env)
     prefect("deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "synthesize/local", env=env)
+    return env
+
+
+def test_a_deployment_runs_on_a_process_work_pool_worker(tmp_path, prefect_cli_server, colours_file):
+    env = deploy_on_a_process_pool(prefect_cli_server)
     config = tiny_config(tmp_path / "run", colours_file, run_name="deployed")
     config_file = tmp_path / "deployed.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))

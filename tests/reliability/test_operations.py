@@ -173,17 +173,23 @@ def check_stopped_cleanly(process, signum: int, name: str, output: Path, seconds
     assert not (output / "lock.json").exists()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_mid_shard_stops_the_command_within_seconds(signum, launcher, tmp_path, colours_file):
-    name = f"stopped-{signum.name.lower()}"
-    config = write_config(
+def slow_batches_config(tmp_path, colours_file, name: str) -> str:
+    """A run at `tmp_path/run` whose every batch outlasts the test (2 workers): the shards are in flight
+    when the test strikes. Its rerun sets `generator.seconds_per_batch=0` (in no hash: the same shards)."""
+    return write_config(
         tmp_path,
         str(tmp_path / "run"),
         colours_file,
         run_name=name,
-        generator={"backend": "loadtest", "seconds_per_batch": 120, "batch_size": 2},  # a batch outlasts the test
+        generator={"backend": "loadtest", "seconds_per_batch": 120, "batch_size": 2},
         orchestration={"max_workers": 2},
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_shard_stops_the_command_within_seconds(signum, launcher, tmp_path, colours_file):
+    name = f"stopped-{signum.name.lower()}"
+    config = slow_batches_config(tmp_path, colours_file, name)
     process = launcher.start(["run", config])
     wait_for(lambda: f"{name}-generate-wave-0000" in flow_runs(name), 120, "the generate wave")
     time.sleep(2)  # its shard tasks are in their first batch
@@ -329,20 +335,11 @@ def test_sigterm_to_a_prefect_process_worker_leaves_its_run_to_the_next(prefect_
     and task runs Crashed, and completes the run exactly once."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tests.flows.test_prefect_server import cli, prefect
+    from tests.flows.test_prefect_server import cli, deploy_on_a_process_pool
 
-    env = {**prefect_cli_server, "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    prefect("work-pool", "create", "synthvision-local", "--type", "process", "--overwrite", env=env)
-    prefect("deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "synthesize/local", env=env)
+    env = deploy_on_a_process_pool(prefect_cli_server)
     name = "worker-sigterm"
-    config = write_config(
-        tmp_path,
-        str(tmp_path / "run"),
-        colours_file,
-        run_name=name,
-        generator={"backend": "loadtest", "seconds_per_batch": 60, "batch_size": 2},  # a batch outlasts the test
-        orchestration={"max_workers": 2},
-    )
+    config = slow_batches_config(tmp_path, colours_file, name)
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "synthvision-local"]
     worker = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
