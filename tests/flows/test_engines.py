@@ -42,6 +42,7 @@ def assert_every_shard_once(config, rows: list[dict]) -> None:
     assert run.status()[1].missing == 0
 
 
+@pytest.mark.slow
 def test_device_workers_take_shards_dynamically_one_at_a_time_per_device(make_config):
     config = make_config(
         run_name="devices",
@@ -65,6 +66,7 @@ def test_device_workers_take_shards_dynamically_one_at_a_time_per_device(make_co
     assert all(not overlapping(spans) for spans in by_device.values())
 
 
+@pytest.mark.slow
 def test_the_global_gpu_limit_caps_model_work_across_workers(make_config):
     config = make_config(
         run_name="oneslot",
@@ -79,6 +81,7 @@ def test_the_global_gpu_limit_caps_model_work_across_workers(make_config):
     assert not overlapping([(row["slot_start"], row["slot_end"]) for row in rows])
 
 
+@pytest.mark.slow
 def test_shards_run_on_a_local_dask_cluster(make_config):
     config = make_config(run_name="dask", orchestration={"engine": "dask", "gpu_limit": "gpu-dask"})
     threads_before = os.environ.get("OMP_NUM_THREADS")

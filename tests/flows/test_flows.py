@@ -51,6 +51,7 @@ def artifacts_of(config) -> dict:
         return {a.key.removeprefix(prefix + "-"): a for a in artifacts if a.key and a.key.startswith(prefix)}
 
 
+@pytest.mark.slow
 def test_synthesize_end_to_end_with_artifacts(make_config):
     config = make_config(run_name="e2e", orchestration={"gpu_limit": "gpu"})
     result = synthesize(config)
@@ -97,6 +98,7 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     assert run.hashes["train"] in artifacts["report"].description
 
 
+@pytest.mark.slow
 def test_second_run_of_a_finished_config_does_no_model_work(make_config, monkeypatch):
     config = make_config(run_name="twice")
     synthesize(config)
@@ -136,6 +138,7 @@ def test_each_shard_is_asked_once_whether_it_is_committed(make_config, monkeypat
     ), retried
 
 
+@pytest.mark.slow
 def test_deleted_scores_are_rescored_despite_the_cache(make_config):
     config = make_config(run_name="rescore")
     synthesize(config)

@@ -290,7 +290,10 @@ def test_images_depend_on_seed_and_prompt_only(tiny_models):
     batch = gen.generate(["a red apple", "the sea", "a red apple"], [1, 2, 9])
     alone = gen.generate(["the sea"], [2])[0]
     assert [image.size for image in batch] == [(64, 64)] * 3
-    assert np.array_equal(pixels(batch[1]), pixels(alone))
+    # the same image, up to float rounding: a batch of 3 and a batch of 1 may sum in another order (on
+    # one CPU thread, measured: 1 value of 12,288 off by one level), which can tip a pixel's rounding
+    difference = np.abs(pixels(batch[1]) - pixels(alone))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.001, (difference.max(), (difference > 0).sum())
     assert not np.array_equal(pixels(batch[0]), pixels(batch[2]))
 
 

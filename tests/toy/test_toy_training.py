@@ -54,6 +54,7 @@ def test_captions_name_the_class_for_glide_and_loosely_for_clip():
 
 
 @pytest.mark.parametrize("kind", ["base", "upsample"])
+@pytest.mark.slow
 def test_glide_training_loss_falls_and_is_seeded(kind, pool, tokenizer, tmp_path):
     settings = TrainSettings(steps=40, batch_size=16, lr=1e-3, warmup=5, log_every=5, checkpoint_every=1000)
     _, log = train_glide_model(kind, pool, tokenizer, settings, tmp_path / "a")
@@ -65,6 +66,7 @@ def test_glide_training_loss_falls_and_is_seeded(kind, pool, tokenizer, tmp_path
     assert repeat.losses[0] == log.losses[0]
 
 
+@pytest.mark.slow
 def test_glide_training_continues_from_its_checkpoint(pool, tokenizer, tmp_path):
     first = TrainSettings(steps=4, batch_size=8, warmup=2, log_every=2, checkpoint_every=2)
     _, log = train_glide_model("base", pool, tokenizer, first, tmp_path)
@@ -79,12 +81,14 @@ def test_glide_training_continues_from_its_checkpoint(pool, tokenizer, tmp_path)
     assert longer.steps == [2, 4, 6] and longer.losses[:2] == log.losses
 
 
+@pytest.mark.slow
 def test_clip_training_loss_falls(pool):
     model, log = train_clip(pool, ClipTraining(epochs=6, batch_size=64, lr=3e-3, warmup=20, log_every=15))
     assert log.losses[0] > 4 and log.losses[-1] < log.losses[0] - 0.5, log.losses  # from ln(64): chance
     assert model.visual.image_size == (32, 32)
 
 
+@pytest.mark.slow
 def test_judge_training_loss_falls_and_is_seeded(pool):
     settings = JudgeTraining(epochs=3, batch_size=64)
     _, losses = train_judge(pool, settings)

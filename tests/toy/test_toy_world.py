@@ -65,6 +65,7 @@ def test_the_judge_knows_real_test_images(test_subset):
     assert (judge_pixels(load_judge(TOY / "judge"), test_subset.images) == test_subset.labels).mean() > 0.88
 
 
+@pytest.mark.slow
 def test_toy_glide_images_show_their_prompts_class(samples):
     images, labels = samples
     assert len(images) == 10 * PER_CLASS and images[0].size == (32, 32)
@@ -72,6 +73,7 @@ def test_toy_glide_images_show_their_prompts_class(samples):
     assert (judged == labels).mean() >= 0.7, np.bincount(judged[judged != labels], minlength=10)
 
 
+@pytest.mark.slow
 def test_tuning_on_toy_glide_images_beats_clip_zero_shot_on_real_test_images(samples, clip, test_subset):
     from PIL import Image
 
