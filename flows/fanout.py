@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,20 +242,20 @@ def run_shard_tasks(config: RunConfig, stage: str) -> StageSummary:
     """Run `stage`'s shard task over every shard, in waves, showing its progress; returns a summary."""
     run = open_run(config)
     num_shards, per_wave = run.plan.num_shards, config.orchestration.shards_per_flow_run
-    progress_id = str(
-        publish(
-            ProgressArtifact,
-            progress=0.0,
-            key=artifact_key(config, f"{stage}-progress"),
-            description=describe(config, stage, f"{stage}: starting"),
-        )
+    artifact = publish(
+        ProgressArtifact,
+        progress=0.0,
+        key=artifact_key(config, f"{stage}-progress"),
+        description=describe(config, stage, f"{stage}: starting"),
     )
+    progress_id = str(artifact or uuid.uuid4())  # the stage's reporter, for its waves to find
     progress = StageProgress(stage, num_shards, run.plan.num_images)
     summary = StageSummary(stage, num_shards, ensure_gpu_limit(config))
     requests_before = STORAGE_STATS.snapshot()
     refresh = _live_contact_sheet(config, progress) if stage == "generate" else None
     note = f"(config hash {run.hashes[stage]})"
-    with ProgressReporter(progress, progress_id, note, refresh) as reporter, shard_task_runner(config) as runner:
+    reporter = ProgressReporter(progress, artifact and str(artifact), note, refresh)
+    with reporter, shard_task_runner(config) as runner:
         _REPORTERS[progress_id] = reporter
         try:
             wave_flow = shard_wave.with_options(task_runner=runner)

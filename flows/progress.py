@@ -20,6 +20,7 @@ from prefect import get_run_logger
 from prefect.artifacts import update_progress_artifact
 from tqdm import tqdm
 
+from flows.run_page import page_update
 from synthvision.core.manifest import Manifest
 from synthvision.storage.commits import ShardOutcome
 
@@ -143,7 +144,7 @@ class ProgressReporter:
     def __init__(
         self,
         progress: StageProgress,
-        artifact_id: str,
+        artifact_id: str | None,  # None: the progress artifact could not be created
         note: str = "",
         on_refresh: Callable[[], None] | None = None,
         every_s: float = REFRESH_S,
@@ -187,7 +188,11 @@ class ProgressReporter:
         self._shown = now
         line = self.progress.line()
         self._bar.set_description_str(line)
-        update_progress_artifact(self.artifact_id, self.progress.percent, description=f"{line} {self.note}".strip())
+        if self.artifact_id is not None:
+            with page_update("progress"):
+                update_progress_artifact(
+                    self.artifact_id, self.progress.percent, description=f"{line} {self.note}".strip()
+                )
         if self.on_refresh is not None:
             self.on_refresh()
         if now - self._logged >= LOG_EVERY_S:

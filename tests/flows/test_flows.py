@@ -249,3 +249,29 @@ def test_a_failed_shard_does_not_stop_the_others_and_its_row_says_why(make_confi
     assert all(value not in ("", None) for row in rows.values() for value in row.values())
     assert "2/3 shards" in artifacts["generate-progress"].description
     assert "1 failed" in artifacts["generate-progress"].description
+
+
+def test_a_run_page_update_the_server_does_not_answer_is_a_warning_not_a_failure(make_config, monkeypatch, caplog):
+    import httpx
+    from prefect import flow
+    from prefect.artifacts import TableArtifact
+
+    import flows.run_page
+
+    def away():
+        raise httpx.ConnectError("All connection attempts failed")
+
+    monkeypatch.setattr(flows.run_page, "top_level_run", away)
+
+    @flow(name="page-while-away")
+    def page_while_away():
+        flows.run_page.show(TableArtifact, "shards", "a table", table=[{"a": 1}])
+        return flows.run_page.publish(TableArtifact, key="report", table=[{"a": 1}])
+
+    assert page_while_away() is None  # the flow ran to its end
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "run page" in r.getMessage()]
+    assert said == [
+        f"the run page's {key} was not updated (the Prefect server did not answer: ConnectError: All connection "
+        "attempts failed); the run goes on"
+        for key in ("shards", "report")
+    ]

@@ -332,16 +332,17 @@ def test_a_run_killed_without_a_word_is_marked_crashed_by_the_shipped_automation
 def test_sigterm_to_a_prefect_process_worker_leaves_its_run_to_the_next(prefect_cli_server, tmp_path, colours_file):
     """Prefect's process worker turns SIGTERM into a SIGINT to itself. Mostly it then exits within a
     second and takes the flow run it started down with it, unannounced (as SIGKILL would: the run
-    cannot mark itself Crashed or release its lock); sometimes it waits for that run to finish. Either
+    cannot mark itself Crashed or release its lock); sometimes (twice in CI) it lets the signal pass
+    and its run goes on, until a second SIGTERM kills the worker (its run, orphaned, finishes). Either
     way nothing is lost: the next run of the output takes a dead run's lock over, marks its flow and
-    task runs Crashed, and completes the run exactly once."""
+    task runs Crashed, or waits for a live one; and the run completes exactly once."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tests.flows.test_prefect_server import cli, deploy_on_a_process_pool
 
     env = deploy_on_a_process_pool(prefect_cli_server)
     name = "worker-sigterm"
-    config = slow_batches_config(tmp_path, colours_file, name, seconds_per_batch=15)  # a drain ends in a minute
+    config = slow_batches_config(tmp_path, colours_file, name, seconds_per_batch=15)  # a run left on ends soon
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "synthvision-local"]
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
@@ -353,7 +354,11 @@ def test_sigterm_to_a_prefect_process_worker_leaves_its_run_to_the_next(prefect_
             wait_for(lambda: running_tasks(name, "generate-shard-"), 180, "the deployed run's first shards")
         worker.send_signal(signal.SIGTERM)
         started = time.monotonic()
-        assert worker.wait(300) == 0, tail(log)
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:  # it let the signal pass: a second one, as Kubernetes' SIGKILL
+            worker.send_signal(signal.SIGTERM)  # Prefect's handler: the second SIGTERM is a SIGKILL
+            worker.wait(30)
         took = time.monotonic() - started
     finally:
         if worker.poll() is None:
@@ -368,7 +373,7 @@ def test_sigterm_to_a_prefect_process_worker_leaves_its_run_to_the_next(prefect_
         assert flow_runs(name)[f"{name}-run-2"].state_type.value == "COMPLETED"
     if first.state_type.value == "CRASHED":  # the worker took it down: the rerun took over
         assert f"resuming flow run {name} (" in rerun.stderr and f"flow run {name}-run-2 " in first.state.message
-    else:  # the worker waited for it
-        assert first.state_type.value == "COMPLETED" and took > 15, (first.state, took, tail(log))
+    else:  # the worker let the first signal pass: its run went on
+        assert first.state_type.value == "COMPLETED" and took > 60, (first.state, took, tail(log))
     print(f"Prefect worker SIGTERM: exited after {took:.1f} s; its flow run ended {first.state_type.value}")
     TALLY.operations["Prefect worker SIGTERMs"] += 1
