@@ -8,6 +8,7 @@ A user error (config, input file, missing weights) prints one line and exits wit
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ import typer
 import tasks  # noqa: F401  (sets Prefect defaults before prefect is imported)
 from synthvision.core.config import RunConfig, load_config
 from synthvision.core.errors import ConfigError, SynthvisionError
+from synthvision.core.stage_table import STAGES, Stage
 
 app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0]
@@ -66,17 +68,24 @@ def _check_models(path: Path, overrides: list[str] | None, config: RunConfig, st
         )
 
 
-def _report_path(config: RunConfig, stage_name: str = "train", file: str = "report.md") -> str:
+def _report_url(config: RunConfig, stage_name: str) -> str:
+    """Where a person reads a whole-run stage's report: its `report.md`, else its `report.json`."""
     from synthvision.core.stage_table import stage
     from synthvision.run import open_run
 
-    return open_run(config).storage.url_of(f"{stage(stage_name).folder}/{file}")
+    storage, row = open_run(config).storage, stage(stage_name)
+    markdown = f"{row.folder}/report.md"
+    return storage.url_of(markdown if storage.exists(markdown) else row.report_file)
 
 
 def _print_summary(summary: Any) -> None:
-    """One line per stage summary or report: `field: value, ...` (fields with nothing to say left out)."""
+    """A stage's summary or report in one line: its `line()`, else `field: value, ...` (fields with
+    nothing to say left out)."""
     from dataclasses import asdict
 
+    if hasattr(summary, "line"):
+        typer.echo(summary.line())
+        return
     typer.echo(", ".join(f"{key}: {value}" for key, value in asdict(summary).items() if value not in (None, [], {})))
 
 
@@ -89,108 +98,45 @@ def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = Fa
     result = synthesize(cfg)
     for summary in result.stages.values():
         _print_summary(summary)
-    evaluation = result.report.evaluation
-    if evaluation.test_set:
-        typer.echo(
-            f"top-1: zero-shot {evaluation.zero_shot_top1:.2f}%, tuned {evaluation.tuned_top1:.2f}% "
-            f"({evaluation.gain:+.2f})"
-        )
-    typer.echo(f"report: {_report_path(cfg)}")
+    if result.report.evaluation.test_set:
+        _print_summary(result.report)
+    typer.echo(f"report: {_report_url(cfg, 'train')}")
     if cfg.quality is not None:
-        typer.echo(f"data quality: {_report_path(cfg, 'quality')}")
+        typer.echo(f"data quality: {_report_url(cfg, 'quality')}")
 
 
-@app.command()
-def prompts(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
-    """Expand class names into prompts (strategy B or LE) and write prompts.parquet."""
-    cfg = _config(config, set_, new_version, stages=("prompts",))
-    from flows.stages import prompts_flow
-
-    _print_summary(prompts_flow(cfg))
-
-
-@app.command()
-def generate(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
-    """Generate every missing shard (needs the prompts stage)."""
-    cfg = _config(config, set_, new_version, stages=("generate",))
-    from flows.stages import generate_flow
-
-    _print_summary(generate_flow(cfg))
+def _missing_section(config: Path, row: Stage) -> ConfigError:
+    """A stage's optional section is absent: one line that says how to add it."""
+    section_type = RunConfig.model_fields[row.optional].annotation.__args__[0]
+    required = [f"{row.optional}.{name}" for name, field in section_type.model_fields.items() if field.is_required()]
+    hint = f"set at least {', '.join(required)}" if required else f"add `{row.optional}: {{}}` for the defaults"
+    return ConfigError(f"{config}: no {row.optional} section ({hint})")
 
 
-@app.command()
-def score(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
-    """CLIP-score every generated shard that has no scores yet."""
-    cfg = _config(config, set_, new_version, stages=("score",))
-    from flows.stages import score_flow
+def _stage_command(row: Stage) -> None:
+    """Register stage `row`'s command: validate, run its flow, print its summary (and its report's
+    place); `--new-version` only where the stage's outputs are versioned (`Stage.versioned`)."""
 
-    _print_summary(score_flow(cfg))
+    def command(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
+        cfg = _config(config, set_, new_version, stages=(row.name,))
+        if row.optional is not None and getattr(cfg, row.optional) is None:
+            raise _missing_section(config, row)
+        from flows.stages import STAGE_FLOWS
 
+        _print_summary(STAGE_FLOWS[row.name](cfg))
+        if not row.per_shard and row.folder:
+            typer.echo(f"report: {_report_url(cfg, row.name)}")
 
-@app.command()
-def train(config: ConfigPath, set_: Overrides = None) -> None:
-    """Tune the classifier on the scored shards and evaluate it."""
-    cfg = _config(config, set_, stages=("train",))
-    from flows.stages import train_flow
-
-    train_flow(cfg)
-    typer.echo(f"report: {_report_path(cfg)}")
-
-
-@app.command()
-def fewshot(config: ConfigPath, set_: Overrides = None) -> None:
-    """Few-shot CT (real shots + synthetic data) per shot count and strategy; needs scored shards."""
-    cfg = _config(config, set_, stages=("fewshot",))
-    if cfg.fewshot is None:
-        raise ConfigError(f"{config}: no fewshot section (set at least fewshot.train_set)")
-    from flows.stages import fewshot_flow
-
-    fewshot_flow(cfg)
-    typer.echo(f"report: {_report_path(cfg, 'fewshot')}")
+    if not row.versioned:
+        signature = inspect.signature(command, eval_str=True)
+        command.__signature__ = signature.replace(parameters=list(signature.parameters.values())[:2])
+    needs = f" (needs {', '.join(row.upstream)})" if row.upstream else ""
+    command.__doc__ = f"{row.description[:-1]}{needs}."
+    app.command(name=row.name)(command)
 
 
-@app.command()
-def quality(config: ConfigPath, set_: Overrides = None) -> None:
-    """The data-quality report: per class, CF pass rate, image and prompt diversity, near-duplicates and
-    the distance to real test images (needs scored shards and a quality section)."""
-    cfg = _config(config, set_, stages=("quality",))
-    if cfg.quality is None:
-        raise ConfigError(f"{config}: no quality section (add `quality: {{}}` for the defaults)")
-    from flows.stages import quality_flow
-
-    quality_flow(cfg)
-    typer.echo(f"report: {_report_path(cfg, 'quality')}")
-
-
-def _resnet_job(config: Path, set_: list[str] | None, stage: str) -> None:
-    cfg = _config(config, set_)
-    if getattr(cfg, stage) is None:
-        raise ConfigError(f"{config}: no {stage} section")
-    from dataclasses import asdict
-
-    from flows import stages
-
-    report = asdict(getattr(stages, f"{stage}_flow")(cfg))
-    typer.echo(", ".join(f"{key}: {report[key]}" for key in ("steps", "backbone", "results") if key in report))
-    typer.echo(f"report: {_report_path(cfg, stage, 'report.json')}")
-
-
-@app.command()
-def pretrain(config: ConfigPath, set_: Overrides = None) -> None:
-    """Pre-train a ResNet on the synthetic shards (supervised or MoCo v2); exports the backbone."""
-    _resnet_job(config, set_, "pretrain")
-
-
-@app.command()
-def transfer(config: ConfigPath, set_: Overrides = None) -> None:
-    """Fine-tune the pre-trained backbone (and a random init) on a real dataset."""
-    _resnet_job(config, set_, "transfer")
-
-
-@app.command()
-def scratch(config: ConfigPath, set_: Overrides = None) -> None:
-    """Train ResNets from scratch on the synthetic shards and on k real images per class."""
-    _resnet_job(config, set_, "scratch")
+for _row in STAGES:
+    _stage_command(_row)
 
 
 @app.command()
@@ -202,7 +148,6 @@ def status(config: ConfigPath, set_: Overrides = None) -> None:
 
     from flows.engines import local_workers
     from flows.progress import BLANK, duration
-    from synthvision.core.stage_table import STAGES
     from synthvision.run import open_run
 
     run = open_run(cfg)

@@ -1,186 +1,60 @@
-"""One flow per stage. Each is resumable: rerunning it redoes only what storage lacks."""
+"""One flow per stage, made from its row (`STAGE_FLOWS`; each also a module attribute `<stage>_flow`,
+the deployments' entrypoint). Each is resumable: rerunning it redoes only what storage lacks.
+
+A flow runs its stage's Prefect task (the whole stage, or every shard in waves), then shows what the
+stage file's `page(run, outcome, done_now)` says: its artifacts on the run page, and the summary the
+flow returns. Nothing here knows a stage by name.
+"""
 
 from __future__ import annotations
 
-import base64
-import re
-from dataclasses import asdict
+from importlib import import_module
+from typing import Any
 
-from prefect import flow
+from prefect import Flow, flow
 from prefect.artifacts import MarkdownArtifact, TableArtifact
 
 from flows.engines import ensure_gpu_limit
-from flows.fanout import StageSummary, artifact_key, describe, publish_contact_sheet, run_shard_tasks
+from flows.fanout import artifact_key, describe, run_shard_tasks
 from flows.output import writes_output
-from flows.run_page import publish
+from flows.run_page import publish, show
 from synthvision.core.config import RunConfig
-from synthvision.core.stage_table import stage as stage_row
-from synthvision.reports.fewshot import FewShotReport, render_few_shot_report
-from synthvision.reports.quality import QualityReport, render_quality_report, table_rows
-from synthvision.reports.resnets import PretrainReport, ScratchReport, TransferReport
-from synthvision.reports.train import TrainReport, render_train_report
+from synthvision.core.stage_table import STAGES, Stage
+from synthvision.reports.page import Page
 from synthvision.run import open_run
-from synthvision.stages import generate
-from synthvision.stages.prompts import PromptsOutcome
-from synthvision.storage.store import Storage
 from tasks.stages import UNIT_TASKS
 
 
-@flow(name="prompts", flow_run_name="{config.run_name}-prompts")
-@writes_output
-def prompts_flow(config: RunConfig) -> PromptsOutcome:
-    ensure_gpu_limit(config)
-    table, done_now = UNIT_TASKS["prompts"](config)
-    summary = PromptsOutcome.of(table, done_now)
-    publish(
-        TableArtifact,
-        table=[{"source": source, "prompts": count} for source, count in summary.by_source.items()],
-        key=artifact_key(config, "prompts"),
-        description=describe(config, "prompts", f"prompts by source ({config.prompts.strategy})"),
-    )
-    return summary
+def show_page(config: RunConfig, stage: str, page: Page) -> None:
+    """Publish a stage's page items on the run page (a live one updated in place)."""
+    for item in page.items:
+        key, description = artifact_key(config, item.key), describe(config, stage, item.what)
+        if item.table is not None:
+            publish(TableArtifact, table=item.table, key=key, description=description)
+        elif item.live:
+            show(MarkdownArtifact, key, description, markdown=item.markdown)
+        else:
+            publish(MarkdownArtifact, markdown=item.markdown, key=key, description=description)
 
 
-@flow(name="generate", flow_run_name="{config.run_name}-generate")
-@writes_output
-def generate_flow(config: RunConfig) -> StageSummary:
-    summary = run_shard_tasks(config, "generate")
-    publish_contact_sheet(config, generate.contact_sheet(open_run(config)), "contact sheet")
-    return summary
+def stage_flow(row: Stage) -> Flow:
+    """The flow of a stage row: named as the stage, its runs `<run name>-<stage>`."""
+
+    def body(config: RunConfig) -> Any:
+        if row.per_shard:
+            outcome = run_shard_tasks(config, row.name)
+            done_now = outcome.done_now > 0
+        else:
+            ensure_gpu_limit(config)
+            outcome, done_now = UNIT_TASKS[row.name](config)
+        page = import_module(f"synthvision.stages.{row.name}").page(open_run(config), outcome, done_now)
+        show_page(config, row.name, page)
+        return page.summary
+
+    body.__name__ = body.__qualname__ = f"{row.name}_flow"
+    body.__doc__ = row.summary
+    return flow(writes_output(body), name=row.name, flow_run_name=f"{{config.run_name}}-{row.name}")
 
 
-@flow(name="score", flow_run_name="{config.run_name}-score")
-@writes_output
-def score_flow(config: RunConfig) -> StageSummary:
-    return run_shard_tasks(config, "score")
-
-
-@flow(name="train", flow_run_name="{config.run_name}-train")
-@writes_output
-def train_flow(config: RunConfig) -> TrainReport:
-    ensure_gpu_limit(config)
-    report, _ = UNIT_TASKS["train"](config)
-    publish(
-        MarkdownArtifact,
-        markdown=render_train_report(report),
-        key=artifact_key(config, "report"),
-        description=describe(config, "train", "report"),
-    )
-    evaluation = report.evaluation
-    publish(
-        TableArtifact,
-        table=[
-            {"model": "CLIP zero-shot", "top1": evaluation.zero_shot_top1},
-            {"model": "CLIP + synthetic (CT)", "top1": evaluation.tuned_top1},
-        ],
-        key=artifact_key(config, "train"),
-        description=describe(config, "train", f"top-1 on {evaluation.test_set}"),
-    )
-    return report
-
-
-@flow(name="fewshot", flow_run_name="{config.run_name}-fewshot")
-@writes_output
-def fewshot_flow(config: RunConfig) -> FewShotReport:
-    """Few-shot CT per shot count and strategy, on the scored synthetic shards and real shots."""
-    ensure_gpu_limit(config)
-    report, _ = UNIT_TASKS["fewshot"](config)
-    publish_report(
-        config,
-        "fewshot",
-        render_few_shot_report(report),
-        [asdict(row) for row in report.results],
-        "top-1 per shots and strategy",
-    )
-    return report
-
-
-def publish_report(config: RunConfig, stage: str, markdown: str, rows: list[dict], what: str) -> None:
-    """A stage's report as two artifacts: its markdown (`<stage>-report`, its plots embedded: the UI
-    cannot serve the files beside it) and its table (`<stage>`)."""
-    publish(
-        MarkdownArtifact,
-        markdown=inline_images(markdown, open_run(config).storage, stage_row(stage).folder),
-        key=artifact_key(config, f"{stage}-report"),
-        description=describe(config, stage, f"{stage} report"),
-    )
-    publish(TableArtifact, table=rows, key=artifact_key(config, stage), description=describe(config, stage, what))
-
-
-@flow(name="quality", flow_run_name="{config.run_name}-quality")
-@writes_output
-def quality_flow(config: RunConfig) -> QualityReport:
-    """The data-quality report: per class, CF pass rate, diversity, near-duplicates, distance to real."""
-    ensure_gpu_limit(config)
-    report, _ = UNIT_TASKS["quality"](config)
-    publish_report(
-        config,
-        "quality",
-        render_quality_report(report),
-        table_rows(report),
-        "diversity, near-duplicates, distance to real",
-    )
-    return report
-
-
-def inline_images(markdown: str, storage: Storage, folder: str) -> str:
-    """`![alt](plot.png)` links to files of the report's folder as data URIs of those files."""
-
-    def embedded(match: re.Match) -> str:
-        data = base64.b64encode(storage.read_bytes(f"{folder}/{match[2]}")).decode("ascii")
-        return f"![{match[1]}](data:image/png;base64,{data})"
-
-    return re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", embedded, markdown)
-
-
-@flow(name="pretrain", flow_run_name="{config.run_name}-pretrain")
-@writes_output
-def pretrain_flow(config: RunConfig) -> PretrainReport:
-    """Pre-train a ResNet (supervised or MoCo v2) on the run's synthetic shards; resumes from checkpoints."""
-    ensure_gpu_limit(config)
-    report, _ = UNIT_TASKS["pretrain"](config)
-    publish(
-        TableArtifact,
-        table=[
-            {
-                "method": report.method,
-                "arch": report.arch,
-                "images": report.synthetic_images,
-                "steps": report.steps,
-                "backbone": report.backbone,
-            }
-        ],
-        key=artifact_key(config, "pretrain"),
-        description=describe(config, "pretrain", "pre-training"),
-    )
-    return report
-
-
-@flow(name="transfer", flow_run_name="{config.run_name}-transfer")
-@writes_output
-def transfer_flow(config: RunConfig) -> TransferReport:
-    """Fine-tune the pre-trained backbone and a random init on a real dataset; top-1 of each."""
-    ensure_gpu_limit(config)
-    report, _ = UNIT_TASKS["transfer"](config)
-    publish(
-        TableArtifact,
-        table=[asdict(row) for row in report.results],
-        key=artifact_key(config, "transfer"),
-        description=describe(config, "transfer", f"top-1 on {report.dataset}"),
-    )
-    return report
-
-
-@flow(name="scratch", flow_run_name="{config.run_name}-scratch")
-@writes_output
-def scratch_flow(config: RunConfig) -> ScratchReport:
-    """ResNets from random init on synthetic data and on k real images per class; top-1 of each."""
-    ensure_gpu_limit(config)
-    report, _ = UNIT_TASKS["scratch"](config)
-    publish(
-        TableArtifact,
-        table=[asdict(row) for row in report.results],
-        key=artifact_key(config, "scratch"),
-        description=describe(config, "scratch", "top-1 from scratch"),
-    )
-    return report
+STAGE_FLOWS: dict[str, Flow] = {row.name: stage_flow(row) for row in STAGES}
+globals().update({f"{name}_flow": made for name, made in STAGE_FLOWS.items()})

@@ -14,7 +14,7 @@ from flows.fanout import StageSummary, artifact_key, describe
 from flows.output import writes_output
 from flows.progress import BLANK
 from flows.run_page import publish
-from flows.stages import generate_flow, prompts_flow, quality_flow, score_flow, train_flow
+from flows.stages import STAGE_FLOWS
 from synthvision.core.config import RunConfig, parse_config
 from synthvision.core.errors import SynthvisionError
 from synthvision.reports.train import TrainReport
@@ -44,20 +44,21 @@ def run_name() -> str:
 @flow(name="synthesize", flow_run_name=run_name)
 @writes_output
 def synthesize(config: RunConfig) -> Synthesized:
+    prompts, generate, score = STAGE_FLOWS["prompts"], STAGE_FLOWS["generate"], STAGE_FLOWS["score"]
     summaries: dict[str, PromptsOutcome | StageSummary] = {
-        "prompts": prompts_flow(config),
-        "generate": generate_flow(config),
-        "score": score_flow(config),
+        "prompts": prompts(config),
+        "generate": generate(config),
+        "score": score(config),
     }
     quarantined = summaries["score"].quarantined
     if quarantined:
         # corrupt shards were moved aside: generate them again (deterministic: the same images) and score them
         get_run_logger().warning("regenerating %d quarantined shard(s): %s", len(quarantined), ", ".join(quarantined))
-        summaries["regenerate"] = generate_flow(config)
-        summaries["rescore"] = score_flow(config)
-    report = train_flow(config)
+        summaries["regenerate"] = generate(config)
+        summaries["rescore"] = score(config)
+    report = STAGE_FLOWS["train"](config)
     if config.quality is not None:
-        quality_flow(config)
+        STAGE_FLOWS["quality"](config)
     publish(
         TableArtifact,
         table=stage_rows(summaries),

@@ -152,6 +152,11 @@ class Stage:
     work: str = ""  # the function of its file (`stages/<name>.py`) that computes and commits it; "": its name
 
     @property
+    def description(self) -> str:
+        """Its summary as a sentence: its command's help, its deployments' description."""
+        return f"{self.summary[0].upper()}{self.summary[1:]}."
+
+    @property
     def work_function(self) -> str:
         return self.work or self.name
 

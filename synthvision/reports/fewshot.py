@@ -38,6 +38,11 @@ class FewShotReport:
     encoder: dict[str, Any]  # batch_norm, tuned
     results: list[FewShotRow]
 
+    def line(self) -> str:
+        """What its command prints: top-1 per shots and strategy."""
+        runs = ", ".join(f"{row.shots}-shot {row.strategy} {row.top1:.2f}%" for row in self.results)
+        return f"top-1 on {self.test_set}: zero-shot {self.zero_shot_top1:.2f}%, {runs}"
+
 
 def accuracy_table(results: list[FewShotRow]) -> tuple[list[int], list[str], dict[tuple[int, str], float]]:
     shots = sorted({row.shots for row in results})

@@ -34,6 +34,14 @@ class QualityReport:
     run: QualityRow  # the whole run ("all")
     classes: list[QualityRow]
 
+    def line(self) -> str:
+        """What its command prints: the whole run's figures."""
+        run = self.run
+        return (
+            f"{run.kept} of {run.images} images kept ({run.pass_rate:.1%}), image Vendi {run.image_vendi:.1f}, "
+            f"near-duplicates {run.near_duplicate_rate:.1%}"
+        )
+
 
 COLUMNS = (
     ("images", "images", "{:d}"),

@@ -16,6 +16,9 @@ class PretrainReport:
     resumed_from_step: int | None
     epoch_losses: list[float]
 
+    def line(self) -> str:
+        return f"{self.method} {self.arch}, {self.steps} steps on {self.synthetic_images} images: {self.backbone}"
+
 
 @dataclass(frozen=True)
 class TransferRow:
@@ -34,6 +37,10 @@ class TransferReport:
     arch: str
     results: list[TransferRow]
 
+    def line(self) -> str:
+        results = ", ".join(f"{row.init} {row.top1:.2f}%" for row in self.results)
+        return f"top-1 on {self.dataset} ({self.arch}, {self.pretraining}): {results}"
+
 
 @dataclass(frozen=True)
 class ScratchRow:
@@ -50,3 +57,7 @@ class ScratchReport:
     test_set: str
     test_images: int
     results: list[ScratchRow]
+
+    def line(self) -> str:
+        results = ", ".join(f"{row.data} ({row.images} images) {row.top1:.2f}%" for row in self.results)
+        return f"top-1 on {self.test_set} ({self.arch}): {results}"

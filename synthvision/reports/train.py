@@ -48,6 +48,16 @@ class TrainReport:
     training: dict[str, Any]  # the training config, steps and per-epoch losses
     evaluation: Evaluation
 
+    def line(self) -> str:
+        """What its command prints: top-1 on the test set, or what it trained on."""
+        data, evaluation = self.data, self.evaluation
+        if not evaluation.test_set:
+            return f"trained on {data.trained_on} of {data.synthetic_images} images (no test set to evaluate on)"
+        return (
+            f"top-1: zero-shot {evaluation.zero_shot_top1:.2f}%, tuned {evaluation.tuned_top1:.2f}% "
+            f"({evaluation.gain:+.2f})"
+        )
+
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"

@@ -4,6 +4,7 @@ Writes `fewshot/accuracy.png`, `report.md` and, last, `report.json`."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +16,7 @@ from synthvision.methods.classifier_tuning import predict, top1, zero_shot_head
 from synthvision.methods.fewshot import Encoder, Part, part_losses, real_filter, sample_shots, train_few_shot
 from synthvision.models.devices import resolve_device
 from synthvision.reports.fewshot import FewShotReport, FewShotRow, render_few_shot_report, render_plot
+from synthvision.reports.page import Page, report_items
 from synthvision.stages import generate, score
 
 if TYPE_CHECKING:
@@ -23,6 +25,12 @@ if TYPE_CHECKING:
 
 def committed(run: Run) -> FewShotReport | None:
     return run.commits.report("fewshot", FewShotReport)
+
+
+def page(run: Run, report: FewShotReport, done_now: bool) -> Page:
+    rows, markdown = [asdict(row) for row in report.results], render_few_shot_report(report)
+    items = report_items(run.storage, "fewshot", markdown, rows, "top-1 per shots and strategy")
+    return Page(report, items)
 
 
 def few_shot(run: Run) -> FewShotReport:

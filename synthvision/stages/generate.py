@@ -24,6 +24,7 @@ from synthvision.core.pipelining import cpu_workers
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import iter_labelled
 from synthvision.methods.fewshot import sample_shots
+from synthvision.reports.page import Page, PageItem
 from synthvision.storage.commits import every
 from synthvision.storage.tars import ImageEncoding, ShardWriter, decode_image, read_samples, sample_image_bytes
 
@@ -74,6 +75,12 @@ def image_encoding(config: GeneratorConfig) -> ImageEncoding:
 def committed(run: Run, index: int) -> Manifest | None:
     spec = run.plan.shard(index)
     return run.commits.shard("generate", spec.name, spec.spec_hash)
+
+
+def page(run: Run, summary: Any, done_now: bool) -> Page:
+    """The stage's summary and its contact sheet of the first shards (it replaces the live one of the latest)."""
+    sheet = contact_sheet(run)
+    return Page(summary, [] if sheet is None else [PageItem("contact-sheet", "contact sheet", sheet, live=True)])
 
 
 def generate(run: Run, index: int) -> Manifest:

@@ -20,6 +20,7 @@ from synthvision.methods.pretraining.jobs import (
     write_backbone,
 )
 from synthvision.methods.pretraining.models import build_resnet
+from synthvision.reports.page import Page, PageItem
 from synthvision.reports.resnets import PretrainReport
 from synthvision.stages import generate
 
@@ -31,6 +32,12 @@ PRETRAIN_DIR = stage("pretrain").folder
 
 def committed(run: Run) -> PretrainReport | None:
     return run.commits.report("pretrain", PretrainReport)
+
+
+def page(run: Run, report: PretrainReport, done_now: bool) -> Page:
+    row = {"method": report.method, "arch": report.arch, "images": report.synthetic_images, "steps": report.steps}
+    table = [{**row, "backbone": report.backbone}]
+    return Page(report, [PageItem("pretrain", "pre-training", table=table)])
 
 
 def pretrain(run: Run, on_step: OnStep = None) -> PretrainReport:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from synthvision.core import failpoints
 from synthvision.core.config import PromptsConfig
 from synthvision.core.prompts import Prompt, basic_prompts, language_enhanced_prompts
+from synthvision.reports.page import Page, PageItem
 from synthvision.storage.prompt_table import write_prompts
 
 if TYPE_CHECKING:
@@ -33,6 +34,12 @@ class PromptsOutcome:
 
 def committed(run: Run) -> list[Prompt] | None:
     return run.commits.prompts()
+
+
+def page(run: Run, prompts: list[Prompt], done_now: bool) -> Page:
+    summary = PromptsOutcome.of(prompts, done_now)
+    table = [{"source": source, "prompts": count} for source, count in summary.by_source.items()]
+    return Page(summary, [PageItem("prompts", f"prompts by source ({run.config.prompts.strategy})", table=table)])
 
 
 def expand(run: Run) -> list[Prompt]:

@@ -18,7 +18,8 @@ from synthvision.methods.diversity import (
     unit_rows,
     vendi_score,
 )
-from synthvision.reports.quality import QualityReport, QualityRow, render_plot, render_quality_report
+from synthvision.reports.page import Page, report_items
+from synthvision.reports.quality import QualityReport, QualityRow, render_plot, render_quality_report, table_rows
 from synthvision.stages import score
 
 if TYPE_CHECKING:
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
 
 def committed(run: Run) -> QualityReport | None:
     return run.commits.report("quality", QualityReport)
+
+
+def page(run: Run, report: QualityReport, done_now: bool) -> Page:
+    what = "diversity, near-duplicates, distance to real"
+    items = report_items(run.storage, "quality", render_quality_report(report), table_rows(report), what)
+    return Page(report, items)
 
 
 def quality(run: Run) -> QualityReport:

@@ -31,6 +31,7 @@ from synthvision.core.pipelining import cpu_workers, ordered_map
 from synthvision.core.stage_table import stage
 from synthvision.methods.diversity import drop_near_duplicates
 from synthvision.methods.filtering import CLIP_FILTER_REASON, clip_filter, filter_threshold, per_class_budget, softmax
+from synthvision.reports.page import Page
 from synthvision.stages import generate
 from synthvision.storage.commits import every
 from synthvision.storage.store import HashingReader
@@ -70,6 +71,10 @@ def committed(run: Run, index: int) -> Manifest | None:
     """The scores of shard `index`, if computed from exactly the tar committed now."""
     source = generate.committed(run, index)
     return None if source is None else run.commits.shard("score", source.shard, source.sha256)
+
+
+def page(run: Run, summary: Any, done_now: bool) -> Page:
+    return Page(summary)  # its waves' tables and progress are the page
 
 
 def score(run: Run, index: int) -> Manifest:

@@ -3,6 +3,7 @@ images per class, each scored on the run's test set: how many real images the sy
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from synthvision.core.errors import ConfigError
@@ -17,6 +18,7 @@ from synthvision.methods.pretraining.jobs import (
     train_supervised,
 )
 from synthvision.methods.pretraining.models import build_resnet
+from synthvision.reports.page import Page, PageItem
 from synthvision.reports.resnets import ScratchReport, ScratchRow
 from synthvision.stages import generate
 
@@ -28,6 +30,11 @@ SCRATCH_DIR = stage("scratch").folder
 
 def committed(run: Run) -> ScratchReport | None:
     return run.commits.report("scratch", ScratchReport)
+
+
+def page(run: Run, report: ScratchReport, done_now: bool) -> Page:
+    table = [asdict(row) for row in report.results]
+    return Page(report, [PageItem("scratch", "top-1 from scratch", table=table)])
 
 
 def scratch(run: Run, on_step: OnStep = None) -> ScratchReport:

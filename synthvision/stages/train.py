@@ -12,6 +12,7 @@ from synthvision.core import failpoints
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import encode_test_set
 from synthvision.methods.classifier_tuning import predict, top1, tune_classifier, zero_shot_head
+from synthvision.reports.page import Page, report_items
 from synthvision.reports.train import Evaluation, Strategies, TrainData, TrainReport, render_train_report
 from synthvision.stages import score
 
@@ -23,6 +24,16 @@ TRAIN_DIR = stage("train").folder
 
 def committed(run: Run) -> TrainReport | None:
     return run.commits.report("train", TrainReport)
+
+
+def page(run: Run, report: TrainReport, done_now: bool) -> Page:
+    evaluation = report.evaluation
+    rows = [
+        {"model": "CLIP zero-shot", "top1": evaluation.zero_shot_top1},
+        {"model": "CLIP + synthetic (CT)", "top1": evaluation.tuned_top1},
+    ]
+    items = report_items(run.storage, "train", render_train_report(report), rows, f"top-1 on {evaluation.test_set}")
+    return Page(report, items)
 
 
 def train(run: Run) -> TrainReport:

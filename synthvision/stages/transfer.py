@@ -3,6 +3,7 @@ fine-tuned on a real dataset; top-1 of each on its test split."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from synthvision.core.errors import DataError
@@ -20,6 +21,7 @@ from synthvision.methods.pretraining.jobs import (
     train_supervised,
 )
 from synthvision.methods.pretraining.models import build_resnet
+from synthvision.reports.page import Page, PageItem
 from synthvision.reports.resnets import TransferReport, TransferRow
 from synthvision.stages.pretrain import PRETRAIN_DIR
 
@@ -31,6 +33,11 @@ TRANSFER_DIR = stage("transfer").folder
 
 def committed(run: Run) -> TransferReport | None:
     return run.commits.report("transfer", TransferReport)
+
+
+def page(run: Run, report: TransferReport, done_now: bool) -> Page:
+    table = [asdict(row) for row in report.results]
+    return Page(report, [PageItem("transfer", f"top-1 on {report.dataset}", table=table)])
 
 
 def transfer(run: Run, on_step: OnStep = None) -> TransferReport:

@@ -95,6 +95,7 @@ def test_the_table_is_a_dag_in_order_and_names_real_config_sections():
 def test_every_stage_has_a_command_and_a_flow_and_every_flow_a_deployment():
     from flows import stages as stage_flows
     from flows.cli import app
+    from flows.deployments import FILE, prefect_yaml
     from flows.synthesize import synthesize
 
     commands = {command.name or command.callback.__name__ for command in app.registered_commands}
@@ -102,13 +103,13 @@ def test_every_stage_has_a_command_and_a_flow_and_every_flow_a_deployment():
     flows = {"synthesize": synthesize} | {name: getattr(stage_flows, f"{name}_flow") for name in NAMES}
     assert all(flow.name == name for name, flow in flows.items())
 
-    deployments = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())["deployments"]
+    assert FILE.read_text() == prefect_yaml(), "deployments/prefect.yaml is stale: run `python -m flows.deployments`"
+    deployments = yaml.safe_load(FILE.read_text())["deployments"]
     deployed = {(d["name"], d["entrypoint"]) for d in deployments}
     entrypoints = {"synthesize": "flows/synthesize.py:synthesize"} | {
         name: f"flows/stages.py:{name}_flow" for name in NAMES
     }
-    missing = {(pool, entry) for pool in ("local", "k8s") for entry in entrypoints.values()} - deployed
-    assert not missing, f"flows without a deployment: {sorted(missing)}"
+    assert deployed == {(pool, entry) for pool in ("local", "k8s") for entry in entrypoints.values()}
 
 
 def test_status_lists_every_stage_the_config_enables(tmp_path, colours_file):

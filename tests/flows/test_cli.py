@@ -56,12 +56,19 @@ def test_fewshot_without_its_section_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", ["pretrain", "transfer", "scratch"])
-def test_resnet_jobs_without_their_section_are_one_line_errors(tmp_path, command):
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [
+        ("pretrain", "add `pretrain: {}` for the defaults"),
+        ("transfer", "set at least transfer.label_space, transfer.train_set, transfer.test_set"),
+        ("scratch", "add `scratch: {}` for the defaults"),
+    ],
+)
+def test_resnet_jobs_without_their_section_are_one_line_errors(tmp_path, command, hint):
     result = cli(command, "configs/demo.yaml", "--set", f"output={tmp_path / 'run'}")
-    assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (
+    assert (result.returncode, result.stderr.strip().splitlines()) == (
         2,
-        f"error: configs/demo.yaml: no {command} section",
+        [f"error: configs/demo.yaml: no {command} section ({hint})"],
     )
 
 

@@ -82,12 +82,12 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
         "score-progress",
         "score-shards-wave-0000",
         "prompts",
-        "report",
+        "train-report",
         "train",
         "stages",
     } <= set(artifacts)
     check_ui_contents(artifacts, shards=3, images=12)
-    assert "CLIP zero-shot" in artifacts["report"].data
+    assert "CLIP zero-shot" in artifacts["train-report"].data
     sheet = run.storage.url_of("contact_sheet.png")
     assert sheet in artifacts["contact-sheet"].data
     from PIL import Image
@@ -95,7 +95,7 @@ def test_synthesize_end_to_end_with_artifacts(make_config):
     with Image.open(sheet) as image:  # 12 images in rows of 8: two rows of 128 px + captions
         assert image.size == (8 * 128, 2 * (128 + 3 * 12 + 4))
     assert run.hashes["generate"] in artifacts["generate-shards-wave-0000"].description
-    assert run.hashes["train"] in artifacts["report"].description
+    assert run.hashes["train"] in artifacts["train-report"].description
 
 
 @pytest.mark.slow

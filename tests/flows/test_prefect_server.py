@@ -93,7 +93,7 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
     check_ui_contents(artifacts, shards=10, images=500)
     shard_rows = json.loads(artifacts["generate-shards-wave-0000"].data)
     assert [row["shard"] for row in shard_rows] == [f"shard-{i:05d}" for i in range(10)]
-    assert {"score-shards-wave-0000", "report", "stages", "quality", "quality-report"} <= set(artifacts)
+    assert {"score-shards-wave-0000", "train-report", "stages", "quality", "quality-report"} <= set(artifacts)
     assert "| **all** | 500 |" in artifacts["quality-report"].data  # the data-quality report of the demo
     assert str(out / "contact_sheet.png") in artifacts["contact-sheet"].data
 
@@ -105,7 +105,7 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
         messages = [log.message for log in client.read_logs(LogFilter(flow_run_id={"any_": [flow_runs["demo"].id]}))]
     keys = Counter(artifact.key.removeprefix(prefix + "-") for artifact in on_top)
     expected = {"generate-progress", "score-progress", "generate-shards-wave-0000", "score-shards-wave-0000"}
-    assert expected | {"contact-sheet", "report", "stages", "quality-report", "prompts"} <= set(keys), keys
+    assert expected | {"contact-sheet", "train-report", "stages", "quality-report", "prompts"} <= set(keys), keys
     assert set(keys.values()) == {1}, keys
     table = next(a for a in on_top if a.key.endswith("generate-shards-wave-0000"))
     assert table.updated > table.created  # shown while its wave ran, then updated
