@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,9 @@ import tasks  # noqa: F401  (sets Prefect defaults before prefect is imported)
 from synthvision.core.config import RunConfig, load_config
 from synthvision.core.errors import ConfigError, SynthvisionError
 from synthvision.core.stage_table import STAGES, Stage
+
+if TYPE_CHECKING:
+    from synthvision.run import Run
 
 app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=__doc__.split("\n")[0]
@@ -35,21 +38,20 @@ NewVersion = Annotated[
 ]
 
 
-def _config(
-    path: Path, overrides: list[str] | None, new_version: bool = False, stages: tuple[str, ...] = ()
-) -> RunConfig:
-    """Load and validate everything that can be checked before work starts, the models `stages` load
-    included (see `models.sources.preflight`)."""
+def _open(path: Path, overrides: list[str] | None, new_version: bool = False, stages: tuple[str, ...] = ()) -> Run:
+    """The run of the config at `path`, with everything that can be checked before work starts
+    checked, the models `stages` load included (see `models.sources.preflight`)."""
     config = load_config(path, [*(overrides or []), *(["orchestration.new_version=true"] if new_version else [])])
     from synthvision.run import open_run  # imported after parsing: a config typo need not wait for torch
 
-    open_run(config).storage.check_access()  # no credentials or a denied bucket: one line now, not mid-run
+    run = open_run(config)
+    run.storage.check_access()  # no credentials or a denied bucket: one line now, not mid-run
     _check_models(path, overrides, config, stages)
     if config.orchestration.engine == "processes":
         from synthvision.models.devices import expand_devices
 
         expand_devices(config.orchestration.devices)  # a device this machine lacks is an error now, not mid-run
-    return config
+    return run
 
 
 def _check_models(path: Path, overrides: list[str] | None, config: RunConfig, stages: tuple[str, ...]) -> None:
@@ -68,12 +70,11 @@ def _check_models(path: Path, overrides: list[str] | None, config: RunConfig, st
         )
 
 
-def _report_url(config: RunConfig, stage_name: str) -> str:
+def _report_url(run: Run, stage_name: str) -> str:
     """Where a person reads a whole-run stage's report: its `report.md`, else its `report.json`."""
     from synthvision.core.stage_table import stage
-    from synthvision.run import open_run
 
-    storage, row = open_run(config).storage, stage(stage_name)
+    storage, row = run.storage, stage(stage_name)
     markdown = f"{row.folder}/report.md"
     return storage.url_of(markdown if storage.exists(markdown) else row.report_file)
 
@@ -92,17 +93,17 @@ def _print_summary(summary: Any) -> None:
 @app.command()
 def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
     """Run the whole pipeline: prompts, generate, score, train and evaluate."""
-    cfg = _config(config, set_, new_version, stages=RUN_STAGES)
+    run = _open(config, set_, new_version, stages=RUN_STAGES)
     from flows.synthesize import synthesize
 
-    result = synthesize(cfg)
+    result = synthesize(run.config)
     for summary in result.stages.values():
         _print_summary(summary)
     if result.report.evaluation.test_set:
         _print_summary(result.report)
-    typer.echo(f"report: {_report_url(cfg, 'train')}")
-    if cfg.quality is not None:
-        typer.echo(f"data quality: {_report_url(cfg, 'quality')}")
+    typer.echo(f"report: {_report_url(run, 'train')}")
+    if run.config.quality is not None:
+        typer.echo(f"data quality: {_report_url(run, 'quality')}")
 
 
 def _missing_section(config: Path, row: Stage) -> ConfigError:
@@ -118,14 +119,14 @@ def _stage_command(row: Stage) -> None:
     place); `--new-version` only where the stage's outputs are versioned (`Stage.versioned`)."""
 
     def command(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = False) -> None:
-        cfg = _config(config, set_, new_version, stages=(row.name,))
-        if row.optional is not None and getattr(cfg, row.optional) is None:
+        run = _open(config, set_, new_version, stages=(row.name,))
+        if row.optional is not None and getattr(run.config, row.optional) is None:
             raise _missing_section(config, row)
         from flows.stages import STAGE_FLOWS
 
-        _print_summary(STAGE_FLOWS[row.name](cfg))
+        _print_summary(STAGE_FLOWS[row.name](run.config))
         if not row.per_shard and row.folder:
-            typer.echo(f"report: {_report_url(cfg, row.name)}")
+            typer.echo(f"report: {_report_url(run, row.name)}")
 
     if not row.versioned:
         signature = inspect.signature(command, eval_str=True)
@@ -143,16 +144,14 @@ for _row in STAGES:
 def status(config: ConfigPath, set_: Overrides = None) -> None:
     """Every stage's shards and images committed, its rate and ETA, and who writes the output now:
     read from storage alone (no Prefect server needed)."""
-    cfg = _config(config, set_)
+    run = _open(config, set_)
     import time
 
     from flows.engines import local_workers
     from flows.progress import BLANK, duration
-    from synthvision.run import open_run
 
-    run = open_run(cfg)
     rows = {row.stage: row for row in run.status()}
-    workers = local_workers(cfg)
+    workers = local_workers(run.config)
     typer.echo(f"{'stage':<10}{'planned':>9}{'committed':>11}{'missing':>9}  {'images':<21}{'rate':<22}ETA")
     for stage in STAGES:
         row = rows.get(stage.name)

@@ -33,7 +33,7 @@ from flows.run_page import publish, show
 from synthvision.core.config import RunConfig
 from synthvision.core.errors import StorageFull, SynthvisionError
 from synthvision.core.planning import shard_name
-from synthvision.run import open_run
+from synthvision.run import Run, open_run
 from synthvision.stages import generate
 from synthvision.storage.commits import ShardOutcome
 from synthvision.storage.store import STORAGE_STATS
@@ -44,16 +44,16 @@ CONTACT_SHEET_EVERY_S = 20.0
 TABLE_EVERY_S = 5.0  # how often a running wave's per-shard table refreshes
 
 
-def artifact_key(config: RunConfig, suffix: str) -> str:
+def artifact_key(run: Run, suffix: str) -> str:
     """`<run name>-<output id>-<suffix>`: unique per output (two outputs of one run name keep their
     own artifacts), in the lowercase letters, digits and dashes that artifact keys allow."""
-    output_id = hashlib.sha256(open_run(config).storage.canonical_url.encode()).hexdigest()[:6]
-    return re.sub(r"[^a-z0-9-]+", "-", f"{config.run_name}-{output_id}-{suffix}".lower()).strip("-")
+    output_id = hashlib.sha256(run.storage.canonical_url.encode()).hexdigest()[:6]
+    return re.sub(r"[^a-z0-9-]+", "-", f"{run.config.run_name}-{output_id}-{suffix}".lower()).strip("-")
 
 
-def describe(config: RunConfig, stage: str, what: str) -> str:
+def describe(run: Run, stage: str, what: str) -> str:
     """Artifact description: what it shows, and the stage config hash of the outputs it describes."""
-    return f"{config.run_name}: {what} (config hash {open_run(config).hashes[stage]})"
+    return f"{run.config.run_name}: {what} (config hash {run.hashes[stage]})"
 
 
 def bounded_futures(
@@ -195,8 +195,8 @@ def shard_wave(config: RunConfig, stage: str, wave: int, start: int, stop: int, 
         )
         show(
             TableArtifact,
-            artifact_key(config, f"{stage}-shards-wave-{wave:04d}"),
-            describe(config, stage, f"{stage} wave {wave} per shard"),
+            artifact_key(run, f"{stage}-shards-wave-{wave:04d}"),
+            describe(run, stage, f"{stage} wave {wave} per shard"),
             table=sorted(rows, key=lambda row: row["shard"]),
         )
 
@@ -238,21 +238,21 @@ class ShardsFailed(RuntimeError):
     """Shards of a wave failed after their retries (the message names each one and its error)."""
 
 
-def run_shard_tasks(config: RunConfig, stage: str) -> StageSummary:
+def run_shard_tasks(run: Run, stage: str) -> StageSummary:
     """Run `stage`'s shard task over every shard, in waves, showing its progress; returns a summary."""
-    run = open_run(config)
+    config = run.config
     num_shards, per_wave = run.plan.num_shards, config.orchestration.shards_per_flow_run
     artifact = publish(
         ProgressArtifact,
         progress=0.0,
-        key=artifact_key(config, f"{stage}-progress"),
-        description=describe(config, stage, f"{stage}: starting"),
+        key=artifact_key(run, f"{stage}-progress"),
+        description=describe(run, stage, f"{stage}: starting"),
     )
     progress_id = str(artifact or uuid.uuid4())  # the stage's reporter, for its waves to find
     progress = StageProgress(stage, num_shards, run.plan.num_images)
     summary = StageSummary(stage, num_shards, ensure_gpu_limit(config))
     requests_before = STORAGE_STATS.snapshot()
-    refresh = _live_contact_sheet(config, progress) if stage == "generate" else None
+    refresh = _live_contact_sheet(run, progress) if stage == "generate" else None
     note = f"(config hash {run.hashes[stage]})"
     reporter = ProgressReporter(progress, artifact and str(artifact), note, refresh)
     with reporter, shard_task_runner(config) as runner:
@@ -269,18 +269,7 @@ def run_shard_tasks(config: RunConfig, stage: str) -> StageSummary:
     return summary
 
 
-def publish_contact_sheet(config: RunConfig, markdown: str | None, what: str) -> None:
-    """The contact sheet's markdown as the run's `contact-sheet` artifact (none before any shard)."""
-    if markdown is not None:
-        show(
-            MarkdownArtifact,
-            artifact_key(config, "contact-sheet"),
-            describe(config, "generate", what),
-            markdown=markdown,
-        )
-
-
-def _live_contact_sheet(config: RunConfig, progress: StageProgress, every_s: float = CONTACT_SHEET_EVERY_S):
+def _live_contact_sheet(run: Run, progress: StageProgress, every_s: float = CONTACT_SHEET_EVERY_S):
     """A callback that, at most every `every_s`, shows the latest committed shards' images on the
     contact-sheet artifact (the stage's flow replaces it with the first shards' when it ends)."""
     last = [time.monotonic()]
@@ -289,7 +278,12 @@ def _live_contact_sheet(config: RunConfig, progress: StageProgress, every_s: flo
         if time.monotonic() - last[0] < every_s or not progress.recent:
             return
         last[0] = time.monotonic()
-        sheet = generate.contact_sheet(open_run(config), list(progress.recent))
-        publish_contact_sheet(config, sheet, "contact sheet (latest shards)")
+        sheet = generate.contact_sheet(run, list(progress.recent))
+        if sheet is not None:
+            key, description = (
+                artifact_key(run, "contact-sheet"),
+                describe(run, "generate", "contact sheet (latest shards)"),
+            )
+            show(MarkdownArtifact, key, description, markdown=sheet)
 
     return refresh

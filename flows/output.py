@@ -9,7 +9,6 @@ and a `resumes` artifact, with links both ways) which run it resumes.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,29 +28,31 @@ from prefect.states import Crashed
 from flows import signals
 from flows.run_page import publish
 from synthvision.core.config import RunConfig
-from synthvision.run import open_run
+from synthvision.run import Run, open_run
 
 Result = TypeVar("Result")
 UNFINISHED = [StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED, StateType.PAUSED, StateType.CANCELLING]
 
 
-def writes_output(body: Callable[..., Result]) -> Callable[..., Result]:
-    """Wrap a flow function whose first parameter is the run config (put it under `@flow`; the
-    flow keeps the function's signature, so its parameters show as before in Prefect)."""
+def writes_output(body: Callable[[Run], Result]) -> Callable[[RunConfig], Result]:
+    """A flow function of the run config (put it under `@flow`: Prefect shows its one parameter,
+    `config`) that opens the run, takes its output, and hands `body` the run."""
 
-    @functools.wraps(body)
-    def wrapper(config: RunConfig, *args: Any, **kwargs: Any) -> Result:
+    def wrapper(config: RunConfig) -> Result:
         signals.watch()  # SIGTERM or Ctrl-C stops this process within seconds (flows/signals.py)
+        run = open_run(config)
         this = {"flow_run_id": str(flow_run.id), "name": flow_run.name, "url": flow_run.ui_url}
-        with open_run(config).writing(this) as taken_over:
+        with run.writing(this) as taken_over:
             if taken_over is not None:
-                resume(config, taken_over, this)
-            return body(config, *args, **kwargs)
+                resume(run, taken_over, this)
+            return body(run)
 
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(wrapper, attribute, getattr(body, attribute))
     return wrapper
 
 
-def resume(config: RunConfig, record: dict[str, Any], this: dict[str, Any]) -> None:
+def resume(run: Run, record: dict[str, Any], this: dict[str, Any]) -> None:
     """Mark the dead lock holder's flow run, its sub-flow runs and their unfinished task runs Crashed,
     and link this flow run to it (`record`: the dead holder's lock record)."""
     from flows.fanout import artifact_key  # fanout's flows are wrapped by this module's decorator
@@ -65,11 +66,11 @@ def resume(config: RunConfig, record: dict[str, Any], this: dict[str, Any]) -> N
         return
     message = f"its process died; flow run {this['name']} ({this['url'] or this['flow_run_id']}) resumes its work"
     with get_client(sync_client=True) as client:
-        crashed = [run for run in _with_descendants(client, dead["flow_run_id"]) if run.state_type in UNFINISHED]
-        for run in crashed:
-            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+        crashed = [each for each in _with_descendants(client, dead["flow_run_id"]) if each.state_type in UNFINISHED]
+        for each in crashed:
+            client.set_flow_run_state(each.id, Crashed(message=message), force=True)
         tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in crashed])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[each.id for each in crashed])),
             task_run_filter=TaskRunFilter(state={"type": TaskRunFilterStateType(any_=UNFINISHED)}),
         )
         for task in tasks:
@@ -85,12 +86,12 @@ def resume(config: RunConfig, record: dict[str, Any], this: dict[str, Any]) -> N
     publish(
         MarkdownArtifact,
         markdown=f"# Resumes {dead.get('name')}\n\nThis flow run took the output "
-        f"`{open_run(config).storage.url}` over from flow run [{dead.get('name')}]({link}), whose process "
+        f"`{run.storage.url}` over from flow run [{dead.get('name')}]({link}), whose process "
         f"died (host {record.get('host')} pid {record.get('pid')}). The {len(crashed)} flow run(s) and "
         f"{len(tasks)} task run(s) it left running are marked Crashed; this run skips every shard that run "
         "committed.\n",
-        key=artifact_key(config, "resumes"),
-        description=f"{config.run_name}: the flow run this one resumes",
+        key=artifact_key(run, "resumes"),
+        description=f"{run.config.run_name}: the flow run this one resumes",
     )
 
 

@@ -18,17 +18,16 @@ from flows.engines import ensure_gpu_limit
 from flows.fanout import artifact_key, describe, run_shard_tasks
 from flows.output import writes_output
 from flows.run_page import publish, show
-from synthvision.core.config import RunConfig
 from synthvision.core.stage_table import STAGES, Stage
 from synthvision.reports.page import Page
-from synthvision.run import open_run
+from synthvision.run import Run
 from tasks.stages import UNIT_TASKS
 
 
-def show_page(config: RunConfig, stage: str, page: Page) -> None:
+def show_page(run: Run, stage: str, page: Page) -> None:
     """Publish a stage's page items on the run page (a live one updated in place)."""
     for item in page.items:
-        key, description = artifact_key(config, item.key), describe(config, stage, item.what)
+        key, description = artifact_key(run, item.key), describe(run, stage, item.what)
         if item.table is not None:
             publish(TableArtifact, table=item.table, key=key, description=description)
         elif item.live:
@@ -40,15 +39,15 @@ def show_page(config: RunConfig, stage: str, page: Page) -> None:
 def stage_flow(row: Stage) -> Flow:
     """The flow of a stage row: named as the stage, its runs `<run name>-<stage>`."""
 
-    def body(config: RunConfig) -> Any:
+    def body(run: Run) -> Any:
         if row.per_shard:
-            outcome = run_shard_tasks(config, row.name)
+            outcome = run_shard_tasks(run, row.name)
             done_now = outcome.done_now > 0
         else:
-            ensure_gpu_limit(config)
-            outcome, done_now = UNIT_TASKS[row.name](config)
-        page = import_module(f"synthvision.stages.{row.name}").page(open_run(config), outcome, done_now)
-        show_page(config, row.name, page)
+            ensure_gpu_limit(run.config)
+            outcome, done_now = UNIT_TASKS[row.name](run.config)
+        page = import_module(f"synthvision.stages.{row.name}").page(run, outcome, done_now)
+        show_page(run, row.name, page)
         return page.summary
 
     body.__name__ = body.__qualname__ = f"{row.name}_flow"

@@ -18,7 +18,7 @@ from flows.stages import STAGE_FLOWS
 from synthvision.core.config import RunConfig, parse_config
 from synthvision.core.errors import SynthvisionError
 from synthvision.reports.train import TrainReport
-from synthvision.run import open_run
+from synthvision.run import Run, open_run
 from synthvision.stages.prompts import PromptsOutcome
 
 
@@ -43,7 +43,8 @@ def run_name() -> str:
 
 @flow(name="synthesize", flow_run_name=run_name)
 @writes_output
-def synthesize(config: RunConfig) -> Synthesized:
+def synthesize(run: Run) -> Synthesized:
+    config = run.config
     prompts, generate, score = STAGE_FLOWS["prompts"], STAGE_FLOWS["generate"], STAGE_FLOWS["score"]
     summaries: dict[str, PromptsOutcome | StageSummary] = {
         "prompts": prompts(config),
@@ -62,23 +63,23 @@ def synthesize(config: RunConfig) -> Synthesized:
     publish(
         TableArtifact,
         table=stage_rows(summaries),
-        key=artifact_key(config, "stages"),
-        description=describe(config, "train", "work done per stage in this flow run"),
+        key=artifact_key(run, "stages"),
+        description=describe(run, "train", "work done per stage in this flow run"),
     )
-    _say_where_the_results_are(config, report)
+    _say_where_the_results_are(run, report)
     return Synthesized(summaries, report)
 
 
-def _say_where_the_results_are(config: RunConfig, report: TrainReport) -> None:
+def _say_where_the_results_are(run: Run, report: TrainReport) -> None:
     """The run's last log line: the top-1 and where the reports are."""
-    run, evaluation = open_run(config), report.evaluation
+    evaluation = report.evaluation
     top1 = (
         f"top-1 zero-shot {evaluation.zero_shot_top1:.2f}%, tuned {evaluation.tuned_top1:.2f}% "
         f"({evaluation.gain:+.2f}) on {evaluation.test_set}; "
         if evaluation.test_set
         else ""
     )
-    quality = f"; data quality: {run.storage.url_of('quality/report.md')}" if config.quality is not None else ""
+    quality = f"; data quality: {run.storage.url_of('quality/report.md')}" if run.config.quality is not None else ""
     get_run_logger().info("%sreport: %s%s", top1, run.storage.url_of("train/report.md"), quality)
 
 

@@ -21,7 +21,7 @@ def wave_rows(config) -> list[dict]:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    key = artifact_key(config, "generate-shards-wave-0000")
+    key = artifact_key(open_run(config), "generate-shards-wave-0000")
     with get_client(sync_client=True) as client:  # filtered on the server: one page holds too few of the session's
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     return json.loads(artifacts[-1].data) if isinstance(artifacts[-1].data, str) else artifacts[-1].data

@@ -44,7 +44,7 @@ def task_runs_of(flow_run_name: str, expected: int):
 
 def artifacts_of(config) -> dict:
     """The latest artifact of each key of the config's output, by the key's suffix (`generate-progress`)."""
-    prefix = artifact_key(config, "")
+    prefix = artifact_key(synthvision.run.open_run(config), "")
     with get_client(sync_client=True) as client:
         # filtered on the server: the session's other tests leave more artifacts than one page holds
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=prefix)))

@@ -11,6 +11,7 @@ import sys
 import yaml
 
 from flows.fanout import artifact_key
+from synthvision.run import open_run
 from tests.conftest import REPO, tiny_config
 from tests.flows.test_prefect_server import client_of
 
@@ -101,7 +102,9 @@ def test_a_stage_added_as_a_row_and_a_file_gets_its_task_flow_command_and_deploy
         runs = [run for run in client.read_flow_runs() if run.name == "counted-count"]
         assert [run.state.type.value for run in runs] == ["COMPLETED"]
         artifacts = client.read_artifacts()
-    (table,) = [a for a in artifacts if a.key == artifact_key(config, "count") and a.flow_run_id == runs[0].id]
+    (table,) = [
+        a for a in artifacts if a.key == artifact_key(open_run(config), "count") and a.flow_run_id == runs[0].id
+    ]
     assert json.loads(table.data) == [{"classes": 3}]
 
     # committed: the rerun reads it back and does not redo it

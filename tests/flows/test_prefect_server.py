@@ -18,6 +18,7 @@ import yaml
 from flows.fanout import artifact_key
 from synthvision.core.config import load_config
 from synthvision.core.stage_table import STAGES
+from synthvision.run import open_run
 from tests.conftest import REPO, tiny_config
 from tests.flows.test_cli import cli
 from tests.helpers import check_ui_contents
@@ -88,7 +89,7 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
             time.sleep(0.5)
         assert sorted(task.name for task in tasks) == [f"generate-shard-{i:05d}" for i in range(10)]
         assert all(task.state.is_completed() for task in tasks)
-        prefix = artifact_key(load_config(REPO / "configs/demo.yaml", [f"output={out}"]), "")
+        prefix = artifact_key(open_run(load_config(REPO / "configs/demo.yaml", [f"output={out}"])), "")
         artifacts = {a.key.removeprefix(prefix + "-"): a for a in client.read_artifacts() if a.key.startswith(prefix)}
     check_ui_contents(artifacts, shards=10, images=500)
     shard_rows = json.loads(artifacts["generate-shards-wave-0000"].data)

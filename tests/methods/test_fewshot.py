@@ -138,8 +138,9 @@ def test_few_shot_flow_end_to_end_on_tiny_models(make_config, tmp_path, prefect_
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.fanout import artifact_key
+    from synthvision.run import open_run
 
-    key = artifact_key(config, "fewshot-report")
+    key = artifact_key(open_run(config), "fewshot-report")
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     # the UI cannot serve accuracy.png from the output: the artifact carries the plot itself

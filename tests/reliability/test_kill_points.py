@@ -152,6 +152,7 @@ def test_a_run_killed_by_sigkill_is_marked_crashed_and_linked_from_its_resumptio
     from prefect.client.schemas.sorting import FlowRunSort
 
     from flows.fanout import artifact_key
+    from synthvision.run import open_run
 
     config_path = write_config(tmp_path / "config.yaml", str(tmp_path / "run"), {}, colours_file)
     config = load_config(config_path, ["run_name=crashed"])
@@ -173,7 +174,7 @@ def test_a_run_killed_by_sigkill_is_marked_crashed_and_linked_from_its_resumptio
             flow_run_filter=FlowRunFilter(id={"any_": [first.id, *(run.id for run in children + waves)]})
         )
         (resumes,) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(config, "resumes")]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(open_run(config), "resumes")]))
         )
     # the killed run and the sub-flows it was in (the generate stage and its wave) no longer show Running
     assert first.state.name == "Crashed" and second.state.is_completed()
