@@ -16,10 +16,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synthvision.core.config import RealGuidanceConfig, RunConfig
+from synthvision.core.config import RunConfig
 from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.heads import filter_templates, zero_shot_templates
 from synthvision.core.label_spaces import LabelSpace, load_label_space
+from synthvision.core.learning_config import RealGuidanceConfig
 from synthvision.core.memo import once_per_config
 from synthvision.core.paths import PATHS, fields_set, is_url, relative_to_config
 from synthvision.core.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthvision.core.config import TrainingConfig
+from synthvision.core.learning_config import TrainingConfig
 from synthvision.methods.losses import Loss
 from synthvision.models.devices import resolve_device
 

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from synthvision.core.batching import batched
-from synthvision.core.config import FewShotConfig
 from synthvision.core.errors import DataError
+from synthvision.core.learning_config import FewShotConfig
 from synthvision.methods.classifier_tuning import normalize
 from synthvision.methods.losses import Loss
 

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from synthvision.core.batching import batched
-from synthvision.core.config import ClipConfig
+from synthvision.core.data_config import ClipConfig
 from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.core.memo import once_per_config
 from synthvision.core.paths import LOCAL_DIR

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from synthvision.core.config import LLMConfig
+from synthvision.core.data_config import LLMConfig
 from synthvision.core.errors import ModelLoadError
 from synthvision.core.hashing import derive_seed
 from synthvision.core.prompts import first_line

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from synthvision.core.config import ClipConfig, GeneratorConfig
+from synthvision.core.data_config import ClipConfig, GeneratorConfig
 from synthvision.core.paths import file_sha256, relative_to_config, split_local_dir
 from synthvision.models.sources import cached_snapshot, is_hub_id, open_clip_hub_model
 

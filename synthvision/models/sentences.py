@@ -18,7 +18,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from synthvision.core.config import SentenceModelConfig
+from synthvision.core.data_config import SentenceModelConfig
 from synthvision.core.hashing import derive_seed
 from synthvision.models.devices import resolve_device
 from synthvision.models.weights import from_pretrained

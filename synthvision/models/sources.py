@@ -15,7 +15,8 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthvision.core.config import ClipConfig, RunConfig
+from synthvision.core.config import RunConfig
+from synthvision.core.data_config import ClipConfig
 from synthvision.core.paths import is_url, split_local_dir
 
 # which stages load the model a field names

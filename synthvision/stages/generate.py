@@ -16,7 +16,8 @@ from PIL import Image
 
 from synthvision.core import failpoints, stopping
 from synthvision.core.batching import batched
-from synthvision.core.config import GeneratorConfig, RunConfig
+from synthvision.core.config import RunConfig
+from synthvision.core.data_config import GeneratorConfig
 from synthvision.core.label_spaces import load_label_space
 from synthvision.core.manifest import Manifest
 from synthvision.core.memo import once_per_config

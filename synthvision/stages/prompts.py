@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from synthvision.core import failpoints
-from synthvision.core.config import PromptsConfig
+from synthvision.core.data_config import PromptsConfig
 from synthvision.core.prompts import Prompt, basic_prompts, language_enhanced_prompts
 from synthvision.reports.page import Page, PageItem
 from synthvision.storage.prompt_table import write_prompts

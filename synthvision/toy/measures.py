@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from synthvision.core.batching import batched
-from synthvision.core.config import ClipConfig, GeneratorConfig, GlideConfig
+from synthvision.core.data_config import ClipConfig, GeneratorConfig, GlideConfig
 from synthvision.datasets.fashion_mnist import CLASSES, Split
 from synthvision.methods.classifier_tuning import top1
 from synthvision.methods.filtering import ZeroShotHead

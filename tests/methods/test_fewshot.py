@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from synthvision.core.config import FewShotConfig
 from synthvision.core.errors import DataError
+from synthvision.core.learning_config import FewShotConfig
 from synthvision.methods.fewshot import Part, real_filter, sample_shots, train_few_shot
 from synthvision.stages.generate import guidance_shots
 from synthvision.stages.units import ensure
@@ -231,7 +231,7 @@ def _bn_stats(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     [("frozen", True, False, True), ("train", False, True, False), ("train", True, True, True)],
 )
 def test_batch_norm_and_encoder_tuning_settings(batch_norm, tune, stats_change, weights_change):
-    from synthvision.core.config import ClipConfig
+    from synthvision.core.data_config import ClipConfig
     from synthvision.methods.fewshot import Encoder
     from synthvision.models.clip import load_clip
 

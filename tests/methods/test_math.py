@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthvision.core.config import TrainingConfig
+from synthvision.core.learning_config import TrainingConfig
 from synthvision.methods.classifier_tuning import predict, top1, tune_classifier, zero_shot_head
 from synthvision.methods.filtering import clip_filter, filter_threshold, softmax, zero_shot_logits
 from synthvision.methods.losses import Loss
@@ -52,7 +52,7 @@ def test_label_smoothing_and_hard_pseudo_labels_against_hand_computed_values():
 
 
 def test_few_shot_parts_train_as_the_papers_code():
-    from synthvision.core.config import FewShotConfig
+    from synthvision.core.learning_config import FewShotConfig
     from synthvision.methods.fewshot import part_losses
 
     real, synthetic = part_losses(FewShotConfig(train_set="pool.tar"))

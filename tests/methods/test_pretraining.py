@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from synthvision.core.config import OptimConfig
+from synthvision.core.learning_config import OptimConfig
 from synthvision.methods.pretraining.checkpoint import flatten, unflatten
 from synthvision.methods.pretraining.data import LabelledImages
 from synthvision.methods.pretraining.models import MoCo, backbone_state, build_resnet

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from synthvision.core.config import GeneratorConfig
+from synthvision.core.data_config import GeneratorConfig
 from synthvision.core.errors import ModelLoadError
 from synthvision.core.respacing import respaced_steps
 from synthvision.models.generators.glide.backend import GlideGenerator, GlideModels, guided_output, load_glide_models

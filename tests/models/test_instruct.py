@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthvision.core.config import LLMConfig
+from synthvision.core.data_config import LLMConfig
 from synthvision.core.errors import ModelLoadError
 from synthvision.core.prompts import first_line
 from synthvision.models.instruct import (

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from synthvision.core.config import ClipConfig, GeneratorConfig, load_config
+from synthvision.core.config import load_config
+from synthvision.core.data_config import ClipConfig, GeneratorConfig
 from synthvision.models.clip import save_clip, tiny_clip_config
 from synthvision.models.generators.tiny import build_tiny_pipeline
 from synthvision.models.lineage import clip_ref, generator_ref, model_ref

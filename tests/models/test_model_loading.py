@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthvision.core.config import ClipConfig, SentenceModelConfig
+from synthvision.core.data_config import ClipConfig, SentenceModelConfig
 from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.models.clip import ClipModel, save_clip, tiny_clip_config
 from synthvision.models.sentences import build_tiny_sentence_model, load_sentence_model, sample_sentences

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from synthvision.core.config import GeneratorConfig
+from synthvision.core.data_config import GeneratorConfig
 from synthvision.core.errors import ModelLoadError
 from synthvision.models.generators.diffusers_backend import DiffusersGenerator, load_pipeline
 from synthvision.models.generators.tiny import build_tiny_pipeline

@@ -7,7 +7,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from synthvision.core.config import ClipConfig
+from synthvision.core.data_config import ClipConfig
 from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.label_spaces import LabelSpace
 from synthvision.core.manifest import Manifest

@@ -6,7 +6,8 @@ zero-shot head on real test images, which a wrong guidance sign, normalisation o
 import numpy as np
 import pytest
 
-from synthvision.core.config import ClipConfig, GeneratorConfig, TrainingConfig
+from synthvision.core.data_config import ClipConfig, GeneratorConfig
+from synthvision.core.learning_config import TrainingConfig
 from synthvision.datasets.fashion_mnist import CLASSES
 from synthvision.methods.classifier_tuning import predict, top1, tune_classifier, zero_shot_head
 from synthvision.methods.filtering import ZeroShotHead

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 
 from synthvision.core.batching import batched
-from synthvision.core.config import MocoConfig, OptimConfig
 from synthvision.core.errors import DataError
 from synthvision.core.hashing import derive_seed
+from synthvision.core.learning_config import MocoConfig, OptimConfig
 from synthvision.core.manifest import Manifest
 from synthvision.core.pipelining import cpu_workers
 from synthvision.methods.pretraining.checkpoint import Checkpointer

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from synthvision.core import failpoints
-from synthvision.core.config import OptimConfig
+from synthvision.core.learning_config import OptimConfig
 from synthvision.methods.pretraining.checkpoint import Checkpointer
 from synthvision.methods.pretraining.data import Batch
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from synthvision.core.config import GeneratorConfig
+from synthvision.core.data_config import GeneratorConfig
 from synthvision.core.memo import once_per_config
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 from PIL import Image
 
-from synthvision.core.config import GeneratorConfig
+from synthvision.core.data_config import GeneratorConfig
 from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.models.devices import resolve_device, resolve_dtype
 from synthvision.models.weights import resolve_model_source

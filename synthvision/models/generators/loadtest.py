@@ -13,7 +13,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from synthvision.core.config import GeneratorConfig
+from synthvision.core.data_config import GeneratorConfig
 
 TEXTURES = 64
 

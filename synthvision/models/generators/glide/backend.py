@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file as load_safetensors
 
-from synthvision.core.config import GeneratorConfig
+from synthvision.core.data_config import GeneratorConfig
 from synthvision.core.errors import ModelLoadError
 from synthvision.models.devices import resolve_device, resolve_dtype
 from synthvision.models.generators.glide.diffusion import SpacedDiffusion
