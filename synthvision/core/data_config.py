@@ -3,11 +3,11 @@ shards, CLIP and its filter. Part of the run config (`core/config.py`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from synthvision.core.section import Section
+from synthvision.core.section import Added, ByPart, Runtime, Section
 
 
 def _check_templates(value: list[str] | None, field: str) -> list[str] | None:
@@ -34,11 +34,13 @@ class SentenceModelConfig(Section):
     max_new_tokens: int = Field(
         19, gt=0, description="the paper's code: max_length 20, the decoder's start token included"
     )
-    top_k: int | None = Field(50, gt=0, description="sample from the k likeliest tokens (None: all)")
+    top_k: Annotated[int | None, Added(50)] = Field(
+        50, gt=0, description="sample from the k likeliest tokens (None: all)"
+    )
     top_p: float = Field(1.0, gt=0, le=1)
     temperature: float = Field(1.0, gt=0)
-    batch_size: int = Field(50, gt=0)
-    device: str = "auto"
+    batch_size: Annotated[int, Runtime] = Field(50, gt=0)
+    device: Annotated[str, Runtime] = "auto"
 
     _template = field_validator("input_template")(_check_template)
 
@@ -64,7 +66,7 @@ class LLMConfig(Section):
     top_p: float = Field(0.9, gt=0, le=1)
     temperature: float = Field(0.9, gt=0)
     batch_size: int = Field(16, gt=0, description="sentences sampled at once (part of the seed: in the hash)")
-    device: str = "auto"
+    device: Annotated[str, Runtime] = "auto"
 
     _instruction = field_validator("instruction")(_check_template)
 
@@ -76,8 +78,12 @@ class PromptsConfig(Section):
     strategy: Literal["basic", "language_enhancement", "llm"] = "basic"
     template: str | None = Field(None, description="default per label space, e.g. 'a photo of a {}'")
     sentences_per_class: int = Field(200, gt=0, description="LE, llm: sentences kept per class")
-    oversample: int = Field(50, ge=0, description="LE, llm: sentences sampled beyond those kept, before dedupe")
-    require_class_name: bool = Field(False, description="LE, llm: keep only sentences that name the class")
+    oversample: Annotated[int, Added(0)] = Field(
+        50, ge=0, description="LE, llm: sentences sampled beyond those kept, before dedupe"
+    )
+    require_class_name: Annotated[bool, Added(True)] = Field(
+        False, description="LE, llm: keep only sentences that name the class"
+    )
     sentence_model: SentenceModelConfig = SentenceModelConfig()
     llm: LLMConfig = LLMConfig()
 
@@ -93,7 +99,7 @@ class GlideConfig(Section):
     upsample: bool = Field(True, description="run the 64 -> 256 px upsampler (off: 64 px images)")
     upsample_respacing: str = Field("fast27", description="upsampler steps, as base_respacing")
     upsample_temperature: float = Field(0.997, gt=0, description="scale of the upsampler's initial noise")
-    upsample_sampler: Literal["ddim", "ancestral"] = Field(
+    upsample_sampler: Annotated[Literal["ddim", "ancestral"], ByPart("generator.glide.upsample_sampler")] = Field(
         "ddim", description="ddim: deterministic DDIM (eta 0), as glide-text2im; ancestral: noise every step"
     )
 
@@ -122,18 +128,26 @@ class GeneratorConfig(Section):
     steps: int = Field(50, gt=0, description="diffusers: denoising steps (glide: glide.base_respacing)")
     resolution: int = Field(256, gt=0, multiple_of=8)
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    device: str = "auto"
-    batch_size: int = Field(8, gt=0)
+    device: Annotated[str, Runtime] = "auto"
+    batch_size: Annotated[int, Runtime] = Field(8, gt=0)
     image_format: Literal["png", "jpg", "webp", "webp-lossless"] = Field(
         "png", description="how images are stored in the shards (README: Benchmarks has each one's cost)"
     )
-    image_quality: int = Field(95, ge=1, le=100, description="jpg and lossy webp quality")
-    png_compress_level: int = Field(6, ge=0, le=9, description="png's zlib level (Pillow's default 6)")
-    workers: int | None = Field(
+    image_quality: Annotated[int, ByPart("generator.image_encoding")] = Field(
+        95, ge=1, le=100, description="jpg and lossy webp quality"
+    )
+    png_compress_level: Annotated[int, ByPart("generator.image_encoding")] = Field(
+        6, ge=0, le=9, description="png's zlib level (Pillow's default 6)"
+    )
+    workers: Annotated[int | None, Runtime] = Field(
         None, ge=0, description="threads that encode and write images while the model runs; default: cores, ≤ 8"
     )
-    seconds_per_batch: float = Field(0.0, ge=0, description="loadtest: the model time it simulates per batch")
-    compile: bool = Field(False, description="torch.compile the denoiser (GLIDE's base and upsampler, a UNet)")
+    seconds_per_batch: Annotated[float, Runtime] = Field(
+        0.0, ge=0, description="loadtest: the model time it simulates per batch"
+    )
+    compile: Annotated[bool, Runtime] = Field(
+        False, description="torch.compile the denoiser (GLIDE's base and upsampler, a UNet)"
+    )
     glide: GlideConfig = GlideConfig()
 
     @model_validator(mode="after")
@@ -158,20 +172,22 @@ class ClipConfig(Section):
     )
     pretrained: str | None = Field(None, description="open_clip pretrained tag or checkpoint file")
     templates: list[str] | None = Field(None, description="zero-shot templates; default: the label space's")
-    quick_gelu: bool | None = Field(
+    quick_gelu: Annotated[bool | None, ByPart("clip.quick_gelu")] = Field(
         None,
         description="QuickGELU activations; default: as the pretrained weights were trained (OpenAI's: on)",
     )
-    batch_size: int = Field(256, gt=0)
-    device: str = "auto"
-    workers: int | None = Field(
+    batch_size: Annotated[int, Runtime] = Field(256, gt=0)
+    device: Annotated[str, Runtime] = "auto"
+    workers: Annotated[int | None, Runtime] = Field(
         None, ge=0, description="threads that decode and preprocess images while CLIP runs; default: cores, ≤ 8"
     )
-    seconds_per_batch: float = Field(0.0, ge=0, description="loadtest: the model time it simulates per batch")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+    seconds_per_batch: Annotated[float, Runtime] = Field(
+        0.0, ge=0, description="loadtest: the model time it simulates per batch"
+    )
+    dtype: Annotated[Literal["auto", "float32", "float16", "bfloat16"], Added("auto")] = Field(
         "auto", description="autocast dtype; auto: float16 on CUDA, float32 on CPU"
     )
-    compile: bool = Field(False, description="torch.compile CLIP's image tower")
+    compile: Annotated[bool, Runtime] = Field(False, description="torch.compile CLIP's image tower")
 
     @property
     def uses_quick_gelu(self) -> bool:
@@ -188,14 +204,16 @@ class FilterConfig(Section):
 
     clip_filter: bool = True
     threshold: float | None = Field(None, ge=0, le=1, description="default 1/N for N classes (paper)")
-    templates: list[str] | None = Field(None, description="CF's prompts (averaged); default: the label space's one")
-    per_class: int | None = Field(
+    templates: Annotated[list[str] | None, ByPart("filter.templates")] = Field(
+        None, description="CF's prompts (averaged); default: the label space's one"
+    )
+    per_class: Annotated[int | None, Added(None)] = Field(
         800,
         gt=0,
         description="images kept per class: drawn among those passing, or the most confident when fewer "
         "pass (paper: 800); null keeps every passing image",
     )
-    near_duplicates: float | None = Field(
+    near_duplicates: Annotated[float | None, Added(None)] = Field(
         None,
         gt=0,
         le=1,

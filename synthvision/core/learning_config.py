@@ -4,11 +4,11 @@ ResNet jobs (pretrain, transfer, scratch), evaluation and quality. Part of the r
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from synthvision.core.section import Section
+from synthvision.core.section import Added, Runtime, Section
 
 
 class TrainingConfig(Section):
@@ -16,13 +16,17 @@ class TrainingConfig(Section):
 
     loss: Literal["ce", "sce"] = "sce"
     temperature: float = Field(2.0, gt=0, description="SCE: temperature on the CLIP logits")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on the labels' CE term (the paper's --ls)")
-    hard_pseudo_labels: bool = Field(False, description="SCE's soft term against CLIP's top class instead")
+    label_smoothing: Annotated[float, Added(0.0)] = Field(
+        0.0, ge=0, lt=1, description="on the labels' CE term (the paper's --ls)"
+    )
+    hard_pseudo_labels: Annotated[bool, Added(False)] = Field(
+        False, description="SCE's soft term against CLIP's top class instead"
+    )
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     epochs: int = Field(30, gt=0)
     batch_size: int = Field(512, gt=0)
-    device: str = "auto"
+    device: Annotated[str, Runtime] = "auto"
 
 
 class RealFilterConfig(Section):
@@ -88,14 +92,18 @@ class FewShotConfig(Section):
         "sce", description="loss on the synthetic part (sce: half CE, half soft CLIP targets, as the paper's code)"
     )
     temperature: float = Field(2.0, gt=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on every CE term, real and synthetic")
-    hard_pseudo_labels: bool = Field(False, description="the synthetic soft term against CLIP's top class")
+    label_smoothing: Annotated[float, Added(0.0)] = Field(
+        0.0, ge=0, lt=1, description="on every CE term, real and synthetic"
+    )
+    hard_pseudo_labels: Annotated[bool, Added(False)] = Field(
+        False, description="the synthetic soft term against CLIP's top class"
+    )
     batch_norm: Literal["frozen", "train"] = Field(
         "frozen", description="train: BatchNorm of the image tower uses and updates batch statistics (Table 6)"
     )
     tune_encoder: bool = Field(False, description="also tune the image tower's weights (at encoder_lr)")
     encoder_lr: float = Field(1e-5, gt=0)
-    device: str = "auto"
+    device: Annotated[str, Runtime] = "auto"
 
     @field_validator("shots")
     @classmethod
@@ -162,9 +170,11 @@ class PretrainConfig(Section):
     init_backbone: str | None = Field(
         None, description="start from this backbone (.safetensors, torchvision/timm ResNet keys), e.g. ImageNet weights"
     )
-    checkpoint_every: int = Field(1000, gt=0, description="steps between checkpoints in the run's storage")
-    device: str = "auto"
-    workers: int | None = _loader_workers()
+    checkpoint_every: Annotated[int, Runtime] = Field(
+        1000, gt=0, description="steps between checkpoints in the run's storage"
+    )
+    device: Annotated[str, Runtime] = "auto"
+    workers: Annotated[int | None, Runtime] = _loader_workers()
 
 
 class TransferConfig(Section):
@@ -185,9 +195,9 @@ class TransferConfig(Section):
     batch_norm: Literal["train", "frozen"] = Field(
         "train", description="frozen: BatchNorm keeps its running statistics"
     )
-    checkpoint_every: int = Field(1000, gt=0)
-    device: str = "auto"
-    workers: int | None = _loader_workers()
+    checkpoint_every: Annotated[int, Runtime] = Field(1000, gt=0)
+    device: Annotated[str, Runtime] = "auto"
+    workers: Annotated[int | None, Runtime] = _loader_workers()
 
 
 class ScratchConfig(Section):
@@ -200,9 +210,9 @@ class ScratchConfig(Section):
     format: Literal["auto", "imagefolder", "webdataset", "idx"] = "auto"
     real_per_class: list[int] = Field([], description="k real images per class, one run each")
     optim: OptimConfig = OptimConfig(epochs=100, batch_size=256, lr=0.1, lr_milestones=[50, 75])
-    checkpoint_every: int = Field(1000, gt=0)
-    device: str = "auto"
-    workers: int | None = _loader_workers()
+    checkpoint_every: Annotated[int, Runtime] = Field(1000, gt=0)
+    device: Annotated[str, Runtime] = "auto"
+    workers: Annotated[int | None, Runtime] = _loader_workers()
 
     @model_validator(mode="after")
     def _real_pool_for_k(self) -> ScratchConfig:

@@ -15,13 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from synthvision.core.config import RunConfig
 from synthvision.core.hashing import stable_hash
 from synthvision.core.heads import filter_templates, single_head_templates, zero_shot_templates
 from synthvision.core.label_spaces import BUILTIN_LABEL_SPACES, load_label_space
 from synthvision.core.paths import DATA_SETS, PATHS, REFERENCES, content_id, fields_set, relative_to_config
+from synthvision.core.section import hashed
 
-RUNTIME = frozenset({"device", "batch_size", "workers", "compile"})  # fields that change how fast, never what
 ABSENT = object()  # a part's value that leaves its key out of the hash
 
 
@@ -47,18 +49,14 @@ class Part:
     value: Callable[[RunConfig], Any]
 
 
-def section(name: str, exclude: Any = None, added: dict[str, Any] | None = None) -> Part:
-    """A whole config section, less the fields in `exclude` (a pydantic exclude spec); a missing
-    optional section hashes as None. `added`: fields added to the section after outputs were written
-    with it, and the value that reproduces what those outputs did: at that value a field has no hash
-    entry, so those outputs stay valid."""
+def section(name: str) -> Part:
+    """A whole config section as its fields' declarations say it is hashed (`core/section.hashed`:
+    less runtime fields, fields at their `Added` value and those a `ByPart` part hashes); a missing
+    optional section hashes as None."""
 
     def value(config: RunConfig) -> Any:
         found = getattr(config, name)
-        if found is None or not hasattr(found, "model_dump"):
-            return found
-        dump = found.model_dump(exclude=exclude)
-        return {key: v for key, v in dump.items() if not (added and key in added and added[key] == v)}
+        return found if found is None or not isinstance(found, BaseModel) else hashed(found)
 
     return Part(name, value)
 
@@ -69,20 +67,16 @@ B_WITH_LE_SETTINGS = {
     "sentences_per_class": 200,
     "sentence_model": {"model": "tiny", "input_template": "{}", "max_new_tokens": 32, "top_p": 0.9, "temperature": 1.0},
 }
-LE_BEFORE = {"oversample": 0, "require_class_name": True}  # LE as synthvision ran it before the paper's sampling
 
 
 def _prompts(config: RunConfig) -> Any:
+    """The prompts section less the model its strategy does not use (B uses neither)."""
     prompts = config.prompts
     if prompts.strategy == "basic":
         return {"strategy": "basic", "template": prompts.template, **B_WITH_LE_SETTINGS}
-    if prompts.strategy == "llm":  # its batch size seeds its samples: hashed
-        return prompts.model_dump(exclude={"sentence_model": True, "llm": {"device"}})
-    dump = prompts.model_dump(exclude={"sentence_model": set(RUNTIME), "llm": True})
-    dump = {key: value for key, value in dump.items() if LE_BEFORE.get(key, ...) != value}
-    if dump["sentence_model"]["top_k"] == 50:  # transformers' default, in effect before it was a field
-        del dump["sentence_model"]["top_k"]
-    return dump
+    view = hashed(prompts)
+    del view["sentence_model" if prompts.strategy == "llm" else "llm"]
+    return view
 
 
 def _label_space(config: RunConfig) -> Any:
@@ -132,12 +126,6 @@ def _image_encoding(config: RunConfig) -> Any:
 def _quick_gelu(config: RunConfig) -> Any:
     """CLIP's activation, where it is QuickGELU (else no entry: the hash of runs before the switch)."""
     return True if config.clip.uses_quick_gelu else ABSENT
-
-
-# what training takes from `filter` (its templates are the score stage's); every image passing was kept
-# before the per-class budget
-FILTER = section("filter", {"templates"}, added={"per_class": None, "near_duplicates": None})
-LOSS_OPTIONS = {"label_smoothing": 0.0, "hard_pseudo_labels": False}  # off: the losses of before
 
 
 @dataclass(frozen=True)
@@ -191,13 +179,7 @@ STAGES: tuple[Stage, ...] = (
         "generate",
         ("prompts",),
         (
-            section(
-                "generator",
-                {
-                    **dict.fromkeys(RUNTIME | {"image_quality", "png_compress_level", "seconds_per_batch"}, True),
-                    "glide": {"upsample_sampler": True},
-                },
-            ),
+            section("generator"),
             Part("generator.glide.upsample_sampler", _upsample_sampler),
             Part("generator.image_encoding", _image_encoding),
             section("shards"),
@@ -213,7 +195,7 @@ STAGES: tuple[Stage, ...] = (
         "score",
         ("generate",),
         (
-            section("clip", RUNTIME | {"quick_gelu", "seconds_per_batch"}, added={"dtype": "auto"}),
+            section("clip"),
             Part("clip.quick_gelu", _quick_gelu),
             Part("clip.zero_shot_templates", _templates(zero_shot_templates)),
             Part("filter", lambda c: {"threshold": c.filter.threshold}),
@@ -226,7 +208,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "train",
         ("score",),
-        (FILTER, section("evaluation"), section("training", {"device"}, added=LOSS_OPTIONS)),
+        (section("filter"), section("evaluation"), section("training")),
         "train/",
         per_shard=False,
         summary="classifier tuning (CT) on the scored images; top-1 on the test set",
@@ -234,7 +216,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "fewshot",
         ("score",),
-        (FILTER, section("evaluation"), section("fewshot", {"device"}, added=LOSS_OPTIONS)),
+        (section("filter"), section("evaluation"), section("fewshot")),
         "fewshot/",
         per_shard=False,
         optional="fewshot",
@@ -245,7 +227,7 @@ STAGES: tuple[Stage, ...] = (
         "quality",
         ("score",),
         (
-            FILTER,
+            section("filter"),
             section("evaluation"),
             section("quality"),
             Part("fewshot.train_set", _real_pool),  # the real images compared with when there is no test set
@@ -258,7 +240,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "pretrain",
         ("generate",),
-        (section("pretrain", {"device", "checkpoint_every", "workers"}),),
+        (section("pretrain"),),
         "pretrain/",
         per_shard=False,
         optional="pretrain",
@@ -267,7 +249,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "transfer",
         ("pretrain",),
-        (section("transfer", {"device", "checkpoint_every", "workers"}),),
+        (section("transfer"),),
         "transfer/",
         per_shard=False,
         optional="transfer",
@@ -276,7 +258,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "scratch",
         ("generate",),
-        (section("evaluation"), section("scratch", {"device", "checkpoint_every", "workers"})),
+        (section("evaluation"), section("scratch")),
         "scratch/",
         per_shard=False,
         optional="scratch",
