@@ -98,3 +98,20 @@ def hub_cache_snapshot(cache: Path, repo_id: str, files: dict[str, bytes], commi
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return commit
+
+
+TINY_OPTIM = {"epochs": 2, "batch_size": 4, "lr": 0.01, "lr_milestones": [1]}  # a ResNet job in seconds
+
+
+def generated_run(config, scored: bool = False) -> run.Run:
+    """A run of `config` with its prompts and every shard generated (and scored), each unit through
+    `ensure` as a task would."""
+    from synthvision.stages.units import ensure
+
+    made = run.Run(config)
+    ensure(made, "prompts")
+    for index in range(made.plan.num_shards):
+        ensure(made, "generate", index)
+        if scored:
+            ensure(made, "score", index)
+    return made

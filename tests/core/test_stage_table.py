@@ -140,9 +140,10 @@ def test_architecture_md_shows_the_table_as_it_is_and_every_stage_has_its_file()
     start = lines.index("| stage | reads | commits | file |") + 2
     shown = [line for line in lines[start : start + len(expected) + 1] if line.startswith("|")]
     assert shown == expected
-    for row in STAGES:  # a stage is a row and a file, which says what is committed and does the work
+    for row in STAGES:  # a stage is a row and a file: what is committed, the work, what it shows; and its tests
         module = importlib.import_module(f"synthvision.stages.{row.name}")
-        assert callable(module.committed), row.name
+        assert all(callable(getattr(module, name)) for name in ("committed", row.work_function, "page")), row.name
+        assert (REPO / "tests" / "stages" / f"test_{row.name}.py").is_file(), f"tests/stages has no test of {row.name}"
 
 
 def test_architecture_md_lists_every_folder_of_the_library():

@@ -1,25 +1,19 @@
-"""ResNet jobs on synthetic shards: MoCo v2 math against hand-computed values, checkpoints that survive
-a SIGKILL, BatchNorm freezing, the timm-loadable backbone, and the pretrain / transfer / scratch
-stages end to end on tiny data."""
+"""ResNet jobs: MoCo v2 math against hand-computed values, checkpoints of another config, optimizer
+state round trips, BatchNorm freezing, the timm-loadable backbone, and DataLoader workers that give
+the batches of one process. (The pretrain, transfer and scratch stages: tests/stages/.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from functools import partial
 
 import pytest
 import torch
-import yaml
 
 from synthvision.core.learning_config import OptimConfig
 from synthvision.methods.pretraining.checkpoint import flatten, unflatten
 from synthvision.methods.pretraining.data import LabelledImages
 from synthvision.methods.pretraining.models import MoCo, backbone_state, build_resnet
-from tests.conftest import REPO
-
-TINY_OPTIM = {"epochs": 2, "batch_size": 4, "lr": 0.01, "lr_milestones": [1]}
+from tests.helpers import TINY_OPTIM
 
 
 def test_moco_momentum_update_is_an_exponential_average():
@@ -133,115 +127,6 @@ def test_a_backbone_initialises_both_moco_encoders_and_a_wrong_one_is_refused():
         load_backbone(
             save(backbone_state(build_resnet("resnet34", 10))), build_resnet("resnet18", 3), "wrong.safetensors"
         )
-
-
-KILL_AT_STEP_3 = """
-import os, signal, sys
-import torch
-torch.set_num_threads(int(sys.argv[2]))  # as in the test process: float sums depend on the thread count
-from synthvision.core.config import load_config
-from synthvision.stages.pretrain import pretrain
-from synthvision.run import Run
-kill_at_3 = lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == 3 else None
-pretrain(Run(load_config(sys.argv[1])), on_step=kill_at_3)
-"""
-
-
-def _generated_run(config):
-    from synthvision.run import Run
-    from synthvision.stages.units import ensure
-
-    run = Run(config)
-    ensure(run, "prompts")
-    for index in range(run.plan.num_shards):
-        ensure(run, "generate", index)
-    return run
-
-
-@pytest.mark.slow
-def test_killed_pretraining_resumes_from_its_checkpoint_and_matches_an_unbroken_run(tmp_path, make_config):
-    from safetensors.torch import load
-
-    from synthvision.stages import pretrain as pretrain_stage
-
-    pretrain = {
-        "method": "moco",
-        "arch": "resnet18",
-        "image_size": 32,
-        "optim": TINY_OPTIM,
-        "checkpoint_every": 2,
-        "moco": {"dim": 8, "queue_size": 8, "mlp_hidden": 16},
-    }
-    killed_config = make_config(output=tmp_path / "killed", pretrain=pretrain)
-    path = tmp_path / "killed.yaml"
-    path.write_text(yaml.safe_dump(killed_config.model_dump(mode="json")))
-    _generated_run(killed_config)
-    process = subprocess.run(
-        [sys.executable, "-c", KILL_AT_STEP_3, str(path), str(torch.get_num_threads())],
-        cwd=REPO,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert process.returncode == -9, process.stderr
-    killed = _generated_run(killed_config)
-    assert killed.storage.list("pretrain/ckpt") == ["latest.json", "step-00000002.json", "step-00000002.safetensors"]
-    # resumed with 2 DataLoader workers: the same batches, so the same weights as the unbroken run with none
-    killed.config.pretrain.workers = 2
-    report = pretrain_stage.pretrain(killed)
-    assert (report.resumed_from_step, report.steps) == (2, 6)  # 12 images / 4 = 3 steps per epoch, 2 epochs
-
-    unbroken = _generated_run(make_config(output=tmp_path / "unbroken", pretrain=pretrain))
-    assert pretrain_stage.pretrain(unbroken).resumed_from_step is None
-    resumed, straight = (load(run.storage.read_bytes("pretrain/backbone.safetensors")) for run in (killed, unbroken))
-    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
-    assert pretrain_stage.committed(killed) == report  # committed: read back as the same report
-
-
-@pytest.mark.slow
-def test_scratch_and_transfer_end_to_end(tmp_path, make_config, prefect_server):
-    from flows.stages import pretrain_flow, scratch_flow, transfer_flow
-    from synthvision.core.label_spaces import load_label_space
-    from synthvision.datasets.colour_demo import write_colour_test_set
-    from synthvision.storage.store import Storage
-
-    colours = tmp_path / "colours.txt"
-    space = load_label_space(str(colours))
-    pool = write_colour_test_set(Storage(str(tmp_path / "pool")), "train", space, 2, 32, seed=3)
-    test = write_colour_test_set(Storage(str(tmp_path / "pool")), "test", space, 2, 32, seed=4)
-    optim = {**TINY_OPTIM, "epochs": 1}
-    config = make_config(
-        pretrain={"arch": "resnet18", "image_size": 32, "optim": optim},
-        transfer={
-            "label_space": str(colours),
-            "train_set": pool,
-            "per_class": 1,
-            "test_set": test,
-            "image_size": 32,
-            "optim": optim,
-        },
-        scratch={
-            "arch": "resnet18",
-            "image_size": 32,
-            "real_train_set": pool,
-            "real_per_class": [1, 2],
-            "optim": optim,
-        },
-    )
-    _generated_run(config)
-    pretrained = pretrain_flow(config)
-    assert pretrained.steps == 3 and pretrained.backbone.endswith("pretrain/backbone.safetensors")
-    transfer = transfer_flow(config)
-    assert [row.init for row in transfer.results] == ["pretrained", "random"]
-    assert transfer.train_images == 3 and all(0 <= row.top1 <= 100 for row in transfer.results)
-    scratch = scratch_flow(config)
-    assert [(row.data, row.images) for row in scratch.results] == [
-        ("synthetic", 12),
-        ("real-1-per-class", 3),
-        ("real-2-per-class", 6),
-    ]
-    assert scratch.test_images == 9
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
