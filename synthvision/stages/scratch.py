@@ -61,7 +61,7 @@ def scratch(run: Run, on_step: OnStep = None) -> ScratchReport:
         model = build_resnet(config.arch, space.num_classes)
         job = Job.of(config, run.storage, f"{SCRATCH_DIR}/{name}", run.config.seed, digest, on_step)
         result = train_supervised(job, model, manifests=job_data.get("manifests"), real=job_data.get("real"))
-        top1 = model_top1(model, test, config.image_size, config.optim.batch_size, job.device)
+        top1 = model_top1(job, model, test)
         rows.append(ScratchRow(name, job_data["images"], top1, result.steps))
     # 3. the report (it commits the stage)
     report = ScratchReport(digest, config.arch, run.shown(url), len(test.labels), rows)

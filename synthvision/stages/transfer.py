@@ -62,7 +62,7 @@ def transfer(run: Run, on_step: OnStep = None) -> TransferReport:
         # 3. fine-tuned (checkpointed, resumable), then its top-1 on the test split
         job = Job.of(config, run.storage, f"{TRANSFER_DIR}/{init}", run.config.seed, digest, on_step)
         result = train_supervised(job, model, real=train, batch_norm=config.batch_norm)
-        top1 = model_top1(model, test, config.image_size, config.optim.batch_size, job.device)
+        top1 = model_top1(job, model, test)
         rows.append(TransferRow(init, top1, result.steps))
     # 4. the report (it commits the stage)
     report = TransferReport(

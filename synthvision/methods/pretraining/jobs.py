@@ -57,11 +57,12 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 
 
 @torch.no_grad()
-def model_top1(model: torch.nn.Module, data: LabelledImages, size: int, batch_size: int, device: torch.device) -> float:
+def model_top1(job: Job, model: torch.nn.Module, data: LabelledImages) -> float:
+    """Top-1 (%) of `model` on `data`, evaluated as `job` trains: its image size, batch size and device."""
     model.eval()
-    transform, correct = eval_transform(size), 0
-    for batch in batched(zip(data.images, data.labels, strict=True), batch_size):
-        images = torch.stack([transform(image) for image, _ in batch]).to(device)
+    transform, correct = eval_transform(job.image_size), 0
+    for batch in batched(zip(data.images, data.labels, strict=True), job.optim.batch_size):
+        images = torch.stack([transform(image) for image, _ in batch]).to(job.device)
         correct += int((model(images).argmax(1).cpu().numpy() == np.array([label for _, label in batch])).sum())
     return 100.0 * correct / len(data.labels)
 
