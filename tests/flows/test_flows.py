@@ -139,10 +139,12 @@ def test_each_shard_is_asked_once_whether_it_is_committed(make_config, monkeypat
 
 
 @pytest.mark.slow
-def test_deleted_scores_are_rescored_despite_the_cache(make_config):
+def test_deleted_scores_are_rescored_by_the_next_run(make_config):
+    """Storage is the record of what is done (Prefect caches nothing): scores deleted after two runs
+    that committed them are computed again, and only they."""
     config = make_config(run_name="rescore")
     synthesize(config)
-    synthesize(config)  # now every shard task has a cache record
+    synthesize(config)
     run = synthvision.run.open_run(config)
     run.storage.fs.rm(run.storage.path("scores"), recursive=True)
     assert score_flow(config).done_now == 3
