@@ -106,6 +106,28 @@ def run(config: ConfigPath, set_: Overrides = None, new_version: NewVersion = Fa
         typer.echo(f"data quality: {_report_url(run, 'quality')}")
 
 
+@app.command()
+def experiment(
+    file: Annotated[Path, typer.Argument(help="experiment file (YAML): base config, arms, seeds, metrics, baseline")],
+    set_: Overrides = None,
+) -> None:
+    """Run every arm at every seed, sharing each stage between the cells that agree on it, then report
+    each metric per arm with its 95% interval and a verdict against the baseline (`--set` changes the
+    base config of every arm)."""
+    from synthvision.core.experiment import cells, load_experiment
+
+    spec = load_experiment(file)
+    made = cells(spec, set_)  # every arm's config checked before any work
+    from synthvision.experiment import needed_stages
+
+    _check_models(file, set_, made[0].config, tuple(needed_stages(spec)))
+    from flows.experiment import experiment_flow
+
+    report = experiment_flow(spec, set_ or [])
+    typer.echo(report.line())
+    typer.echo(f"report: {spec.output.rstrip('/')}/report.md")
+
+
 def _missing_section(config: Path, row: Stage) -> ConfigError:
     """A stage's optional section is absent: one line that says how to add it."""
     section_type = RunConfig.model_fields[row.optional].annotation.__args__[0]
@@ -143,9 +165,14 @@ for _row in STAGES:
 @app.command()
 def status(config: ConfigPath, set_: Overrides = None) -> None:
     """Every stage's shards and images committed, its rate and ETA, and who writes the output now:
-    read from storage alone (no Prefect server needed)."""
+    read from storage alone (no Prefect server needed). Given an experiment file: each cell's stages,
+    which copies it shares with an earlier cell, and who runs the experiment now."""
+    from synthvision.core.config import read_yaml_mapping
+
+    if "arms" in read_yaml_mapping(config)[0]:
+        _experiment_status(config, set_)
+        return
     run = _open(config, set_)
-    import time
 
     from flows.engines import local_workers
     from flows.progress import BLANK, duration
@@ -165,15 +192,52 @@ def status(config: ConfigPath, set_: Overrides = None) -> None:
         typer.echo(
             f"{row.stage:<10}{row.planned:>9}{row.committed:>11}{row.missing:>9}  {images:<21}{rate:<22}{eta_text}"
         )
-    holder = run.holder()
+    _print_writer(run.holder())
+
+
+def _print_writer(holder: dict[str, Any] | None) -> None:
+    """Who holds an output's lock: its flow run, host, pid and heartbeat (or that no one does)."""
+    import time
+
+    from flows.progress import duration
+
     if holder is None:
         typer.echo("writer: none (no run holds the output)")
-    else:
-        who = holder.get("run") or {}
-        age = time.time() - float(holder.get("heartbeat", 0))
-        state = "gone: the next run takes over" if holder["gone"] else f"heartbeat {duration(age)} ago"
-        name = f"flow run {who['name']} ({who.get('url') or who.get('flow_run_id')}), " if who.get("name") else ""
-        typer.echo(f"writer: {name}{holder.get('host')} pid {holder.get('pid')}, {state}")
+        return
+    who = holder.get("run") or {}
+    age = time.time() - float(holder.get("heartbeat", 0))
+    state = "gone: the next run takes over" if holder["gone"] else f"heartbeat {duration(age)} ago"
+    name = f"flow run {who['name']} ({who.get('url') or who.get('flow_run_id')}), " if who.get("name") else ""
+    typer.echo(f"writer: {name}{holder.get('host')} pid {holder.get('pid')}, {state}")
+
+
+def _experiment_status(file: Path, overrides: list[str] | None) -> None:
+    """Per cell, each stage it needs as committed / planned units, `^` where the cell reads the copy of
+    an earlier cell (the work is done once); then who runs the experiment."""
+    from synthvision.core.experiment import cells, load_experiment
+    from synthvision.experiment import needed_stages
+    from synthvision.run import open_run
+    from synthvision.storage.lock import holder
+    from synthvision.storage.store import Storage
+
+    spec = load_experiment(file)
+    made, stages = cells(spec, overrides), needed_stages(spec)
+    width = max(len(cell.name) for cell in made) + 2
+    typer.echo(f"{'cell':<{width}}" + "".join(f"{stage:>12}" for stage in stages))
+    first: dict[tuple[str, str], str] = {}
+    for cell in made:
+        run = open_run(cell.config)
+        rows = {row.stage: row for row in run.status()}
+        texts = []
+        for stage in stages:
+            earlier = first.setdefault((stage, run.hashes[stage]), cell.name) != cell.name
+            texts.append(f"{rows[stage].committed}/{rows[stage].planned}{'^' if earlier else ' '}")
+        typer.echo(f"{cell.name:<{width}}" + "".join(f"{text:>12}" for text in texts))
+    for stage in stages:
+        copies = len({digest for name, digest in first if name == stage})
+        typer.echo(f"{stage}: {copies} cop{'y' if copies == 1 else 'ies'} for {len(made)} cells")
+    typer.echo("^: the copy an earlier cell computes (done once, read by both)")
+    _print_writer(holder(Storage(spec.output), made[0].config.orchestration.lock_ttl_s))
 
 
 @app.command()

@@ -45,18 +45,7 @@ def run_name() -> str:
 @writes_output
 def synthesize(run: Run) -> Synthesized:
     config = run.config
-    prompts, generate, score = STAGE_FLOWS["prompts"], STAGE_FLOWS["generate"], STAGE_FLOWS["score"]
-    summaries: dict[str, PromptsOutcome | StageSummary] = {
-        "prompts": prompts(config),
-        "generate": generate(config),
-        "score": score(config),
-    }
-    quarantined = summaries["score"].quarantined
-    if quarantined:
-        # corrupt shards were moved aside: generate them again (deterministic: the same images) and score them
-        get_run_logger().warning("regenerating %d quarantined shard(s): %s", len(quarantined), ", ".join(quarantined))
-        summaries["regenerate"] = generate(config)
-        summaries["rescore"] = score(config)
+    summaries = make_data(config)
     report = STAGE_FLOWS["train"](config)
     if config.quality is not None:
         STAGE_FLOWS["quality"](config)
@@ -68,6 +57,23 @@ def synthesize(run: Run) -> Synthesized:
     )
     _say_where_the_results_are(run, report)
     return Synthesized(summaries, report)
+
+
+def make_data(config: RunConfig) -> dict[str, PromptsOutcome | StageSummary]:
+    """Prompts, shards and scores, each stage a sub-flow; shards whose tar scoring found corrupt (moved
+    aside) are generated again, deterministically the same images, and scored."""
+    prompts, generate, score = STAGE_FLOWS["prompts"], STAGE_FLOWS["generate"], STAGE_FLOWS["score"]
+    summaries: dict[str, PromptsOutcome | StageSummary] = {
+        "prompts": prompts(config),
+        "generate": generate(config),
+        "score": score(config),
+    }
+    quarantined = summaries["score"].quarantined
+    if quarantined:
+        get_run_logger().warning("regenerating %d quarantined shard(s): %s", len(quarantined), ", ".join(quarantined))
+        summaries["regenerate"] = generate(config)
+        summaries["rescore"] = score(config)
+    return summaries
 
 
 def _say_where_the_results_are(run: Run, report: TrainReport) -> None:

@@ -67,12 +67,22 @@ class StageStatus:
         return left / (self.rate * workers) if self.rate else None
 
 
+def shared_folders(config: RunConfig, hashes: dict[str, str]) -> dict[str, str]:
+    """Where each stage's outputs live when the config shares them (`shared_stages`): under
+    `<shared_stages>/<stage>/<stage hash>/`, so that runs agreeing on a stage's hash (which covers
+    every stage upstream of it) find one copy; {} when it does not."""
+    if config.shared_stages is None:
+        return {}
+    root = config.shared_stages.rstrip("/")
+    return {row.output.rstrip("/"): f"{root}/{row.name}/{hashes[row.name]}/{row.output.rstrip('/')}" for row in STAGES}
+
+
 class Run:
     def __init__(self, config: RunConfig):
         self.config = config
         self.label_space: LabelSpace = load_label_space(config.label_space)
-        self.storage = Storage(config.output, config.storage_options)
         self.hashes = stage_hashes(config)
+        self.storage = Storage(config.output, config.storage_options, shared_folders(config, self.hashes))
         self.commits = Commits(self.storage, self.hashes)
         self._lock = threading.Lock()
         shards = config.shards
@@ -285,6 +295,10 @@ class Run:
         return lock_holder(self.storage, self.config.orchestration.lock_ttl_s)
 
 
+# top-level fields that say where and how a run works, never what its data is
+WHERE_NOT_WHAT = ("orchestration", "output", "run_name", "storage_options", "base_dir", "shared_stages")
+
+
 def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     """`field: old -> new` for each leaf that differs between two config dumps (the fields that
     change no data aside)."""
@@ -292,7 +306,10 @@ def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
         return [
             change
             for key in sorted(set(old) | set(new))
-            if not (prefix == "" and key in ("orchestration", "output", "run_name", "storage_options", "base_dir"))
+            if not (
+                prefix == ""
+                and key in ("orchestration", "output", "run_name", "storage_options", "base_dir", "shared_stages")
+            )
             for change in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")
         ]
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]

@@ -115,3 +115,24 @@ def generated_run(config, scored: bool = False) -> run.Run:
         if scored:
             ensure(made, "score", index)
     return made
+
+
+def write_experiment(folder: Path, base: dict, **fields) -> Path:
+    """`folder/experiment.yaml` over `folder/base.yaml` (`base`): arms `default` (the baseline) and
+    `slow` (training.lr only), seeds 0 and 1, the train stage's top-1; `fields` replace any of these."""
+    import yaml
+
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    experiment = {
+        "name": "tiny",
+        "base": "base.yaml",
+        "output": "experiment",
+        "seeds": [0, 1],
+        "baseline": "default",
+        "arms": {"default": {}, "slow": {"training.lr": 0.0001}},
+        "metrics": {"top1": {"path": "train.evaluation.tuned_top1"}},
+        **fields,
+    }
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+    return path

@@ -115,6 +115,12 @@ def _flatten_keys(options: dict[str, Any]) -> list[str]:
 class RunConfig(Section):
     run_name: str = Field("synthvision", min_length=1)
     output: str = Field("./runs/synthvision", min_length=1, description="any fsspec URL")
+    shared_stages: str | None = Field(
+        None,
+        description="a folder (on the output's storage) that keeps each stage's outputs under "
+        "`<stage>/<stage hash>/`, shared by every run that names it: runs that agree on a stage's hash "
+        "compute it once (an experiment's arms and seeds use it)",
+    )
     base_dir: str | None = Field(
         None, description="the config file's folder, which its relative paths were resolved against (set on load)"
     )
@@ -150,9 +156,9 @@ class RunConfig(Section):
                 raise ValueError(f"{key!r} looks like a credential: set it in the environment, not in the config")
         return value
 
-    @field_validator("output")
+    @field_validator("output", "shared_stages")
     @classmethod
-    def _absolute_local_output(cls, value: str) -> str:
+    def _absolute_local_output(cls, value: str | None) -> str | None:
         """A local output path is made absolute when the config is read (a file's, against its folder,
         by `load_config`; one given in Python, against the working directory): the run and its records
         then name one place, whatever the working directory of the process using them."""
@@ -178,7 +184,8 @@ class RunConfig(Section):
         return self
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str, kind: str = "config") -> str:
+    """One line naming every bad field of a `kind` file (`source`)."""
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "config"
@@ -186,7 +193,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown field (check the spelling against the config reference in README.md)"
         problems.append(f"{field}: {message}")
-    return f"invalid config {source}: " + "; ".join(problems)
+    return f"invalid {kind} {source}: " + "; ".join(problems)
 
 
 def _parse_override(override: str) -> tuple[list[str], Any]:
@@ -202,35 +209,53 @@ def _parse_override(override: str) -> tuple[list[str], Any]:
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides (values parsed as YAML scalars) to a nested config dict."""
     for override in overrides:
-        path, value = _parse_override(override)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"invalid override {override!r}: {part} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_field(data, *_parse_override(override), shown=f"override {override!r}")
     return data
+
+
+def set_field(data: dict[str, Any], path: list[str], value: Any, shown: str) -> None:
+    """Set the field at `path` (`["training", "lr"]`) of a nested config dict; `shown` names what set
+    it in the error when a part of the path is not a section."""
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"invalid {shown}: {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml_mapping(path: str | Path, kind: str = "config") -> tuple[dict[str, Any], Path]:
+    """A YAML file's mapping and the file's folder; a missing file, bad YAML or anything but a mapping
+    raises one-line `ConfigError` naming the `kind` of file and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{kind} file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{kind} file {path} must hold a mapping of fields, not {type(data).__name__}")
+    return data, path.expanduser().absolute().parent
+
+
+def read_config_file(path: str | Path, overrides: list[str] | None = None) -> tuple[dict[str, Any], Path]:
+    """A YAML config file's mapping with CLI overrides applied, its relative paths made absolute (the
+    file's against its folder, the overrides' against the working directory), and that folder."""
+    data, base = read_yaml_mapping(path)
+    data = resolve_paths(data, base)
+    if overrides:
+        overridden = tuple(".".join(_parse_override(override)[0]) for override in overrides)
+        data = resolve_paths(apply_overrides(data, overrides), Path.cwd(), only=overridden)
+    return data, base
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config, apply CLI overrides, validate; a problem raises one-line `ConfigError`.
     Relative paths in the file resolve against its folder, those of overrides against the working
     directory (see PATHS)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of fields, not {type(data).__name__}")
-    base = path.expanduser().absolute().parent
-    data = resolve_paths(data, base)
-    if overrides:
-        overridden = tuple(".".join(_parse_override(override)[0]) for override in overrides)
-        data = resolve_paths(apply_overrides(data, overrides), Path.cwd(), only=overridden)
+    data, base = read_config_file(path, overrides)
     return parse_config({**data, "base_dir": str(base)}, source=str(path))
 
 
@@ -238,4 +263,4 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error, source)) from None
+        raise ConfigError(format_validation_error(error, source)) from None

@@ -213,6 +213,12 @@ class FilterConfig(Section):
         description="images kept per class: drawn among those passing, or the most confident when fewer "
         "pass (paper: 800); null keeps every passing image",
     )
+    first_per_class: Annotated[int | None, Added(None)] = Field(
+        None,
+        gt=0,
+        description="use only the first this many generated images of each class (in shard order), before CF: "
+        "data-amount curves from one generation; null: every image",
+    )
     near_duplicates: Annotated[float | None, Added(None)] = Field(
         None,
         gt=0,

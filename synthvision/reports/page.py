@@ -43,11 +43,11 @@ class Page:
 
 
 def inline_images(markdown: str, storage: Storage, folder: str) -> str:
-    """`![alt](plot.png)` links to files of a report's folder as data URIs of those files: the Prefect
+    """`![alt](plot.png)` links to files of a report's folder ("": the root) as data URIs of those files: the Prefect
     UI shows an artifact's markdown but cannot serve the files beside it."""
 
     def embedded(match: re.Match) -> str:
-        data = base64.b64encode(storage.read_bytes(f"{folder}/{match[2]}")).decode("ascii")
+        data = base64.b64encode(storage.read_bytes(f"{folder}/{match[2]}" if folder else match[2])).decode("ascii")
         return f"![{match[1]}](data:image/png;base64,{data})"
 
     return re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", embedded, markdown)

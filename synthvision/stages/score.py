@@ -30,7 +30,14 @@ from synthvision.core.manifest import Manifest, manifest_path
 from synthvision.core.pipelining import cpu_workers, ordered_map
 from synthvision.core.stage_table import stage
 from synthvision.methods.diversity import drop_near_duplicates
-from synthvision.methods.filtering import CLIP_FILTER_REASON, clip_filter, filter_threshold, per_class_budget, softmax
+from synthvision.methods.filtering import (
+    CLIP_FILTER_REASON,
+    clip_filter,
+    filter_threshold,
+    first_per_class,
+    per_class_budget,
+    softmax,
+)
 from synthvision.reports.page import Page
 from synthvision.stages import generate
 from synthvision.storage.commits import every
@@ -254,15 +261,23 @@ def read_scores(run: Run) -> pa.Table:
 
 
 def kept(run: Run, table: pa.Table, features: np.ndarray) -> tuple[np.ndarray, int]:
-    """Which scored images training uses: with the CLIP filter on, those it keeps (every passing
+    """Which scored images training uses: of the first `filter.first_per_class` of each class (all
+    without it), with the CLIP filter on, those it keeps (every passing
     image, or `filter.per_class` per class), all of them with it off; then, with
     `filter.near_duplicates`, the first of each group of a class's near-duplicates (by `features`,
     the table's `embeddings`). And how many near-duplicates that dropped."""
     passed, labels = np.asarray(table["passed"]), np.asarray(table["label"])
     cf = run.config.filter
-    use = passed if cf.clip_filter else np.ones(table.num_rows, bool)
+    within = (
+        np.ones(table.num_rows, bool) if cf.first_per_class is None else first_per_class(labels, cf.first_per_class)
+    )
+    use = passed & within if cf.clip_filter else within
     if cf.clip_filter and cf.per_class is not None:  # the paper's fixed budget per class
-        use = per_class_budget(labels, np.asarray(table["prob"]), passed, cf.per_class, run.config.seed)
+        rows = np.flatnonzero(within)
+        use = np.zeros(table.num_rows, bool)
+        use[rows] = per_class_budget(
+            labels[rows], np.asarray(table["prob"])[rows], passed[rows], cf.per_class, run.config.seed
+        )
     if cf.near_duplicates is None:
         return use, 0
     deduplicated = drop_near_duplicates(features, labels, use, cf.near_duplicates)

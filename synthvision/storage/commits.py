@@ -78,13 +78,13 @@ class Commits:
 
     def report(self, stage_name: str, kind: type[Report]) -> Report | None:
         """A whole-run stage's committed report, typed; None if there is none of this config."""
-        record = self._report_record(stage_name)
+        record = self.report_record(stage_name)
         return None if record is None else TypeAdapter(kind).validate_python(record)
 
     def has_report(self, stage_name: str) -> bool:
-        return self._report_record(stage_name) is not None
+        return self.report_record(stage_name) is not None
 
-    def _report_record(self, stage_name: str) -> dict[str, Any] | None:
+    def report_record(self, stage_name: str) -> dict[str, Any] | None:
         record = self.storage.read_json(stage(stage_name).report_file)
         return record if record is not None and record.get("config_hash") == self.hashes[stage_name] else None
 

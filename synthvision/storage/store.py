@@ -26,7 +26,7 @@ import posixpath
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,12 +201,24 @@ def access_errors(url: str, doing: str) -> Iterator[None]:
 
 
 class Storage:
-    """One run's output root. Paths passed in are relative to the root, with '/' separators."""
+    """One run's output root. Paths passed in are relative to the root, with '/' separators.
 
-    def __init__(self, url: str, storage_options: dict | None = None):
+    `mounts` places a top-level name (a folder such as `shards`, or a file) elsewhere on the same
+    storage: runs that share a stage's outputs (`RunConfig.shared_stages`) read and write its folder
+    where every run of the same stage hash finds it, while everything else stays under the root."""
+
+    def __init__(self, url: str, storage_options: dict | None = None, mounts: Mapping[str, str] | None = None):
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **_with_defaults(url, storage_options))
+        options = _with_defaults(url, storage_options)
+        self.fs, self.root = fsspec.core.url_to_fs(url, **options)
         self._local = isinstance(self.fs, LocalFileSystem)
+        self._mount_urls = dict(mounts or {})
+        self._mounts: dict[str, str] = {}
+        for name, mount_url in self._mount_urls.items():
+            fs, path = fsspec.core.url_to_fs(mount_url, **options)
+            if type(fs) is not type(self.fs):
+                raise DataError(f"{mount_url} (shared outputs) is not on the same storage as output {url}")
+            self._mounts[name] = path
 
     @property
     def is_local(self) -> bool:
@@ -219,7 +231,11 @@ class Storage:
             self.read_json("run.json")
 
     def path(self, relpath: str) -> str:
-        return posixpath.join(self.root, relpath)
+        head, _, rest = relpath.partition("/")
+        mounted = self._mounts.get(head)
+        if mounted is None:
+            return posixpath.join(self.root, relpath)
+        return posixpath.join(mounted, rest) if rest else mounted
 
     @property
     def canonical_url(self) -> str:
@@ -229,7 +245,11 @@ class Storage:
 
     def url_of(self, relpath: str) -> str:
         """`relpath` as a URL other fsspec code can open (a plain path for local runs)."""
-        return f"{self.url.rstrip('/')}/{relpath}"
+        head, _, rest = relpath.partition("/")
+        mounted = self._mount_urls.get(head)
+        if mounted is None:
+            return f"{self.url.rstrip('/')}/{relpath}"
+        return f"{mounted.rstrip('/')}/{rest}" if rest else mounted
 
     def exists(self, relpath: str) -> bool:
         return self.fs.exists(self.path(relpath))

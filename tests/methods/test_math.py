@@ -121,3 +121,11 @@ def test_cf_keeps_a_fixed_budget_per_class():
     assert np.array_equal(keep, per_class_budget(labels, probs, passed, 3, seed=0))  # seeded
     draws = {tuple(per_class_budget(labels, probs, passed, 3, seed=s)[:6]) for s in range(20)}
     assert len(draws) > 1  # another seed, another draw among class 0's passing images
+
+
+def test_the_first_images_of_each_class_in_their_order():
+    from synthvision.methods.filtering import first_per_class
+
+    labels = np.array([2, 0, 0, 1, 0, 2, 2, 1, 0])
+    assert first_per_class(labels, 2).tolist() == [True, True, True, True, False, True, False, True, False]
+    assert first_per_class(labels, 9).all()  # more than a class has: all of it

@@ -6,6 +6,7 @@ import json
 
 from safetensors.torch import load
 
+from synthvision.run import Run
 from synthvision.stages import train
 from synthvision.stages.units import ensure
 from tests.helpers import generated_run
@@ -35,3 +36,11 @@ def test_train_commits_its_head_and_report_and_shows_both(make_config):
     ]
     zero_shot, tuned, gain = evaluation.zero_shot_top1, evaluation.tuned_top1, evaluation.gain
     assert report.line() == f"top-1: zero-shot {zero_shot:.2f}%, tuned {tuned:.2f}% ({gain:+.2f})"
+
+
+def test_first_per_class_trains_on_a_cut_of_the_same_scores(make_config):
+    everything = generated_run(make_config(filter={"clip_filter": False}), scored=True)
+    cut = Run(make_config(filter={"clip_filter": False, "first_per_class": 2}))
+    assert cut.hashes["score"] == everything.hashes["score"] and cut.hashes["train"] != everything.hashes["train"]
+    report, done_now = ensure(cut, "train")
+    assert done_now and (report.data.synthetic_images, report.data.trained_on) == (12, 6)  # 3 classes x 2

@@ -1,0 +1,89 @@
+"""The experiment flow: every arm at every seed (a cell) as a sub-flow run named `<experiment>: <arm>
+seed <seed>`, then the report with intervals and verdicts (`synthvision/experiment.py`).
+
+Cells run one after another, each spreading its shards over the GPU slots as a run does. A cell
+reads a stage that an earlier cell with the same stage hash committed (`RunConfig.shared_stages`),
+so shared work is computed once; a killed experiment, rerun, skips everything committed, like a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import MarkdownArtifact, TableArtifact
+from prefect.runtime import flow_run
+
+from flows import signals
+from flows.run_page import publish
+from flows.stages import STAGE_FLOWS
+from flows.synthesize import make_data
+from synthvision.core.config import RunConfig
+from synthvision.core.experiment import ExperimentConfig, cells
+from synthvision.experiment import build_report, needed_stages
+from synthvision.reports.experiment import ExperimentReport, render_experiment_report
+from synthvision.reports.page import inline_images
+from synthvision.storage.lock import locked_output
+from synthvision.storage.store import Storage
+
+DATA_STAGES = ("prompts", "generate", "score")
+
+
+@flow(name="experiment-cell")
+def cell_flow(config: RunConfig, stages: list[str]) -> dict[str, Any]:
+    """One arm at one seed: `stages` in order, each a sub-flow of this one (the data stages as `run` makes them)."""
+    summaries: dict[str, Any] = make_data(config) if "score" in stages else {}
+    for stage in stages:
+        if stage not in summaries:
+            summaries[stage] = STAGE_FLOWS[stage](config)
+    return summaries
+
+
+@flow(name="experiment", flow_run_name="{experiment.name}")
+def experiment_flow(experiment: ExperimentConfig, overrides: list[str] | None = None) -> ExperimentReport:
+    """Run every cell, then write and publish the experiment's report (`overrides`: `key.path=value`
+    changes to the base config of every arm)."""
+    signals.watch()
+    made, stages = cells(experiment, overrides), needed_stages(experiment)
+    orchestration = made[0].config.orchestration
+    storage = Storage(experiment.output)
+    this = {"flow_run_id": str(flow_run.id), "name": flow_run.name, "url": flow_run.ui_url}
+    with locked_output(storage, orchestration.lock_ttl_s, orchestration.lock_wait_s, this) as lock:
+        if lock is not None:  # temporaries of a killed experiment's cells and shared stages (no one else writes here)
+            storage.sweep_temporaries()
+        for number, cell in enumerate(made, 1):
+            get_run_logger().info("cell %d of %d: %s", number, len(made), cell.name)
+            cell_flow.with_options(flow_run_name=f"{experiment.name}: {cell.arm} seed {cell.seed}")(cell.config, stages)
+        report = build_report(experiment, made)
+    _publish(experiment, storage, report)
+    get_run_logger().info("%s; report: %s", report.line(), storage.url_of("report.md"))
+    return report
+
+
+def _publish(experiment: ExperimentConfig, storage: Storage, report: ExperimentReport) -> None:
+    """The report (its plot embedded) and its table as artifacts of the experiment's flow run."""
+    output_id = hashlib.sha256(storage.canonical_url.encode()).hexdigest()[:6]
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{experiment.name}-{output_id}-experiment".lower()).strip("-")
+    publish(
+        MarkdownArtifact,
+        markdown=inline_images(render_experiment_report(report), storage, ""),
+        key=f"{key}-report",
+        description=f"{experiment.name}: arms against {experiment.baseline} over {len(experiment.seeds)} seed(s)",
+    )
+    rows = [
+        {
+            "metric": row.metric,
+            "arm": row.arm,
+            "mean": row.mean,
+            "low": row.low,
+            "high": row.high,
+            "difference": row.difference,
+            "difference_low": row.difference_low,
+            "difference_high": row.difference_high,
+            "verdict": row.verdict or "baseline",
+        }
+        for row in report.results
+    ]
+    publish(TableArtifact, table=rows, key=key, description=f"{experiment.name}: mean, interval and verdict per arm")
