@@ -6,9 +6,10 @@ task runs in one flow run. Inside a wave at most `orchestration.max_in_flight` s
 outstanding, and only a small summary row is kept per shard, so the flow's memory stays flat for a
 million-image plan. Each shard is one task run named `<stage>-shard-00042`. As shards complete, the
 stage's progress line (terminal, progress artifact, logs: `flows/progress.py`), the wave's table of
-its shards (every shard at its end, even when the wave fails) and, for generate, a contact sheet of
-the latest images refresh, all on the run page a user opens (`flows/run_page.py`); each wave leaves an
-index of the manifests it committed, from which `status` reads progress in seconds.
+its shards (every shard at its end, even when the wave fails) and what the stage file's `live` shows
+of the latest shards (generate: a contact sheet) refresh, all on the run page a user opens
+(`flows/run_page.py`); each wave leaves an index of the manifests it committed, from which `status`
+reads progress in seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any
 
 from prefect import flow
@@ -33,14 +35,14 @@ from flows.run_page import publish, show
 from synthvision.core.config import RunConfig
 from synthvision.core.errors import StorageFull, SynthvisionError
 from synthvision.core.planning import shard_name
+from synthvision.reports.page import Page
 from synthvision.run import Run, open_run
-from synthvision.stages import generate
 from synthvision.storage.commits import ShardOutcome
 from synthvision.storage.store import STORAGE_STATS
 from tasks.policy import retry_options
 from tasks.stages import UNIT_TASKS
 
-CONTACT_SHEET_EVERY_S = 20.0
+LIVE_PAGE_EVERY_S = 20.0  # how often a running stage's live items (generate's contact sheet) refresh
 TABLE_EVERY_S = 5.0  # how often a running wave's per-shard table refreshes
 
 
@@ -252,7 +254,7 @@ def run_shard_tasks(run: Run, stage: str) -> StageSummary:
     progress = StageProgress(stage, num_shards, run.plan.num_images)
     summary = StageSummary(stage, num_shards, ensure_gpu_limit(config))
     requests_before = STORAGE_STATS.snapshot()
-    refresh = _live_contact_sheet(run, progress) if stage == "generate" else None
+    refresh = _live_page(run, stage, progress)
     note = f"(config hash {run.hashes[stage]})"
     reporter = ProgressReporter(progress, artifact and str(artifact), note, refresh)
     with reporter, shard_task_runner(config) as runner:
@@ -269,21 +271,32 @@ def run_shard_tasks(run: Run, stage: str) -> StageSummary:
     return summary
 
 
-def _live_contact_sheet(run: Run, progress: StageProgress, every_s: float = CONTACT_SHEET_EVERY_S):
-    """A callback that, at most every `every_s`, shows the latest committed shards' images on the
-    contact-sheet artifact (the stage's flow replaces it with the first shards' when it ends)."""
+def show_page(run: Run, stage: str, page: Page) -> None:
+    """Publish a stage's page items on the run page (a live one updated in place)."""
+    for item in page.items:
+        key, description = artifact_key(run, item.key), describe(run, stage, item.what)
+        if item.table is not None:
+            publish(TableArtifact, table=item.table, key=key, description=description)
+        elif item.live:
+            show(MarkdownArtifact, key, description, markdown=item.markdown)
+        else:
+            publish(MarkdownArtifact, markdown=item.markdown, key=key, description=description)
+
+
+def _live_page(run: Run, stage: str, progress: StageProgress, every_s: float = LIVE_PAGE_EVERY_S):
+    """A callback that, at most every `every_s`, shows what the stage file's `live(run, manifests)`
+    makes of the latest committed shards (generate: their contact sheet); None for a stage without one."""
+    live = getattr(import_module(f"synthvision.stages.{stage}"), "live", None)
+    if live is None:
+        return None
     last = [time.monotonic()]
 
     def refresh() -> None:
         if time.monotonic() - last[0] < every_s or not progress.recent:
             return
         last[0] = time.monotonic()
-        sheet = generate.contact_sheet(run, list(progress.recent))
-        if sheet is not None:
-            key, description = (
-                artifact_key(run, "contact-sheet"),
-                describe(run, "generate", "contact sheet (latest shards)"),
-            )
-            show(MarkdownArtifact, key, description, markdown=sheet)
+        page = live(run, list(progress.recent))
+        if page is not None:
+            show_page(run, stage, page)
 
     return refresh

@@ -12,28 +12,13 @@ from importlib import import_module
 from typing import Any
 
 from prefect import Flow, flow
-from prefect.artifacts import MarkdownArtifact, TableArtifact
 
 from flows.engines import ensure_gpu_limit
-from flows.fanout import artifact_key, describe, run_shard_tasks
+from flows.fanout import run_shard_tasks, show_page
 from flows.output import writes_output
-from flows.run_page import publish, show
 from synthvision.core.stage_table import STAGES, Stage
-from synthvision.reports.page import Page
 from synthvision.run import Run
 from tasks.stages import UNIT_TASKS
-
-
-def show_page(run: Run, stage: str, page: Page) -> None:
-    """Publish a stage's page items on the run page (a live one updated in place)."""
-    for item in page.items:
-        key, description = artifact_key(run, item.key), describe(run, stage, item.what)
-        if item.table is not None:
-            publish(TableArtifact, table=item.table, key=key, description=description)
-        elif item.live:
-            show(MarkdownArtifact, key, description, markdown=item.markdown)
-        else:
-            publish(MarkdownArtifact, markdown=item.markdown, key=key, description=description)
 
 
 def stage_flow(row: Stage) -> Flow:

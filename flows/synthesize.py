@@ -77,16 +77,10 @@ def make_data(config: RunConfig) -> dict[str, PromptsOutcome | StageSummary]:
 
 
 def _say_where_the_results_are(run: Run, report: TrainReport) -> None:
-    """The run's last log line: the top-1 and where the reports are."""
-    evaluation = report.evaluation
-    top1 = (
-        f"top-1 zero-shot {evaluation.zero_shot_top1:.2f}%, tuned {evaluation.tuned_top1:.2f}% "
-        f"({evaluation.gain:+.2f}) on {evaluation.test_set}; "
-        if evaluation.test_set
-        else ""
-    )
+    """The run's last log line: the train report's line (the top-1) and where the reports are."""
+    test_set = f" on {report.evaluation.test_set}" if report.evaluation.test_set else ""
     quality = f"; data quality: {run.storage.url_of('quality/report.md')}" if run.config.quality is not None else ""
-    get_run_logger().info("%sreport: %s%s", top1, run.storage.url_of("train/report.md"), quality)
+    get_run_logger().info("%s%s; report: %s%s", report.line(), test_set, run.storage.url_of("train/report.md"), quality)
 
 
 def stage_rows(summaries: dict[str, PromptsOutcome | StageSummary]) -> list[dict[str, Any]]:

@@ -38,7 +38,8 @@ _SELECTOR = re.compile(r"^(?P<name>[A-Za-z_]\w*)(\[(?P<where>[^\]]+)\])?$")
 
 class Metric(Section):
     """A number each cell's reports hold, named by its path into a stage's `report.json`:
-    `train.evaluation.tuned_top1`; a list item picked by its fields: `fewshot.results[shots=4,strategy=mix].top1`."""
+    `train.evaluation.tuned_top1`; a list item picked by its fields, `fewshot.results[shots=4,strategy=mix].top1`,
+    or by its place, `transfer.results[0].top1`."""
 
     path: str = Field(min_length=1)
     higher_is_better: bool = True
@@ -51,8 +52,9 @@ class Metric(Section):
             raise ValueError(f"{value!r} must start with a stage ({', '.join(NAMES)}) and name a field of its report")
         for part in fields:
             match = _SELECTOR.match(part)
-            if not match or (match["where"] is not None and not all("=" in pair for pair in match["where"].split(","))):
-                raise ValueError(f"{value!r}: {part!r} is neither a field nor field[key=value,...]")
+            where = None if match is None else match["where"]
+            if not match or (where is not None and not where.isdigit() and not all("=" in p for p in where.split(","))):
+                raise ValueError(f"{value!r}: {part!r} is neither a field, field[key=value,...] nor field[index]")
         return value
 
     @property
@@ -76,6 +78,9 @@ class ExperimentConfig(Section):
     base: str = Field(min_length=1, description="the run config every arm starts from (relative to this file)")
     output: str = Field(min_length=1, description="cells under runs/, shared stage outputs under stages/, reports")
     seeds: list[int] = Field(min_length=1, description="replicates: each cell's `seed`")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="{dotted.field: value} set on the base config for every arm"
+    )
     arms: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> {dotted.field: value} overrides")
     baseline: str
     metrics: dict[str, Metric] = Field(min_length=1)
@@ -119,6 +124,14 @@ class ExperimentConfig(Section):
                     raise ValueError(f"arm {arm} sets {key}: the experiment sets it for each cell")
         return {arm: overrides or {} for arm, overrides in value.items()}
 
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_leave_cell_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key.split(".")[0] in CELL_FIELDS:
+                raise ValueError(f"{key}: the experiment sets it for each cell")
+        return value
+
     @field_validator("baseline")
     @classmethod
     def _baseline_is_an_arm(cls, value: str, info: ValidationInfo) -> str:
@@ -160,8 +173,10 @@ def cells(experiment: ExperimentConfig, overrides: list[str] | None = None) -> l
     base, base_dir = read_config_file(experiment.base, overrides)
     root = experiment.output.rstrip("/")
     made = []
-    for arm, overrides in experiment.arms.items():
-        data = _with_overrides(base, arm, overrides, Path(experiment.base_dir or "."))
+    folder = Path(experiment.base_dir or ".")
+    common = _with_overrides(base, "every arm", experiment.overrides, folder)
+    for arm, changes in experiment.arms.items():
+        data = _with_overrides(common, f"arm {arm}", changes, folder)
         for seed in experiment.seeds:
             cell = {
                 **data,
@@ -175,12 +190,12 @@ def cells(experiment: ExperimentConfig, overrides: list[str] | None = None) -> l
     return made
 
 
-def _with_overrides(base: dict[str, Any], arm: str, overrides: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """The base config's mapping with an arm's overrides set (relative paths in them against the
-    experiment file's folder)."""
+def _with_overrides(base: dict[str, Any], whose: str, overrides: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A copy of a config mapping with `overrides` set (relative paths in them against the experiment
+    file's folder); `whose` names them in an error."""
     data = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
     for key, value in overrides.items():
-        set_field(data, [part for part in key.split(".") if part], value, shown=f"arm {arm}'s {key}")
+        set_field(data, [part for part in key.split(".") if part], value, shown=f"{whose}'s {key}")
     return resolve_paths(data, folder, only=tuple(overrides))
 
 
@@ -200,7 +215,10 @@ def metric_value(report: dict[str, Any], metric: Metric) -> float | None:
 
 
 def _pick(items: Any, where: str) -> Any:
-    """The one item of a list whose fields equal `key=value,...` (values compared as YAML reads them)."""
+    """The list's item at index `where`, or its one item whose fields equal `key=value,...` (values
+    compared as YAML reads them); None where there is no such item."""
+    if where.isdigit():
+        return items[int(where)] if isinstance(items, list) and int(where) < len(items) else None
     wanted = {key.strip(): yaml.safe_load(value) for key, value in (pair.split("=", 1) for pair in where.split(","))}
     found = [
         item for item in items or [] if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items())

@@ -53,10 +53,11 @@ def inline_images(markdown: str, storage: Storage, folder: str) -> str:
     return re.sub(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)", embedded, markdown)
 
 
-def report_items(storage: Storage, name: str, markdown: str, rows: list[dict], what: str) -> list[PageItem]:
-    """Stage `name`'s report as two artifacts: its markdown (`<name>-report`, the plots of its folder
-    embedded) and its table (`<name>`, described as `what`)."""
+def report_items(storage: Storage, name: str, rows: list[dict], what: str) -> list[PageItem]:
+    """Stage `name`'s committed report as two artifacts: its `report.md` (`<name>-report`, the plots of
+    its folder embedded) and its table (`<name>`, described as `what`)."""
     folder = stage(name).folder
+    markdown = storage.read_bytes(f"{folder}/report.md").decode("utf-8")
     return [
         PageItem(f"{name}-report", f"{name} report", markdown=inline_images(markdown, storage, folder)),
         PageItem(name, what, table=rows),

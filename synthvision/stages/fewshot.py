@@ -28,8 +28,8 @@ def committed(run: Run) -> FewShotReport | None:
 
 
 def page(run: Run, report: FewShotReport, done_now: bool) -> Page:
-    rows, markdown = [asdict(row) for row in report.results], render_few_shot_report(report)
-    items = report_items(run.storage, "fewshot", markdown, rows, "top-1 per shots and strategy")
+    rows = [asdict(row) for row in report.results]
+    items = report_items(run.storage, "fewshot", rows, "top-1 per shots and strategy")
     return Page(report, items)
 
 

@@ -84,6 +84,16 @@ def page(run: Run, summary: Any, done_now: bool) -> Page:
     return Page(summary, [] if sheet is None else [PageItem("contact-sheet", "contact sheet", sheet, live=True)])
 
 
+def live(run: Run, manifests: list[Manifest]) -> Page | None:
+    """What the stage shows while it runs: the contact sheet of its latest shards, refreshed in place."""
+    sheet = contact_sheet(run, manifests)
+    return (
+        None
+        if sheet is None
+        else Page(None, [PageItem("contact-sheet", "contact sheet (latest shards)", sheet, live=True)])
+    )
+
+
 def generate(run: Run, index: int) -> Manifest:
     """Generate shard `index` and commit it; returns its manifest."""
     started = time.perf_counter()

@@ -32,7 +32,7 @@ def committed(run: Run) -> QualityReport | None:
 
 def page(run: Run, report: QualityReport, done_now: bool) -> Page:
     what = "diversity, near-duplicates, distance to real"
-    items = report_items(run.storage, "quality", render_quality_report(report), table_rows(report), what)
+    items = report_items(run.storage, "quality", table_rows(report), what)
     return Page(report, items)
 
 

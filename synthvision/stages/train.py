@@ -32,7 +32,7 @@ def page(run: Run, report: TrainReport, done_now: bool) -> Page:
         {"model": "CLIP zero-shot", "top1": evaluation.zero_shot_top1},
         {"model": "CLIP + synthetic (CT)", "top1": evaluation.tuned_top1},
     ]
-    items = report_items(run.storage, "train", render_train_report(report), rows, f"top-1 on {evaluation.test_set}")
+    items = report_items(run.storage, "train", rows, f"top-1 on {evaluation.test_set}")
     return Page(report, items)
 
 

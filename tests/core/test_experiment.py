@@ -50,7 +50,10 @@ def test_every_arm_at_every_seed_is_a_cell_with_its_own_output_and_the_shared_st
             {"metrics": {"top1": {"path": "training.top1"}}},
             "metrics.top1.path: 'training.top1' must start with a stage",
         ),
-        ({"metrics": {"x": {"path": "fewshot.results[shots].top1"}}}, "is neither a field nor field[key=value,...]"),
+        (
+            {"metrics": {"x": {"path": "fewshot.results[shots].top1"}}},
+            "is neither a field, field[key=value,...] nor field[index]",
+        ),
         ({"colour": 1}, "colour: unknown field"),
     ],
 )
@@ -79,6 +82,8 @@ def test_a_metric_is_read_from_a_report_by_its_path_and_list_items_by_their_fiel
     assert metric_value(report, Metric(path="train.evaluation.tuned_top1")) == 78.6
     assert metric_value(report, Metric(path="fewshot.results[shots=4,strategy=mix].top1")) == 70.5
     assert metric_value(report, Metric(path="fewshot.results[shots=8,strategy=mix].top1")) is None
+    assert metric_value(report, Metric(path="fewshot.results[2].top1")) == 65.0
+    assert metric_value(report, Metric(path="fewshot.results[3].top1")) is None
     assert metric_value(report, Metric(path="train.evaluation.test_set")) is None
     assert metric_value({}, Metric(path="train.evaluation.tuned_top1")) is None
 
@@ -106,3 +111,22 @@ def test_a_sweep_makes_an_arm_per_value(tmp_path):
                 tmp_path, arms={"lr=1": {}}, baseline="lr=1", sweeps={"x": {"field": "training.lr", "values": [1, 2]}}
             )
         )
+
+
+def test_the_file_s_overrides_are_set_for_every_arm_before_the_arm_s_own(tmp_path):
+    experiment = load_experiment(write(tmp_path, overrides={"training.lr": 0.5, "shards.images_per_class": 8}))
+    made = {cell.name: cell.config for cell in cells(experiment)}
+    assert made["default-seed0"].training.lr == 0.5 and made["slow-seed0"].training.lr == 0.0001
+    assert {config.shards.images_per_class for config in made.values()} == {8}
+    with pytest.raises(ConfigError, match="overrides: output: the experiment sets it for each cell"):
+        load_experiment(write(tmp_path, overrides={"output": "elsewhere"}))
+
+
+def test_every_shipped_experiment_file_is_read_and_every_cell_is_valid():
+    files = sorted((Path(__file__).parents[2] / "configs" / "experiments").glob("*.yaml"))
+    assert len(files) >= 5
+    for file in files:
+        experiment = load_experiment(file)
+        made = cells(experiment)
+        assert len(made) == len(experiment.arms) * len(experiment.seeds) and len(experiment.seeds) >= 5, file
+        assert experiment.baseline in experiment.arms, file

@@ -111,7 +111,7 @@ def test_demo_against_a_prefect_server_shows_runs_tasks_and_artifacts(demo_on_a_
     table = next(a for a in on_top if a.key.endswith("generate-shards-wave-0000"))
     assert table.updated > table.created  # shown while its wave ran, then updated
     assert any(
-        message.startswith("top-1 zero-shot") and f"report: {out}/train/report.md" in message for message in messages
+        message.startswith("top-1: zero-shot") and f"report: {out}/train/report.md" in message for message in messages
     ), messages[-3:]
 
     status = cli("status", "configs/demo.yaml", "--set", f"output={out}")

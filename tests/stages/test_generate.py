@@ -186,3 +186,16 @@ def test_compile_wraps_the_denoiser_in_place():
     compiled = DiffusersGenerator.from_config(CONFIG.model_copy(update={"compile": True}))
     assert compiled.pipeline.unet._compiled_call_impl is not None
     assert DiffusersGenerator.from_config(CONFIG).pipeline.unet._compiled_call_impl is None
+
+
+def test_while_it_runs_the_stage_shows_the_latest_shards_and_at_its_end_the_first(make_config):
+    from tests.helpers import generated_run
+
+    run = generated_run(make_config())
+    latest = [generate.committed(run, 2)]
+    live = generate.live(run, latest)
+    [item] = live.items
+    assert (item.key, item.live) == ("contact-sheet", True) and "latest shards (generate is running)" in item.markdown
+    assert item.markdown.count("](data:image/") == 1  # the sheet, inline
+    [final] = generate.page(run, None, True).items
+    assert final.key == item.key and "latest shards" not in final.markdown  # the same artifact, replaced
