@@ -3,7 +3,8 @@ seed <seed>`, then the report with intervals and verdicts (`synthvision/experime
 
 Cells run one after another, each spreading its shards over the GPU slots as a run does. A cell
 reads a stage that an earlier cell with the same stage hash committed (`RunConfig.shared_stages`),
-so shared work is computed once; a killed experiment, rerun, skips everything committed, like a run.
+so shared work is computed once; a killed experiment, rerun, skips everything committed, like a run,
+and a cell with every stage committed starts no sub-flow at all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from flows.stages import STAGE_FLOWS
 from flows.synthesize import make_data
 from synthvision.core.config import RunConfig
 from synthvision.core.experiment import ExperimentConfig, cells
-from synthvision.experiment import build_report, needed_stages
+from synthvision.experiment import build_report, committed_cell, needed_stages
 from synthvision.reports.experiment import ExperimentReport, render_experiment_report
 from synthvision.reports.page import inline_images
 from synthvision.storage.lock import locked_output
@@ -54,6 +55,9 @@ def experiment_flow(experiment: ExperimentConfig, overrides: list[str] | None = 
         if lock is not None:  # temporaries of a killed experiment's cells and shared stages (no one else writes here)
             storage.sweep_temporaries()
         for number, cell in enumerate(made, 1):
+            if committed_cell(cell, stages):  # a rerun: nothing to do, and no sub-flow runs to show for it
+                get_run_logger().info("cell %d of %d: %s: every stage committed", number, len(made), cell.name)
+                continue
             get_run_logger().info("cell %d of %d: %s", number, len(made), cell.name)
             cell_flow.with_options(flow_run_name=f"{experiment.name}: {cell.arm} seed {cell.seed}")(cell.config, stages)
         report = build_report(experiment, made)

@@ -34,6 +34,11 @@ def needed_stages(experiment: ExperimentConfig) -> list[str]:
     return [row.name for row in STAGES if row.name in wanted]
 
 
+def committed_cell(cell: Cell, stages: list[str]) -> bool:
+    """Whether every stage the cell needs is committed (read from storage: a rerun skips the cell)."""
+    return all(row.missing == 0 for row in open_run(cell.config).status() if row.stage in stages)
+
+
 def shared_stages(experiment: ExperimentConfig, cells: list[Cell]) -> tuple[list[SharedStage], dict[str, int]]:
     """The stages that cells share (one copy read by several cells) and, per needed stage, how many
     copies all cells together compute."""

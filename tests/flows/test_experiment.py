@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -77,4 +79,7 @@ def test_an_experiment_shares_the_data_of_training_only_arms_and_reports_verdict
     again = CliRunner().invoke(app, ["experiment", str(path)])
     assert again.exit_code == 0, again.output
     assert counter.images == 24  # everything was committed: no image generated again
+    with get_client(sync_client=True) as client:  # and no cell's sub-flow ran again
+        names = [run.name for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"like_": "tiny: "}))]
+    assert sorted(names) == ["tiny: default seed 0", "tiny: default seed 1", "tiny: slow seed 0", "tiny: slow seed 1"]
     assert json.loads((root / "report.json").read_text())["results"] == report["results"]
