@@ -174,27 +174,46 @@ def _cost_lines(report: ExperimentReport) -> list[str]:
 
 
 def render_plot(report: ExperimentReport) -> bytes:
-    """PNG bytes: one panel per metric, each arm's mean as a bar with its 95% interval and a dot per seed."""
+    """PNG bytes: one panel per metric, each arm's mean with its 95% interval as an error bar and a dot
+    per seed beside it, the axis fitted to the values (not from zero: the differences an experiment
+    looks for are often a fraction of a point); the baseline's mean as a dashed line. Below, each arm's
+    paired difference from the baseline with its interval, against zero: what the verdicts read."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     metrics = list(report.metrics)
-    figure, panels = plt.subplots(1, len(metrics), figsize=(1.2 + 1.1 * len(report.arms) * len(metrics), 3.4), dpi=120)
-    panels = panels if len(metrics) > 1 else [panels]
-    for axes, metric in zip(panels, metrics, strict=True):
-        rows = [row for row in report.results if row.metric == metric]
-        means = [row.mean or 0.0 for row in rows]
-        errors = [(row.high - row.mean) if row.high is not None and row.mean is not None else 0.0 for row in rows]
-        colours = ["#555555" if row.arm == report.baseline else "#3b75af" for row in rows]
-        axes.bar(range(len(rows)), means, yerr=errors, capsize=4, color=colours)
-        for position, row in enumerate(rows):  # each seed's value as a dot on its arm's bar
-            seeds = [value for value in row.values if value is not None]
-            axes.plot([position] * len(seeds), seeds, "o", color="black", markersize=3)
+    figure, panels = plt.subplots(
+        2, len(metrics), figsize=(1.4 + 0.9 * len(report.arms) * len(metrics), 6.2), dpi=120, squeeze=False
+    )
+    for axes, metric in zip(panels[1], metrics, strict=True):  # the paired differences the verdicts read
+        rows = [row for row in report.results if row.metric == metric and row.arm != report.baseline]
+        for position, row in enumerate(rows):
+            if row.difference is not None:
+                low, high = row.difference_low, row.difference_high
+                error = None if low is None else [[row.difference - low], [high - row.difference]]
+                axes.errorbar([position], [row.difference], yerr=error, fmt="o", capsize=5, color="#3b75af")
+        axes.axhline(0.0, linestyle="--", linewidth=0.8, color="#555555")
         axes.set_xticks(range(len(rows)), [row.arm for row in rows], rotation=30, ha="right", fontsize=8)
+        axes.set_xlim(-0.5, max(len(rows), 1) - 0.5)
+        axes.set_title(f"{metric} − {report.baseline} (paired)", fontsize=9)
+    panels[1][0].set_ylabel("difference, 95% interval")
+    for axes, metric in zip(panels[0], metrics, strict=True):
+        rows = [row for row in report.results if row.metric == metric]
+        for position, row in enumerate(rows):
+            colour = "#555555" if row.arm == report.baseline else "#3b75af"
+            if row.mean is not None:
+                error = None if row.high is None else [[row.mean - row.low], [row.high - row.mean]]
+                axes.errorbar([position], [row.mean], yerr=error, fmt="o", capsize=5, color=colour, markersize=6)
+            seeds = [value for value in row.values if value is not None]
+            axes.plot([position + 0.18] * len(seeds), seeds, ".", color="black", markersize=4, alpha=0.6)
+            if row.arm == report.baseline and row.mean is not None:
+                axes.axhline(row.mean, linestyle="--", linewidth=0.8, color=colour)
+        axes.set_xticks(range(len(rows)), [row.arm for row in rows], rotation=30, ha="right", fontsize=8)
+        axes.set_xlim(-0.5, len(rows) - 0.5)
         axes.set_title(metric, fontsize=9)
-    panels[0].set_ylabel("mean over seeds, 95% interval")
+    panels[0][0].set_ylabel("mean over seeds, 95% interval")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
