@@ -85,6 +85,13 @@ class FewShotConfig(Section):
     real_batch_size: int = Field(32, gt=0)
     synthetic_batch_size: int = Field(512, gt=0)
     mix_lr: float = Field(1e-3, gt=0)
+    mix_schedule: Annotated[Literal["synthvision", "paper_code"], Added("synthvision")] = Field(
+        "synthvision",
+        description="mix's steps: synthvision's (a real batch of real_batch_size and a synthetic batch of "
+        "synthetic_batch_size per step, one cosine over every epoch), or paper_code: as the released code runs "
+        "with its README's flags (batches of 128 of each, its cosine counted in 512-image steps, gradients "
+        "clipped at norm 1)",
+    )
     phase_lr: float = Field(2e-3, gt=0, description="real_only and each phase of the phase-wise strategies")
     epochs: int = Field(30, gt=0, description="per phase; mix counts epochs over the synthetic data")
     weight_decay: float = Field(0.1, ge=0)

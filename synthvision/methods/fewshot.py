@@ -16,6 +16,7 @@ Pure functions on arrays; the run reads and writes the data.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -62,10 +63,18 @@ def real_filter(
     return other * 2 <= k
 
 
+# The paper's released code, run with its README's flags (`--freeze-encoder`), trains mix on cached
+# features whose loaders take its `--batch-size` (128) for both parts, while its cosine schedule counts
+# steps of the image loader's `--batch-size-syn` (512); `mix_schedule: paper_code` runs that.
+PAPER_CODE_BATCH = 128
+PAPER_CODE_COUNTED_BATCH = 512
+
+
 @dataclass
 class FewShotResult:
     head: torch.nn.Linear
     steps: list[tuple[int, int]] = field(default_factory=list)  # (real, synthetic) samples per step
+    lrs: list[float] = field(default_factory=list)  # the head's learning rate at each step
 
 
 class Encoder:
@@ -188,6 +197,8 @@ def train_few_shot(
         syn_steps = config.epochs * _epoch_steps(len(synthetic.y), config.synthetic_batch_size)
         if strategy == "syn_only":
             _run(head, (None, synthetic, syn_steps), config.phase_lr, config, order, result, encoder)
+        elif strategy == "mix" and config.mix_schedule == "paper_code":
+            _run_paper_code_mix(head, real, synthetic, config, order, result, encoder)
         elif strategy == "mix":  # epochs counted over the synthetic part; the real shots cycle alongside
             _run(head, (real, synthetic, syn_steps), config.mix_lr, config, order, result, encoder)
         else:
@@ -210,27 +221,73 @@ def _run(
     """One phase: `steps` AdamW steps on a cosine schedule, each summing the losses of one real batch
     and one synthetic batch (either part may be absent)."""
     real, synthetic, steps = phase
-    groups = [{"params": list(head.parameters()), "lr": lr}]
-    if encoder is not None and encoder.tune:
-        groups.append({"params": list(encoder.tower.parameters()), "lr": config.encoder_lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    optimizer = _optimizer(head, lr, config, encoder)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     real_batches = real.batches(config.real_batch_size, order) if real else None
     syn_batches = synthetic.batches(config.synthetic_batch_size, order) if synthetic else None
     for _ in range(steps):
-        if encoder is not None:
-            encoder.train_mode()
-        loss, sizes = 0.0, [0, 0]
-        for i, (part, batches) in enumerate(((real, real_batches), (synthetic, syn_batches))):
-            if part is not None:
-                batch = next(batches)
-                loss = loss + part.loss_on(head, batch)
-                sizes[i] = len(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        real_batch = (real, next(real_batches)) if real else None
+        syn_batch = (synthetic, next(syn_batches)) if synthetic else None
+        _step(head, optimizer, real_batch, syn_batch, result, encoder)
         schedule.step()
-        result.steps.append((sizes[0], sizes[1]))
+
+
+def _run_paper_code_mix(
+    head: torch.nn.Linear,
+    real: Part,
+    synthetic: Part,
+    config: FewShotConfig,
+    order: torch.Generator,
+    result: FewShotResult,
+    encoder: Encoder | None,
+) -> None:
+    """Mix as the paper's released code runs it (`PAPER_CODE_BATCH`): each epoch, one pass over the
+    synthetic features in batches of 128, each step with the next batch of 128 real ones (reshuffled
+    from the start at every epoch, cycling when they run out); the learning rate at epoch e, step i is
+    the cosine of step `i + e * n` over `epochs * n` steps, n = ceil(synthetic / 512), so it runs past
+    the cosine's end within each epoch and rises again; gradients clipped at norm 1."""
+    counted = _epoch_steps(len(synthetic.y), PAPER_CODE_COUNTED_BATCH)
+    optimizer = _optimizer(head, config.mix_lr, config, encoder)
+    for epoch in range(config.epochs):
+        real_batches = real.batches(PAPER_CODE_BATCH, order)
+        for i, syn_batch in enumerate(torch.randperm(len(synthetic.y), generator=order).split(PAPER_CODE_BATCH)):
+            scale = 0.5 * (1 + math.cos(math.pi * (i + epoch * counted) / (config.epochs * counted)))
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * scale
+            _step(head, optimizer, (real, next(real_batches)), (synthetic, syn_batch), result, encoder, clip=1.0)
+
+
+def _optimizer(head: torch.nn.Linear, lr: float, config: FewShotConfig, encoder: Encoder | None) -> torch.optim.AdamW:
+    """AdamW over the head (at `lr`) and, when the encoder is tuned, its tower (at `encoder_lr`)."""
+    groups = [{"params": list(head.parameters()), "lr": lr, "initial_lr": lr}]
+    if encoder is not None and encoder.tune:
+        groups.append(
+            {"params": list(encoder.tower.parameters()), "lr": config.encoder_lr, "initial_lr": config.encoder_lr}
+        )
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def _step(
+    head: torch.nn.Linear,
+    optimizer: torch.optim.Optimizer,
+    real: tuple[Part, torch.Tensor] | None,
+    synthetic: tuple[Part, torch.Tensor] | None,
+    result: FewShotResult,
+    encoder: Encoder | None,
+    clip: float | None = None,
+) -> None:
+    """One optimiser step on the real batch's loss plus the synthetic batch's (either may be absent);
+    records the batch sizes and the head's learning rate."""
+    if encoder is not None:
+        encoder.train_mode()
+    loss = sum(part.loss_on(head, batch) for part, batch in (pair for pair in (real, synthetic) if pair is not None))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], clip)
+    result.lrs.append(optimizer.param_groups[0]["lr"])
+    optimizer.step()
+    result.steps.append((0 if real is None else len(real[1]), 0 if synthetic is None else len(synthetic[1])))
 
 
 def part_losses(config: FewShotConfig) -> tuple[Loss, Loss]:

@@ -145,3 +145,17 @@ def test_batch_norm_and_encoder_tuning_settings(batch_norm, tune, stats_change, 
     assert _bn_stats(clip.model.visual).keys() == stats.keys() and all(
         torch.equal(v, _bn_stats(clip.model.visual)[k]) for k, v in stats.items()
     )  # the shared model is untouched
+
+
+def test_mix_as_the_paper_code_runs_it_steps_in_batches_of_128_on_its_odd_cosine():
+    real, synthetic = Part.cached(*_data(20, 3, 0)), Part.cached(*_data(300, 3, 1))
+    config = CONFIG.model_copy(update={"mix_schedule": "paper_code", "mix_lr": 1e-3})
+    result = train_few_shot("mix", _head(), real, synthetic, config, seed=0)
+    # each epoch one pass over the 300 synthetic in batches of 128, with 128 (all 20) real alongside
+    assert result.steps == [(20, 128), (20, 128), (20, 44)] * 2
+    # its cosine counts ceil(300 / 512) = 1 step per epoch, 2 in all: step i + e at epoch e, past the end
+    # within each epoch: 0.5 (1 + cos(pi s / 2)) for s = 0, 1, 2 and then 1, 2, 3
+    assert result.lrs == pytest.approx([1e-3, 0.5e-3, 0.0, 0.5e-3, 0.0, 0.5e-3], abs=1e-12)
+    synthvision = train_few_shot("mix", _head(), real, synthetic, CONFIG.model_copy(update={"mix_lr": 1e-3}), seed=0)
+    assert set(synthvision.steps) == {(4, 8), (4, 4)} and len(synthvision.steps) == 2 * 38  # 32 / 512 scaled down
+    assert synthvision.lrs[0] == pytest.approx(1e-3) and synthvision.lrs[-1] < 1e-5  # one cosine over all steps
