@@ -237,7 +237,8 @@ def _experiment_status(file: Path, overrides: list[str] | None) -> None:
         copies = len({digest for name, digest in first if name == stage})
         typer.echo(f"{stage}: {copies} cop{'y' if copies == 1 else 'ies'} for {len(made)} cells")
     typer.echo("^: the copy an earlier cell computes (done once, read by both)")
-    _print_writer(holder(Storage(spec.output), made[0].config.orchestration.lock_ttl_s))
+    config = made[0].config
+    _print_writer(holder(Storage(spec.output, config.storage_options), config.orchestration.lock_ttl_s))
 
 
 @app.command()

@@ -9,8 +9,6 @@ and a cell with every stage committed starts no sub-flow at all.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -18,6 +16,7 @@ from prefect.artifacts import MarkdownArtifact, TableArtifact
 from prefect.runtime import flow_run
 
 from flows import signals
+from flows.fanout import output_key
 from flows.run_page import publish
 from flows.stages import STAGE_FLOWS
 from flows.synthesize import make_data
@@ -28,8 +27,6 @@ from synthvision.reports.experiment import ExperimentReport, render_experiment_r
 from synthvision.reports.page import inline_images
 from synthvision.storage.lock import locked_output
 from synthvision.storage.store import Storage
-
-DATA_STAGES = ("prompts", "generate", "score")
 
 
 @flow(name="experiment-cell")
@@ -49,7 +46,7 @@ def experiment_flow(experiment: ExperimentConfig, overrides: list[str] | None = 
     signals.watch()
     made, stages = cells(experiment, overrides), needed_stages(experiment)
     orchestration = made[0].config.orchestration
-    storage = Storage(experiment.output)
+    storage = Storage(experiment.output, made[0].config.storage_options)
     this = {"flow_run_id": str(flow_run.id), "name": flow_run.name, "url": flow_run.ui_url}
     with locked_output(storage, orchestration.lock_ttl_s, orchestration.lock_wait_s, this) as lock:
         if lock is not None:  # temporaries of a killed experiment's cells and shared stages (no one else writes here)
@@ -68,8 +65,7 @@ def experiment_flow(experiment: ExperimentConfig, overrides: list[str] | None = 
 
 def _publish(experiment: ExperimentConfig, storage: Storage, report: ExperimentReport) -> None:
     """The report (its plot embedded) and its table as artifacts of the experiment's flow run."""
-    output_id = hashlib.sha256(storage.canonical_url.encode()).hexdigest()[:6]
-    key = re.sub(r"[^a-z0-9-]+", "-", f"{experiment.name}-{output_id}-experiment".lower()).strip("-")
+    key = output_key(experiment.name, storage, "experiment")
     publish(
         MarkdownArtifact,
         markdown=inline_images(render_experiment_report(report), storage, ""),

@@ -38,7 +38,7 @@ from synthvision.core.planning import shard_name
 from synthvision.reports.page import Page
 from synthvision.run import Run, open_run
 from synthvision.storage.commits import ShardOutcome
-from synthvision.storage.store import STORAGE_STATS
+from synthvision.storage.store import STORAGE_STATS, Storage
 from tasks.policy import retry_options
 from tasks.stages import UNIT_TASKS
 
@@ -47,10 +47,15 @@ TABLE_EVERY_S = 5.0  # how often a running wave's per-shard table refreshes
 
 
 def artifact_key(run: Run, suffix: str) -> str:
-    """`<run name>-<output id>-<suffix>`: unique per output (two outputs of one run name keep their
-    own artifacts), in the lowercase letters, digits and dashes that artifact keys allow."""
-    output_id = hashlib.sha256(run.storage.canonical_url.encode()).hexdigest()[:6]
-    return re.sub(r"[^a-z0-9-]+", "-", f"{run.config.run_name}-{output_id}-{suffix}".lower()).strip("-")
+    """`<run name>-<output id>-<suffix>` (see `output_key`)."""
+    return output_key(run.config.run_name, run.storage, suffix)
+
+
+def output_key(name: str, storage: Storage, suffix: str) -> str:
+    """`<name>-<output id>-<suffix>`: unique per output (two outputs of one name keep their own
+    artifacts), in the lowercase letters, digits and dashes that artifact keys allow."""
+    output_id = hashlib.sha256(storage.canonical_url.encode()).hexdigest()[:6]
+    return re.sub(r"[^a-z0-9-]+", "-", f"{name}-{output_id}-{suffix}".lower()).strip("-")
 
 
 def describe(run: Run, stage: str, what: str) -> str:

@@ -103,7 +103,7 @@ def build_report(experiment: ExperimentConfig, cells: list[Cell]) -> ExperimentR
             for name, sweep in experiment.sweeps.items()
         },
     )
-    storage = Storage(experiment.output)
+    storage = Storage(experiment.output, cells[0].config.storage_options)
     storage.write_bytes("experiment.png", render_experiment_plot(report))
     if report.sweeps:
         storage.write_bytes("sweeps.png", render_sweeps(report))
