@@ -87,7 +87,7 @@ def check_pages(env: dict[str, str], run_name: str, shots: Path) -> list[tuple[s
         visit(f"{ui}/runs/flow-run/{runs[0]['id']}", "flow-run", "text=Completed")
         results.append(("flow run", "opens, state Completed", True))
         logs = page.inner_text("body")  # the Logs tab, open first
-        results.append(("flow run logs", "end with the top-1 and the report", "top-1 zero-shot" in logs))
+        results.append(("flow run logs", "end with the top-1 and the report", "top-1: zero-shot" in logs))
         page.get_by_text("Artifacts", exact=True).first.click()
         page.wait_for_timeout(3000)
         page.screenshot(path=shots / "flow-run-artifacts.png", full_page=True)
