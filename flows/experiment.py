@@ -3,12 +3,14 @@ seed <seed>`, then the report with intervals and verdicts (`synthvision/experime
 
 Cells run one after another, each spreading its shards over the GPU slots as a run does. A cell
 reads a stage that an earlier cell with the same stage hash committed (`RunConfig.shared_stages`),
-so shared work is computed once; a killed experiment, rerun, skips everything committed, like a run,
-and a cell with every stage committed starts no sub-flow at all.
+so shared work is computed once. The experiment holds its output's lock, and the stages folder's
+when that lies elsewhere (experiments that share one take turns). A killed experiment, rerun, skips
+everything committed, like a run, and a cell with every stage committed starts no sub-flow at all.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -46,11 +48,15 @@ def experiment_flow(experiment: ExperimentConfig, overrides: list[str] | None = 
     signals.watch()
     made, stages = cells(experiment, overrides), needed_stages(experiment)
     orchestration = made[0].config.orchestration
-    storage = Storage(experiment.output, made[0].config.storage_options)
+    options = made[0].config.storage_options
+    storage = Storage(experiment.output, options)
     this = {"flow_run_id": str(flow_run.id), "name": flow_run.name, "url": flow_run.ui_url}
-    with locked_output(storage, orchestration.lock_ttl_s, orchestration.lock_wait_s, this) as lock:
-        if lock is not None:  # temporaries of a killed experiment's cells and shared stages (no one else writes here)
-            storage.sweep_temporaries()
+    with ExitStack() as held:
+        # temporaries of a killed experiment's cells and stages (no one else writes there while we hold them)
+        folders = [storage] + ([Storage(experiment.stages_folder, options)] if experiment.stages_apart else [])
+        for folder in folders:
+            if held.enter_context(locked_output(folder, orchestration.lock_ttl_s, orchestration.lock_wait_s, this)):
+                folder.sweep_temporaries()
         for number, cell in enumerate(made, 1):
             if committed_cell(cell, stages):  # a rerun: nothing to do, and no sub-flow runs to show for it
                 get_run_logger().info("cell %d of %d: %s: every stage committed", number, len(made), cell.name)

@@ -3,9 +3,11 @@ metrics to compare and the arm they are compared against; and its cells, one run
 seed.
 
 Every cell writes its own output (`<output>/runs/<arm>-seed<seed>/`), and every stage's outputs go
-under `<output>/stages/<stage>/<stage hash>/` (`RunConfig.shared_stages`): cells whose configs agree on
-a stage's hash (an arm that changes only training, at the same seed) find that stage committed and do
-not compute it again.
+under `<stages>/<stage>/<stage hash>/` (`RunConfig.shared_stages`; `stages` is `<output>/stages` unless
+the file names another folder): cells whose configs agree on a stage's hash (an arm that changes only
+training, at the same seed) find that stage committed and do not compute it again. Experiments that
+name one `stages` folder share it the same way: the shipped toy experiments all read the demo's data
+at seeds 0-4 from one copy.
 """
 
 from __future__ import annotations
@@ -76,7 +78,12 @@ class Sweep(Section):
 class ExperimentConfig(Section):
     name: str = Field(min_length=1, pattern=r"^[\w.-]+$")
     base: str = Field(min_length=1, description="the run config every arm starts from (relative to this file)")
-    output: str = Field(min_length=1, description="cells under runs/, shared stage outputs under stages/, reports")
+    output: str = Field(min_length=1, description="cells under runs/, the report; shared stage outputs under stages/")
+    stages: str | None = Field(
+        None,
+        description="where the stages' outputs go, by stage hash (default: <output>/stages); experiments that "
+        "name one folder compute each stage hash they share once",
+    )
     seeds: list[int] = Field(min_length=1, description="replicates: each cell's `seed`")
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="{dotted.field: value} set on the base config for every arm"
@@ -86,6 +93,15 @@ class ExperimentConfig(Section):
     metrics: dict[str, Metric] = Field(min_length=1)
     sweeps: dict[str, Sweep] = Field(default_factory=dict, description="arm families over a numeric setting")
     base_dir: str | None = None  # the experiment file's folder (set on load)
+
+    @property
+    def stages_folder(self) -> str:
+        return (self.stages or f"{self.output.rstrip('/')}/stages").rstrip("/")
+
+    @property
+    def stages_apart(self) -> bool:
+        """Whether the stage outputs lie outside the experiment's output (then they need a lock of their own)."""
+        return not self.stages_folder.startswith(self.output.rstrip("/") + "/")
 
     @model_validator(mode="before")
     @classmethod
@@ -157,7 +173,7 @@ class Cell:
 def load_experiment(path: str | Path) -> ExperimentConfig:
     """Read an experiment file; a problem raises a one-line `ConfigError` naming the file and field."""
     data, base_dir = read_yaml_mapping(path, "experiment")
-    for field in ("base", "output"):
+    for field in ("base", "output", "stages"):
         if isinstance(data.get(field), str):
             data[field] = resolved(data[field], base_dir, always=True)
     try:
@@ -183,7 +199,7 @@ def cells(experiment: ExperimentConfig, overrides: list[str] | None = None) -> l
                 "seed": seed,
                 "run_name": f"{experiment.name}-{arm}-seed{seed}",
                 "output": f"{root}/runs/{arm}-seed{seed}",
-                "shared_stages": f"{root}/stages",
+                "shared_stages": experiment.stages_folder,
                 "base_dir": str(base_dir),
             }
             made.append(Cell(arm, seed, parse_config(cell, source=f"{experiment.base} with arm {arm}")))
