@@ -5,7 +5,7 @@ Cells run one after another, each spreading its shards over the GPU slots as a r
 reads a stage that an earlier cell with the same stage hash committed (`RunConfig.shared_stages`),
 so shared work is computed once. The experiment holds its output's lock, and the stages folder's
 when that lies elsewhere (experiments that share one take turns). A killed experiment, rerun, skips
-everything committed, like a run, and a cell with every stage committed starts no sub-flow at all.
+everything committed, like a run, and a cell starts a sub-flow only for the stages it has still to compute.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flows.stages import STAGE_FLOWS
 from flows.synthesize import make_data
 from synthvision.core.config import RunConfig
 from synthvision.core.experiment import ExperimentConfig, cells
-from synthvision.experiment import build_report, committed_cell, needed_stages
+from synthvision.experiment import build_report, needed_stages, stages_to_run
 from synthvision.reports.experiment import ExperimentReport, render_experiment_report
 from synthvision.reports.page import inline_images
 from synthvision.storage.lock import locked_output
@@ -33,8 +33,9 @@ from synthvision.storage.store import Storage
 
 @flow(name="experiment-cell")
 def cell_flow(config: RunConfig, stages: list[str]) -> dict[str, Any]:
-    """One arm at one seed: `stages` in order, each a sub-flow of this one (the data stages as `run` makes them)."""
-    summaries: dict[str, Any] = make_data(config) if "score" in stages else {}
+    """One arm at one seed: the `stages` it has still to compute, in order, each a sub-flow of this
+    one (the data stages as `run` makes them)."""
+    summaries: dict[str, Any] = make_data(config) if {"prompts", "generate", "score"} & set(stages) else {}
     for stage in stages:
         if stage not in summaries:
             summaries[stage] = STAGE_FLOWS[stage](config)
@@ -58,11 +59,13 @@ def experiment_flow(experiment: ExperimentConfig, overrides: list[str] | None = 
             if held.enter_context(locked_output(folder, orchestration.lock_ttl_s, orchestration.lock_wait_s, this)):
                 folder.sweep_temporaries()
         for number, cell in enumerate(made, 1):
-            if committed_cell(cell, stages):  # a rerun: nothing to do, and no sub-flow runs to show for it
-                get_run_logger().info("cell %d of %d: %s: every stage committed", number, len(made), cell.name)
-                continue
-            get_run_logger().info("cell %d of %d: %s", number, len(made), cell.name)
-            cell_flow.with_options(flow_run_name=f"{experiment.name}: {cell.arm} seed {cell.seed}")(cell.config, stages)
+            todo = stages_to_run(cell, stages)  # committed stages start no sub-flow (nor task runs to show for them)
+            get_run_logger().info(
+                "cell %d of %d: %s: %s", number, len(made), cell.name, ", ".join(todo) or "every stage committed"
+            )
+            if todo:
+                named = cell_flow.with_options(flow_run_name=f"{experiment.name}: {cell.arm} seed {cell.seed}")
+                named(cell.config, todo)
         report = build_report(experiment, made)
     _publish(experiment, storage, report)
     get_run_logger().info("%s; report: %s", report.line(), storage.url_of("report.md"))

@@ -34,9 +34,11 @@ def needed_stages(experiment: ExperimentConfig) -> list[str]:
     return [row.name for row in STAGES if row.name in wanted]
 
 
-def committed_cell(cell: Cell, stages: list[str]) -> bool:
-    """Whether every stage the cell needs is committed (read from storage: a rerun skips the cell)."""
-    return all(row.missing == 0 for row in open_run(cell.config).status() if row.stage in stages)
+def stages_to_run(cell: Cell, stages: list[str]) -> list[str]:
+    """The stages of `stages` the cell still has to compute, read from storage: none in a rerun, and
+    only training in a cell whose data an earlier cell (or experiment) committed."""
+    missing = {row.stage for row in open_run(cell.config).status() if row.missing}
+    return [name for name in stages if name in missing]
 
 
 def shared_stages(experiment: ExperimentConfig, cells: list[Cell]) -> tuple[list[SharedStage], dict[str, int]]:

@@ -130,3 +130,11 @@ def test_every_shipped_experiment_file_is_read_and_every_cell_is_valid():
         made = cells(experiment)
         assert len(made) == len(experiment.arms) * len(experiment.seeds) and len(experiment.seeds) >= 5, file
         assert experiment.baseline in experiment.arms, file
+
+
+def test_a_named_stages_folder_is_read_against_the_file_and_given_to_every_cell(tmp_path):
+    default = load_experiment(write(tmp_path))
+    assert default.stages_folder == str(tmp_path / "experiment" / "stages") and not default.stages_apart
+    named = load_experiment(write(tmp_path, stages="../shared-stages"))
+    assert named.stages_folder == str(tmp_path.parent / "shared-stages") and named.stages_apart
+    assert {cell.config.shared_stages for cell in cells(named)} == {str(tmp_path.parent / "shared-stages")}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter
+from prefect.client.schemas.filters import FlowRunFilter, TaskRunFilter
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -83,3 +83,35 @@ def test_an_experiment_shares_the_data_of_training_only_arms_and_reports_verdict
         names = [run.name for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"like_": "tiny: "}))]
     assert sorted(names) == ["tiny: default seed 0", "tiny: default seed 1", "tiny: slow seed 0", "tiny: slow seed 1"]
     assert json.loads((root / "report.json").read_text())["results"] == report["results"]
+
+    # 4 training-only arms x 5 seeds in another experiment naming the first one's stages folder: each
+    # seed's data is generated once in all (seeds 0 and 1 come from the first experiment), and the
+    # trains the first experiment committed (default and slow at seeds 0 and 1) are read, not redone
+    (tmp_path / "wide").mkdir()
+    wide = write_experiment(
+        tmp_path / "wide",
+        tiny_base(tmp_path, make_config),
+        name="wide",
+        stages="../experiment/stages",
+        seeds=[0, 1, 2, 3, 4],
+        arms={
+            "default": {},
+            "slow": {"training.lr": 0.0001},
+            "fast": {"training.lr": 0.01},
+            "ce": {"training.loss": "ce"},
+        },
+    )
+    result = CliRunner().invoke(app, ["experiment", str(wide)])
+    assert result.exit_code == 0, result.output
+    assert counter.images == 24 + 3 * 12
+    assert len({p.parts[-3] for p in root.glob("stages/generate/*/shards/*.tar")}) == 5
+    assert len(list(root.glob("stages/train/*/train/report.json"))) == 4 * 5
+    assert not (root / "stages" / "lock.json").exists() and not (tmp_path / "wide" / "experiment" / "stages").exists()
+    with get_client(sync_client=True) as client:
+        generated = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(name={"like_": "wide-%-generate"}),
+            task_run_filter=TaskRunFilter(name={"like_": "generate-shard"}),
+        )
+    assert len(generated) == 3 * 3  # the shards of seeds 2, 3 and 4, each once
+    wide_report = json.loads((tmp_path / "wide" / "experiment" / "report.json").read_text())
+    assert wide_report["copies"] == {"prompts": 5, "generate": 5, "score": 5, "train": 20}
