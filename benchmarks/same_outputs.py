@@ -6,8 +6,8 @@ Compares the sha256 of every data file the stages commit (prompt table, shard ta
 reports, heads, backbones, the contact sheet) and prints a table: files the same, files that differ, files on one side
 only, and for a JSON file that differs, which of its fields do. Manifests and indexes are left out: they
 record when they were written. Where a run wrote its output is compared with that removed: a JSON
-report's `output` field, and the output's path inside a markdown report. Exit status 1 when anything
-differs.
+report's `output` field, and the output's path inside a markdown report; so is a report's `busy_s`.
+Exit status 1 when anything differs.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ SKIPPED_PARTS = {"quarantine", "versions", "ckpt"}
 SKIPPED_NAMES = {"run.json", "lock.json"}  # the run record holds the config, output path included
 SKIPPED_SUFFIXES = (".manifest.json", ".index.json", ".tmp")
 WHERE_FIELDS = {"output"}
+TIMING_FIELDS = {"busy_s"}  # a whole stage's report records how long its work took
 
 
 def record(path: Path) -> object:
-    """A JSON file's content less the fields that say where it ran."""
+    """A JSON file's content less the fields that say where it ran and how long it took."""
     content = json.loads(path.read_text())
-    return {k: v for k, v in content.items() if k not in WHERE_FIELDS} if isinstance(content, dict) else content
+    left_out = WHERE_FIELDS | TIMING_FIELDS
+    return {k: v for k, v in content.items() if k not in left_out} if isinstance(content, dict) else content
 
 
 def digest(path: Path, root: Path) -> str:

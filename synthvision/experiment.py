@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from synthvision.core.experiment import Cell, ExperimentConfig, metric_value
-from synthvision.core.stage_table import STAGES, lineage, stage
+from synthvision.core.stage_table import STAGES, lineage
 from synthvision.reports.experiment import (
     ExperimentReport,
     SharedStage,
@@ -55,11 +55,12 @@ def shared_stages(experiment: ExperimentConfig, cells: list[Cell]) -> tuple[list
 
 
 def slot_seconds(experiment: ExperimentConfig, cells: list[Cell]) -> dict[str, Any]:
-    """What the shard stages cost, in seconds a shard held its model slot (a GPU, on a GPU node), from
-    the committed manifests' timings: per arm, the mean over its cells of what one cell needs (shared
-    copies counted in full: what the arm costs alone); for the experiment, what its copies took (each
-    once) and what its cells would have taken apart."""
-    timed = [name for name in needed_stages(experiment) if stage(name).per_shard]
+    """What the stages cost, in seconds their work held a model slot (a GPU, on a GPU node): a shard's
+    from its manifest's timings, a whole stage's (training) from its report's `busy_s`; per arm, the
+    mean over its cells of what one cell needs (shared copies counted in full: what the arm costs
+    alone); for the experiment, what its copies took (each once) and what its cells would have taken
+    apart."""
+    timed = needed_stages(experiment)
     per_cell: dict[str, dict[str, float]] = {}
     copies: dict[tuple[str, str], float] = {}
     for cell in cells:

@@ -46,7 +46,7 @@ class StageStatus:
     committed: int
     images_planned: int | None = None  # shard stages: images in the plan
     images_done: int | None = None  # images in the committed shards
-    busy_s: float = 0.0  # the committed shards' compute time, from their manifests' timings
+    busy_s: float = 0.0  # compute time: the committed shards' manifests' timings, a whole stage's report's busy_s
 
     @property
     def missing(self) -> int:
@@ -285,9 +285,12 @@ class Run:
                         sum(m.timings.get("total_s", 0.0) for m in manifests),
                     )
                 )
+            elif row.name == "prompts":
+                rows.append(StageStatus(row.name, 1, int(prompts is not None)))
             else:
-                committed = prompts is not None if row.name == "prompts" else self.commits.has_report(row.name)
-                rows.append(StageStatus(row.name, 1, int(committed)))
+                record = self.commits.report_record(row.name)
+                busy = 0.0 if record is None else float(record.get("busy_s", 0.0))
+                rows.append(StageStatus(row.name, 1, int(record is not None), busy_s=busy))
         return rows
 
     def holder(self) -> dict[str, Any] | None:

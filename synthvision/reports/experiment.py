@@ -53,7 +53,7 @@ class ExperimentReport:
     shared: list[SharedStage]
     copies: dict[str, int]  # stage -> copies computed for all cells (cells that ran it / copies: the saving)
     sweeps: dict[str, dict]  # name -> field, values, arms (one per value)
-    slot_seconds: dict[str, float]  # arm -> shard stages' model-slot seconds one of its cells needs
+    slot_seconds: dict[str, float]  # arm -> the model-slot seconds one of its cells needs (every stage)
     slot_seconds_spent: float  # what the experiment's copies took, each once
     slot_seconds_apart: float  # what its cells would have taken, sharing nothing
 
@@ -157,8 +157,9 @@ def _cost_lines(report: ExperimentReport) -> list[str]:
     lines = [
         "## Cost",
         "",
-        "Seconds the shard stages held a model slot (a GPU on a GPU node), from the manifests' timings; "
-        "training stages are not timed yet. One cell of each arm, its shared stages counted in full (what "
+        "Seconds the stages held a model slot (a GPU on a GPU node): the shards' from their manifests' timings, "
+        "the training stages' from their reports (0 for a report written before synthvision timed them). "
+        "One cell of each arm, its shared stages counted in full (what "
         f"the arm costs alone). This experiment spent {report.slot_seconds_spent:,.0f} slot-seconds; its "
         f"cells apart would have spent {report.slot_seconds_apart:,.0f}.",
         "",

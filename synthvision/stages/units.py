@@ -8,6 +8,7 @@ unit is asked once per attempt, and a model's place (`slot`) is taken only when 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from importlib import import_module
@@ -33,4 +34,6 @@ def ensure(
     if existing is not None:
         return existing, False
     with slot():
+        if not row.per_shard:
+            run.commits.started[stage_name] = time.monotonic()  # the report records its seconds (`busy_s`)
         return getattr(module, row.work_function)(run, *index), True

@@ -19,6 +19,7 @@ pydantic, so a report on storage and a report in memory are the same object).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -55,6 +56,9 @@ class Commits:
     def __init__(self, storage: Storage, hashes: Mapping[str, str]):
         self.storage = storage
         self.hashes = hashes
+        # whole-run stage -> when its work began (`stages.units.ensure`), so that its report records
+        # the seconds it took (`busy_s`, as a shard's manifest records `total_s`) for an experiment's cost
+        self.started: dict[str, float] = {}
 
     def shard(self, stage_name: str, shard: str, spec_hash: str) -> Manifest | None:
         """The shard's manifest if it names this config's stage hash and `spec_hash`, and its data is whole."""
@@ -89,11 +93,16 @@ class Commits:
         return record if record is not None and record.get("config_hash") == self.hashes[stage_name] else None
 
     def commit_report(self, stage_name: str, report: Any, markdown: str | None = None) -> None:
-        """Write a stage's report (and its rendering for people first): the report commits the stage."""
+        """Write a stage's report (and its rendering for people first): the report commits the stage.
+        The record holds `busy_s`, the seconds since its work began, where `started` knows it."""
         folder = stage(stage_name).folder
         if markdown is not None:
             self.storage.write_bytes(f"{folder}/report.md", markdown.encode("utf-8"))
-        self.storage.write_bytes(stage(stage_name).report_file, json.dumps(asdict(report), indent=1).encode("utf-8"))
+        record = asdict(report)
+        began = self.started.pop(stage_name, None)
+        if began is not None:
+            record["busy_s"] = round(time.monotonic() - began, 3)
+        self.storage.write_bytes(stage(stage_name).report_file, json.dumps(record, indent=1).encode("utf-8"))
 
 
 def every(manifests: Iterator[tuple[str, Manifest | None]], problem: str, upstream: str) -> list[Manifest]:

@@ -21,6 +21,8 @@ def test_train_commits_its_head_and_report_and_shows_both(make_config):
     assert head["weight"].shape[0] == head["bias"].shape[0] == 3  # one row per class
     assert json.loads(run.storage.read_bytes("train/report.json"))["config_hash"] == run.hashes["train"]
     assert train.committed(run) == report and ensure(run, "train") == (report, False)
+    busy = json.loads(run.storage.read_bytes("train/report.json"))["busy_s"]  # its work's seconds, for cost
+    assert 0 < busy and {row.stage: row.busy_s for row in run.status()}["train"] == busy
 
     page = train.page(run, report, done_now)
     assert page.summary is report

@@ -3,6 +3,7 @@ config that wrote it and vouches for whole data; anything else is not committed.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -75,6 +76,17 @@ def test_a_report_commits_its_stage_typed_and_after_its_markdown(commits):
     assert commits.report("quality", Report) == Report("q1", [1, 2]) and commits.has_report("quality")
     assert commits.storage.read_bytes("quality/report.md") == b"# quality\n"
     assert Commits(commits.storage, {**HASHES, "quality": "q2"}).report("quality", Report) is None
+
+
+def test_a_report_records_the_seconds_since_its_work_began_where_that_is_known(commits, monkeypatch):
+    clock = iter([112.5])
+    monkeypatch.setattr("synthvision.storage.commits.time.monotonic", lambda: next(clock))
+    commits.started["quality"] = 100.0
+    commits.commit_report("quality", Report("q1", [1]))
+    assert json.loads(commits.storage.read_bytes("quality/report.json"))["busy_s"] == 12.5
+    assert commits.report("quality", Report) == Report("q1", [1]) and "quality" not in commits.started
+    commits.commit_report("quality", Report("q1", [2]))  # nothing began it (a test, a tool): no timing
+    assert "busy_s" not in json.loads(commits.storage.read_bytes("quality/report.json"))
 
 
 def test_the_prompt_table_is_committed_for_its_config_only(commits):
