@@ -10,6 +10,10 @@ Starts `prefect server start` on loopback (its own PREFECT_HOME), runs the demo 
 saving a screenshot of each page. Prints a table of what it checked; exits 1 if any check fails.
 
     python benchmarks/ui_check.py --out runs/ui-check    # ~3 minutes on 2 cores
+    python benchmarks/ui_check.py --experiment FILE      # an experiment's run page, report and table
+
+An experiment's pages: its flow run logs its verdicts (`... against BASELINE ...`), its report's plot
+loads, and its table of means, intervals and verdicts has no empty cell.
 
 Needs `apt-get install chromium` and `pip install -e '.[ui]'` (Playwright, without its own browsers).
 """
@@ -63,15 +67,26 @@ def api(env: dict[str, str], path: str, body: dict) -> list[dict]:
         return json.loads(response.read())
 
 
-def check_pages(env: dict[str, str], run_name: str, shots: Path) -> list[tuple[str, str, bool]]:
-    """Open the run's pages in Chromium; returns (page, what was checked, passed) rows."""
+def check_pages(
+    env: dict[str, str],
+    run_name: str,
+    shots: Path,
+    logged: str = "top-1: zero-shot",
+    artifacts_at_least: int = 8,
+    keys: str | None = None,
+) -> list[tuple[str, str, bool]]:
+    """Open the run's pages in Chromium; returns (page, what was checked, passed) rows. `logged`: what
+    the run's last log line says (a run's top-1; an experiment's verdicts say `against`); `keys`: the
+    start of the artifact keys to check (default `<run_name>-`; an experiment's own, not its cells')."""
     from playwright.sync_api import sync_playwright
 
     ui = env["PREFECT_UI_URL"]
     runs = api(env, "flow_runs/filter", {"flow_runs": {"name": {"any_": [run_name]}}, "limit": 1})
     artifacts = api(env, "artifacts/latest/filter", {"artifacts": {"key": {"like_": run_name}}, "limit": 200})
-    latest = {a["key"]: a for a in artifacts if a["key"] and a["key"].startswith(f"{run_name}-")}
-    results: list[tuple[str, str, bool]] = [("api", f"{len(latest)} artifacts of {run_name}", len(latest) >= 8)]
+    latest = {a["key"]: a for a in artifacts if a["key"] and a["key"].startswith(keys or f"{run_name}-")}
+    results: list[tuple[str, str, bool]] = [
+        ("api", f"{len(latest)} artifacts of {run_name}", len(latest) >= artifacts_at_least)
+    ]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -87,7 +102,7 @@ def check_pages(env: dict[str, str], run_name: str, shots: Path) -> list[tuple[s
         visit(f"{ui}/runs/flow-run/{runs[0]['id']}", "flow-run", "text=Completed")
         results.append(("flow run", "opens, state Completed", True))
         logs = page.inner_text("body")  # the Logs tab, open first
-        results.append(("flow run logs", "end with the top-1 and the report", "top-1: zero-shot" in logs))
+        results.append(("flow run logs", f"end with {logged!r} and the report", logged in logs))
         page.get_by_text("Artifacts", exact=True).first.click()
         page.wait_for_timeout(3000)
         page.screenshot(path=shots / "flow-run-artifacts.png", full_page=True)
@@ -124,6 +139,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--ui", help="only check the pages of --run-name on this running server's UI URL")
     parser.add_argument("--run-name", default="demo")
+    parser.add_argument("--experiment", help="an experiment file to run and check instead of the demo")
     args = parser.parse_args()
     shots = args.out.resolve()
     shots.mkdir(parents=True, exist_ok=True)
@@ -132,18 +148,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home, prefect_server(Path(home)) as env:
         output = Path(home) / "output"
         started = time.monotonic()
-        demo = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "run", args.config, "--set", f"output={output}"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
+        if args.experiment:  # its cells' outputs and report go where the file says
+            command = ["experiment", args.experiment]
+        else:
+            command = ["run", args.config, "--set", f"output={output}"]
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *command], cwd=REPO, env=env, capture_output=True, text=True
         )
-        if demo.returncode != 0:
-            raise SystemExit(f"the demo failed:\n{demo.stderr[-3000:]}")
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        print(f"{command[0]}: {time.monotonic() - started:.0f} s; screenshots in {shots}")
+        if args.experiment:
+            name, keys = experiment_pages(args.experiment)
+            report(check_pages(env, name, shots, "against", 2, keys))
         run_name = json.loads((output / "run.json").read_text())["config"]["run_name"]
-        print(f"demo: {time.monotonic() - started:.0f} s; screenshots in {shots}")
         report(check_pages(env, run_name, shots))
+
+
+def experiment_pages(file: str | Path) -> tuple[str, str]:
+    """An experiment's flow run name and the start of its own artifacts' keys."""
+    from flows.fanout import output_key
+    from synthvision.core.experiment import load_experiment
+    from synthvision.storage.store import Storage
+
+    experiment = load_experiment(file)
+    return experiment.name, output_key(experiment.name, Storage(experiment.output), "experiment")
 
 
 def report(results: list[tuple[str, str, bool]]) -> None:

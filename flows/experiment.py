@@ -73,26 +73,32 @@ def experiment_flow(experiment: ExperimentConfig, overrides: list[str] | None = 
 
 
 def _publish(experiment: ExperimentConfig, storage: Storage, report: ExperimentReport) -> None:
-    """The report (its plot embedded) and its table as artifacts of the experiment's flow run."""
+    """The report (its plot embedded) and its table as artifacts of the experiment's flow run; the
+    report last, so that it heads the run's artifacts, above those of its cells."""
     key = output_key(experiment.name, storage, "experiment")
+    rows = [
+        {
+            "metric": row.metric,
+            "arm": row.arm,
+            **{
+                name: "—" if value is None else round(value, 2)  # the baseline has no difference: a dash, not a blank
+                for name, value in (
+                    ("mean", row.mean),
+                    ("low", row.low),
+                    ("high", row.high),
+                    ("difference", row.difference),
+                    ("difference_low", row.difference_low),
+                    ("difference_high", row.difference_high),
+                )
+            },
+            "verdict": row.verdict or "baseline",
+        }
+        for row in report.results
+    ]
+    publish(TableArtifact, table=rows, key=key, description=f"{experiment.name}: mean, interval and verdict per arm")
     publish(
         MarkdownArtifact,
         markdown=inline_images(render_experiment_report(report), storage, ""),
         key=f"{key}-report",
         description=f"{experiment.name}: arms against {experiment.baseline} over {len(experiment.seeds)} seed(s)",
     )
-    rows = [
-        {
-            "metric": row.metric,
-            "arm": row.arm,
-            "mean": row.mean,
-            "low": row.low,
-            "high": row.high,
-            "difference": row.difference,
-            "difference_low": row.difference_low,
-            "difference_high": row.difference_high,
-            "verdict": row.verdict or "baseline",
-        }
-        for row in report.results
-    ]
-    publish(TableArtifact, table=rows, key=key, description=f"{experiment.name}: mean, interval and verdict per arm")

@@ -21,7 +21,7 @@ from synthvision.core.stage_table import STAGES
 from synthvision.run import open_run
 from tests.conftest import REPO, tiny_config
 from tests.flows.test_cli import cli
-from tests.helpers import check_ui_contents
+from tests.helpers import check_ui_contents, write_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -239,3 +239,21 @@ def test_the_kubernetes_pool_template_requests_gpus(prefect_cli_server):
     assert container["image"] == "registry.example/synthvision-worker:1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_an_experiment_s_pages_in_a_real_browser(prefect_cli_server, make_config, tmp_path):
+    """`synthvision experiment FILE` against a server, then benchmarks/ui_check.py's checks on its run
+    page (the verdicts logged), its report (the plot loads) and its table (no blank cell)."""
+    from benchmarks.ui_check import check_pages, experiment_pages
+
+    base = make_config(tmp_path / "unused").model_dump(mode="json", exclude={"base_dir", "output", "shared_stages"})
+    path = write_experiment(tmp_path, base, name="browsed")
+    env = {**prefect_cli_server, "PREFECT_LOGGING_LEVEL": "INFO"}  # a user's default: the run's info lines
+    result = cli("experiment", str(path), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, keys = experiment_pages(path)
+    results = check_pages(prefect_cli_server, name, tmp_path, "against", 2, keys)
+    assert [row for row in results if not row[2]] == []
+    assert {"experiment", "experiment-report"} <= {page for page, _, _ in results}
+    assert (tmp_path / "experiment-report.png").stat().st_size > 10_000
