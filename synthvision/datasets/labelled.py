@@ -128,6 +128,20 @@ class EncodedSet:
     images: list[Image.Image] | None = None  # the decoded images, when asked to keep them
 
 
+def read_labels(
+    url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None, field: str = "evaluation.test_set"
+) -> tuple[np.ndarray, list[str]]:
+    """Class ids and digests of every image of a labelled set, none encoded: enough to draw a few
+    shots from a large pool and check it against a test set before encoding only those."""
+    labels, digests = [], []
+    for _, label, digest in iter_labelled(url, fmt, label_space, storage_options, field):
+        labels.append(label)
+        digests.append(digest)
+    if not labels:
+        raise DataError(f"{field} {url} holds no images")
+    return np.asarray(labels, dtype=np.int64), digests
+
+
 def encode_labelled(
     clip: ClipModel,
     url: str,
@@ -137,11 +151,17 @@ def encode_labelled(
     storage_options: dict | None = None,
     field: str = "evaluation.test_set",
     keep_images: bool = False,
+    positions: np.ndarray | None = None,
 ) -> EncodedSet:
-    """CLIP features, labels and digests of a whole labelled set, encoded in batches (and the
-    images themselves with `keep_images`, for training that runs the image tower)."""
+    """CLIP features, labels and digests of a labelled set, encoded in batches (and the images
+    themselves with `keep_images`, for training that runs the image tower); with `positions` (sorted
+    indices into the set), of those images only, in that order."""
     features, labels, digests, kept = [], [], [], []
-    for batch in batched(iter_labelled(url, fmt, label_space, storage_options, field), batch_size):
+    items = iter_labelled(url, fmt, label_space, storage_options, field)
+    if positions is not None:
+        wanted = set(positions.tolist())
+        items = (item for index, item in enumerate(items) if index in wanted)
+    for batch in batched(items, batch_size):
         images = [image for image, _, _ in batch]
         features.append(clip.encode_images(images))
         labels += [label for _, label, _ in batch]

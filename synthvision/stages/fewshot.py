@@ -11,7 +11,7 @@ import numpy as np
 
 from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.stage_table import stage
-from synthvision.datasets.labelled import EncodedSet, encode_labelled
+from synthvision.datasets.labelled import EncodedSet, encode_labelled, read_labels
 from synthvision.methods.classifier_tuning import predict, top1, zero_shot_head
 from synthvision.methods.fewshot import Encoder, Part, part_losses, real_filter, sample_shots, train_few_shot
 from synthvision.models.devices import resolve_device
@@ -38,21 +38,25 @@ def few_shot(run: Run) -> FewShotReport:
     url = run.test_set_url()
     if url is None:
         raise ConfigError("fewshot: needs a test set (evaluation.test_set or evaluation.demo_test_set)")
-    # 1. the synthetic data (scores after CF), CLIP, and the real pool and test set, encoded once; the
-    #    image tower runs at every step when BN statistics or the encoder are trained, so then the
-    #    images themselves are kept
+    # 1. the synthetic data (scores after CF), CLIP, the test set encoded once, and the real pool's
+    #    labels; the shots of every M are drawn from them (nested, with the run's seed) and only those
+    #    are encoded. The image tower runs at every step when BN statistics or the encoder are
+    #    trained, so then the images themselves are kept
     synthetic = score.read_synthetic(run)
     clip, zero_shot = run.clip_and_head()
     image_level = fewshot.batch_norm == "train" or fewshot.tune_encoder
-    pool, test = _real_sets(run, url, image_level)
+    pool_labels, test = _real_sets(run, url, image_level)
+    chosen_of = {shots: sample_shots(pool_labels, shots, run.label_space.classes, seed) for shots in fewshot.shots}
+    drawn = np.unique(np.concatenate(list(chosen_of.values())))
+    pool = _encode_pool(run, drawn, image_level)
     device = resolve_device(fewshot.device)
     syn_images = generate.read_images(run, synthetic.keys) if image_level else []
     real_loss, syn_loss = part_losses(fewshot)
     results = []
     for shots in fewshot.shots:
-        # 2. M shots per class, drawn with the run's seed; the real filter (RF) drops synthetic images
-        #    whose nearest real neighbours are of another class
-        chosen = sample_shots(pool.labels, shots, run.label_space.classes, seed)
+        # 2. M shots per class (drawn above); the real filter (RF) drops synthetic images whose
+        #    nearest real neighbours are of another class
+        chosen = np.searchsorted(drawn, chosen_of[shots])  # rows of `pool`
         keep = np.ones(len(synthetic.labels), bool)
         if fewshot.real_filter.enabled:
             keep = real_filter(
@@ -110,21 +114,38 @@ def few_shot(run: Run) -> FewShotReport:
     return report
 
 
-def _real_sets(run: Run, url: str, keep_images: bool) -> tuple[EncodedSet, EncodedSet]:
-    """The pool the shots are drawn from and the test set, encoded by CLIP; an error when they share an image."""
+def _real_sets(run: Run, url: str, keep_images: bool) -> tuple[np.ndarray, EncodedSet]:
+    """The labels of the pool the shots are drawn from, and the test set encoded by CLIP; an error
+    when they share an image."""
     fewshot, config = run.config.fewshot, run.config
     clip, _ = run.clip_and_head()
     batch, options = config.clip.batch_size, config.storage_options
-    pool = encode_labelled(
-        clip, fewshot.train_set, fewshot.format, run.label_space, batch, options, "fewshot.train_set", keep_images
-    )
+    labels, digests = read_labels(fewshot.train_set, fewshot.format, run.label_space, options, "fewshot.train_set")
     test = encode_labelled(
         clip, url, config.evaluation.format, run.label_space, batch, options, keep_images=keep_images
     )
-    shared = set(pool.digests) & set(test.digests)
+    shared = set(digests) & set(test.digests)
     if shared:
         raise DataError(
             f"fewshot.train_set shares {len(shared)} image(s) with the test set {url}: the shots must be "
             "disjoint from it"
         )
-    return pool, test
+    return labels, test
+
+
+def _encode_pool(run: Run, drawn: np.ndarray, keep_images: bool) -> EncodedSet:
+    """The drawn shots (positions `drawn` of the pool) encoded by CLIP: a pool of 60,000 or a million
+    images costs a read, not an encoding, for the few that are drawn."""
+    fewshot, config = run.config.fewshot, run.config
+    clip, _ = run.clip_and_head()
+    return encode_labelled(
+        clip,
+        fewshot.train_set,
+        fewshot.format,
+        run.label_space,
+        config.clip.batch_size,
+        config.storage_options,
+        "fewshot.train_set",
+        keep_images,
+        positions=drawn,
+    )
