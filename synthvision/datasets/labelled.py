@@ -128,18 +128,25 @@ class EncodedSet:
     images: list[Image.Image] | None = None  # the decoded images, when asked to keep them
 
 
-def read_labels(
-    url: str, fmt: str, label_space: LabelSpace, storage_options: dict | None = None, field: str = "evaluation.test_set"
-) -> tuple[np.ndarray, list[str]]:
-    """Class ids and digests of every image of a labelled set, none encoded: enough to draw a few
-    shots from a large pool and check it against a test set before encoding only those."""
-    labels, digests = [], []
-    for _, label, digest in iter_labelled(url, fmt, label_space, storage_options, field):
+def read_labelled(
+    url: str,
+    fmt: str,
+    label_space: LabelSpace,
+    storage_options: dict | None = None,
+    field: str = "evaluation.test_set",
+    keep_images: bool = False,
+) -> tuple[list[Image.Image], np.ndarray, list[str]]:
+    """The images (with `keep_images`; else none are kept), class ids and digests of a whole labelled
+    set, none encoded: enough to draw a few shots from a large pool and check it against a test set
+    before encoding only those."""
+    images, labels, digests = [], [], []
+    for image, label, digest in iter_labelled(url, fmt, label_space, storage_options, field):
+        images += [image] if keep_images else []
         labels.append(label)
         digests.append(digest)
     if not labels:
         raise DataError(f"{field} {url} holds no images")
-    return np.asarray(labels, dtype=np.int64), digests
+    return images, np.asarray(labels, dtype=np.int64), digests
 
 
 def encode_labelled(

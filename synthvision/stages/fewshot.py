@@ -11,7 +11,7 @@ import numpy as np
 
 from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.stage_table import stage
-from synthvision.datasets.labelled import EncodedSet, encode_labelled, read_labels
+from synthvision.datasets.labelled import EncodedSet, encode_labelled, read_labelled
 from synthvision.methods.classifier_tuning import predict, top1, zero_shot_head
 from synthvision.methods.fewshot import Encoder, Part, part_losses, real_filter, sample_shots, train_few_shot
 from synthvision.models.devices import resolve_device
@@ -120,7 +120,7 @@ def _real_sets(run: Run, url: str, keep_images: bool) -> tuple[np.ndarray, Encod
     fewshot, config = run.config.fewshot, run.config
     clip, _ = run.clip_and_head()
     batch, options = config.clip.batch_size, config.storage_options
-    labels, digests = read_labels(fewshot.train_set, fewshot.format, run.label_space, options, "fewshot.train_set")
+    _, labels, digests = read_labelled(fewshot.train_set, fewshot.format, run.label_space, options, "fewshot.train_set")
     test = encode_labelled(
         clip, url, config.evaluation.format, run.label_space, batch, options, keep_images=keep_images
     )

@@ -44,7 +44,7 @@ class CountingEncoder:
 def test_a_pool_s_labels_are_read_without_encoding_and_only_the_drawn_positions_are_encoded(tmp_path):
     import numpy as np
 
-    from synthvision.datasets.labelled import encode_labelled, read_labels
+    from synthvision.datasets.labelled import encode_labelled, read_labelled
 
     (tmp_path / "colours.txt").write_text("red\ngreen\nblue\n")
     colours = load_label_space(str(tmp_path / "colours.txt"))
@@ -52,7 +52,8 @@ def test_a_pool_s_labels_are_read_without_encoding_and_only_the_drawn_positions_
     for index, (name, value) in enumerate([("red", 10), ("red", 20), ("green", 30), ("green", 40), ("blue", 50)]):
         (tmp_path / name).mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (4, 4), (value, value, value)).save(tmp_path / name / f"{index}.png")
-    labels, digests = read_labels(str(tmp_path), "imagefolder", colours)
+    kept, labels, digests = read_labelled(str(tmp_path), "imagefolder", colours)
+    assert kept == []  # nothing decoded is held for a pool that is only drawn from
     everything = encode_labelled(CountingEncoder(), str(tmp_path), "imagefolder", colours, 2)
     assert labels.tolist() == everything.labels.tolist() and digests == everything.digests and len(labels) == 5
     encoder = CountingEncoder()

@@ -180,14 +180,7 @@ def _collate(chunk: list[Example], views: list[Transform]) -> Batch:
 
 def load_labelled(url: str, fmt: str, label_space, storage_options: dict | None, field: str) -> LabelledImages:
     """A whole real labelled set (image folder or WebDataset) into memory."""
-    from synthvision.datasets.labelled import iter_labelled
+    from synthvision.datasets.labelled import read_labelled
 
-    images, labels = [], []
-    for image, label, _ in iter_labelled(url, fmt, label_space, storage_options, field):
-        images.append(image)
-        labels.append(label)
-    if not labels:
-        from synthvision.core.errors import DataError
-
-        raise DataError(f"{field} {url} holds no images")
-    return LabelledImages(images, np.asarray(labels, dtype=np.int64))
+    images, labels, _ = read_labelled(url, fmt, label_space, storage_options, field, keep_images=True)
+    return LabelledImages(images, labels)
