@@ -149,9 +149,13 @@ def render_experiment_report(report: ExperimentReport) -> str:
     return "\n".join([*lines, "", *_cost_lines(report), ""])
 
 
+CLEARLY_MORE = 0.1  # an arm's extra cost, as a share of the baseline's, below which it reads as timing noise
+
+
 def _cost_lines(report: ExperimentReport) -> list[str]:
-    """Cost beside value: each arm's model-slot seconds per cell and, where it costs more than the
-    baseline, the first metric's paired difference per extra slot-hour."""
+    """Cost beside value: each arm's model-slot seconds per cell and, where it costs clearly more than
+    the baseline (`CLEARLY_MORE`), the first metric's paired difference per extra slot-hour (a few
+    seconds of timing noise would make that figure huge and meaningless)."""
     first = next(iter(report.metrics))
     baseline = report.slot_seconds[report.baseline]
     lines = [
@@ -161,7 +165,8 @@ def _cost_lines(report: ExperimentReport) -> list[str]:
         "the training stages' from their reports (0 for a report written before synthvision timed them). "
         "One cell of each arm, its shared stages counted in full (what "
         f"the arm costs alone). This experiment spent {report.slot_seconds_spent:,.0f} slot-seconds; its "
-        f"cells apart would have spent {report.slot_seconds_apart:,.0f}.",
+        f"cells apart would have spent {report.slot_seconds_apart:,.0f}. The gain per extra slot-hour is "
+        f"given where an arm costs at least {CLEARLY_MORE:.0%} more than the baseline.",
         "",
         f"| arm | slot-seconds per cell | vs {report.baseline} | {first} per extra slot-hour |",
         "|---|---:|---:|---:|",
@@ -169,7 +174,8 @@ def _cost_lines(report: ExperimentReport) -> list[str]:
     for arm in report.arms:
         extra = report.slot_seconds[arm] - baseline
         difference = next(r.difference for r in report.results if r.metric == first and r.arm == arm)
-        per_hour = difference / (extra / 3600) if difference is not None and extra > 0 else None
+        clearly = extra > CLEARLY_MORE * baseline
+        per_hour = difference / (extra / 3600) if difference is not None and extra > 0 and clearly else None
         lines.append(f"| {arm} | {report.slot_seconds[arm]:,.1f} | {extra:+,.1f} | {_number(per_hour, True)} |")
     return lines
 
