@@ -176,7 +176,8 @@ def _guidance(report: dict, judged: dict[str, list[float]] | None) -> list[tuple
     low, high = "guidance_scale=1.0", "guidance_scale=3.0"
     made = []
     measures = [("CT top-1", values(report, "top1", low), values(report, "top1", high))]
-    measures.append(("CF pass rate (%)", values(report, "CF pass rate", low), values(report, "CF pass rate", high)))
+    passed = [[100 * share for share in values(report, "CF pass rate", arm)] for arm in (low, high)]
+    measures.append(("images CF keeps (%)", *passed))
     if judged is not None:
         measures.append(("images the real-only judge recognises (%)", judged[low], judged[high]))
     for what, one, three in measures:
