@@ -135,7 +135,7 @@ def _real_sets(run: Run, url: str, keep_images: bool) -> tuple[np.ndarray, Encod
 
 def _encode_pool(run: Run, drawn: np.ndarray, keep_images: bool) -> EncodedSet:
     """The drawn shots (positions `drawn` of the pool) encoded by CLIP: a pool of 60,000 or a million
-    images costs a read, not an encoding, for the few that are drawn."""
+    images costs a second read (the first, `_real_sets`, took its labels), not an encoding of each."""
     fewshot, config = run.config.fewshot, run.config
     clip, _ = run.clip_and_head()
     return encode_labelled(
