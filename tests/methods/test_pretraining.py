@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,22 @@ def test_dataloader_workers_give_the_batches_of_one_process(tmp_path):
                 assert torch.equal(labels_a, labels_b)
                 assert all(torch.equal(a, b) for a, b in zip(views_a, views_b, strict=True))
         assert not torch.equal(runs[0][0][0][0], runs[0][0][0][1])  # two views: two augmentations
+
+
+def test_moco_blur_is_pil_s_gaussian_filter_with_a_seeded_radius():
+    """MoCo v2's blur (its reference's `moco/loader.GaussianBlur`): PIL's filter, radius uniform in
+    (0.1, 2.0) from torch's generator, so a seed fixes it and different seeds differ."""
+    from PIL import ImageFilter
+
+    from synthvision.methods.pretraining.data import GaussianBlur, seeded
+    from synthvision.models.generators.loadtest import texture
+
+    image = texture(3, 64)
+    torch.manual_seed(7)
+    radius = float(torch.empty(()).uniform_(0.1, 2.0))
+    assert 0.1 <= radius <= 2.0
+    blurred = seeded(GaussianBlur(), image, 7)
+    assert np.array_equal(np.asarray(blurred), np.asarray(image.filter(ImageFilter.GaussianBlur(radius=radius))))
+    assert np.array_equal(np.asarray(seeded(GaussianBlur(), image, 7)), np.asarray(blurred))
+    assert not np.array_equal(np.asarray(seeded(GaussianBlur(), image, 8)), np.asarray(blurred))
+    assert np.asarray(blurred, dtype=float).std() < np.asarray(image, dtype=float).std()  # a blur smooths
