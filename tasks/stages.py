@@ -1,7 +1,8 @@
 """One Prefect task per stage, made from its row (`UNIT_TASKS`). `stages.units.ensure` asks once
 whether its unit is committed and, only when there is work, the task holds one slot of the global
-concurrency limit `orchestration.gpu_limit` while the stage function computes (`tasks/slots.py`; the
-flows make sure the limit exists), so no more models work at once than there are GPUs. Prefect caches
+concurrency limit `orchestration.gpu_limit` while its model works (`tasks/slots.py`; the flows make
+sure the limit exists), so no more models work at once than there are GPUs: a shard from its first
+model call to its last (`stages.units.ModelTurn`), a whole-run stage for all of its work. Prefect caches
 nothing (`NO_CACHE`): storage is the record of what is done, and a task run of a committed unit costs
 one read."""
 

@@ -26,6 +26,7 @@ from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import iter_labelled
 from synthvision.methods.fewshot import sample_shots
 from synthvision.reports.page import Page, PageItem
+from synthvision.stages.units import model_turn
 from synthvision.storage.commits import every
 from synthvision.storage.tars import ImageEncoding, ShardWriter, decode_image, read_samples, sample_image_bytes
 
@@ -106,10 +107,12 @@ def generate(run: Run, index: int) -> Manifest:
     data_file = shard_tar_path(spec.name)
     encoding, workers = image_encoding(run.config.generator), cpu_workers(run.config.generator.workers)
     # images are encoded and written into the tar by `workers` threads, in order, while the model runs on
+    turn = model_turn()  # the model's place, held from the first batch to the last (`units.ModelTurn`)
     with (
         run.storage.atomic_writer(data_file) as stream,
         ShardWriter(stream, encoding, workers, max_pending=2 * generator.batch_size) as tar,
     ):
+        turn.take()
         for batch in batched(spec.samples, generator.batch_size):
             # 2. a batch of the spec's samples: its prompts, seeds and (real guidance) reference shots
             texts = [prompts[sample.prompt_id].text for sample in batch]
@@ -143,6 +146,9 @@ def generate(run: Run, index: int) -> Manifest:
                 tar.write(sample.key, image, meta, sample.class_id)
             failpoints.reach("generate.batch")
             stopping.check()  # a stopped process abandons the shard here, uncommitted
+        # the model is free for the next shard while this one's last images are encoded and written
+        turn.give_back()
+        failpoints.reach("generate.after_model")
     # 5. the manifest, written last: it commits the shard
     manifest = Manifest(
         shard=spec.name,

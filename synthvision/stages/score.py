@@ -40,6 +40,7 @@ from synthvision.methods.filtering import (
 )
 from synthvision.reports.page import Page
 from synthvision.stages import generate
+from synthvision.stages.units import model_turn
 from synthvision.storage.commits import every
 from synthvision.storage.store import HashingReader
 from synthvision.storage.tars import decode_image, read_samples, sample_image_bytes
@@ -175,6 +176,7 @@ def _embed(
     with run.storage.open(source.data_file) as raw:
         stream = HashingReader(raw)
         samples = batched(read_samples(stream, url), run.config.clip.batch_size)
+        turn = model_turn()  # the model's place: taken when the first batch is ready, given back after the last
         try:
             prepared = ordered_map(prepare, samples, workers, ahead=workers + 1, initializer=_one_torch_thread)
             with closing(prepared):
@@ -184,9 +186,12 @@ def _embed(
                     if batch.keys:
                         keys += batch.keys
                         labels += batch.labels
+                        turn.take()
                         embeddings.append(clip.encode_pixels(batch.pixels))
                     failpoints.reach("score.batch")
                     stopping.check()  # a stopped process abandons the shard here, uncommitted
+            turn.give_back()
+            failpoints.reach("score.after_model")
         except Exception as error:
             # a tar that does not parse is corrupt if its bytes are not the committed ones; otherwise
             # the fault was on the way (a dropped connection) and the task's retry reads it again

@@ -1,6 +1,7 @@
 """Kill anywhere: SIGKILL the running `synthvision` process at randomly chosen failpoints (prompt
-expansion, mid-shard, between tar and manifest, mid-commit of any file, mid-scoring, before the
-report, mid-training checkpoint), rerun after each kill, and check what a reader sees every time.
+expansion, mid-shard, after a shard's model work and before its tail is written, between tar and
+manifest, mid-commit of any file, mid-scoring, before the report, mid-training checkpoint), rerun
+after each kill, and check what a reader sees every time.
 
 Where each point fires (its visit: which batch, shard or file) is random, with a seed printed at the
 start (set SYNTHVISION_KILL_SEED to replay a run of the suite). Each kind of point is killed at once
@@ -69,11 +70,13 @@ def pipeline_points(run: Run, rng: random.Random) -> list[str]:
     if status["generate"]:
         points += [
             f"generate.batch:{rng.randint(1, 2 * status['generate'])}",
+            f"generate.after_model:{rng.randint(1, status['generate'])}",
             f"generate.before_manifest:{rng.randint(1, status['generate'])}",
         ]
     if status["score"]:
         points += [
             f"score.batch:{rng.randint(1, 2 * status['score'])}",
+            f"score.after_model:{rng.randint(1, status['score'])}",
             f"score.before_manifest:{rng.randint(1, status['score'])}",
         ]
     if status["train"]:
@@ -95,7 +98,7 @@ def checkpoint_step(run: Run) -> int | None:
     return None if latest is None else latest["step"]
 
 
-KILLS = {"local": 11, "s3": 9}  # per storage, pre-training's two included: 20 in all, every kind on each
+KILLS = {"local": 13, "s3": 11}  # per storage, pre-training's two included: 24 in all, every kind on each
 
 
 @pytest.mark.slow
