@@ -20,7 +20,14 @@ step time per batch. Columns, per case:
   busy        the share of the wall time the model was computing (pipelined)
   of target   pipelined / min(ideal, CPU limit); goal: generate >= 0.95, score and pre-training >= 0.9
 
-Each figure is the median of --repeats runs. A second table gives each image format's encoding cost.
+Each figure is the median of --repeats runs.
+
+A second table runs short shards as a flow runs them: --shards shards of 64 images, two in flight
+(threads), one model place (a semaphore standing for one GPU slot), every shard through `ensure`.
+*Whole shard*: the place held from the shard's start to its commit (a slot around the task, as before);
+*model's turn*: the stage takes it at its first model call and gives it back after its last
+(`stages.units.ModelTurn`). Busy as above; *of 512-image shard*: images/s over the first table's
+pipelined rate (one shard of 512 or more). A third table gives each image format's encoding cost.
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -63,8 +73,9 @@ CASES = (
 )
 
 
-def run_for(case: Case, images: int, model_s: float, workers: int | None) -> Run:
-    """A fresh output with the prompt table (and, for score, the shard) committed: one shard of `images`."""
+def run_for(case: Case, images: int, model_s: float, workers: int | None, shard_size: int | None = None) -> Run:
+    """A fresh output with the prompt table (and, for score, the shards) committed: `images` in shards
+    of `shard_size` (default: one shard)."""
     generator = {"backend": "loadtest", "resolution": case.resolution, "batch_size": 16, "workers": None}
     clip = {"model": "loadtest", "batch_size": case.batch, "workers": workers, "seconds_per_batch": model_s}
     if case.stage == "generate":
@@ -75,13 +86,14 @@ def run_for(case: Case, images: int, model_s: float, workers: int | None) -> Run
             "label_space": "cifar10",
             "generator": generator,
             "clip": clip,
-            "shards": {"images_per_class": -(-images // 10), "shard_size": images},
+            "shards": {"images_per_class": -(-images // 10), "shard_size": shard_size or images},
         }
     )
     run = Run(config)
     ensure(run, "prompts")
     if case.stage == "score":
-        generate.generate(run, 0)
+        for index in range(run.plan.num_shards):
+            generate.generate(run, index)
         run.clip_and_head()
     else:
         run.generator()
@@ -115,6 +127,33 @@ def measure_loader(case: Case, images: int, step_s: float, workers: int | None) 
         count += len(labels)
     wall = time.perf_counter() - started
     return count / wall, -(-count // case.batch) * step_s / wall
+
+
+def measure_short_shards(case: Case, shard_size: int, shards: int, turn: bool) -> tuple[float, float]:
+    """(images/s, model seconds / wall seconds) of `shards` shards of `shard_size`, two in flight and
+    one model place, held for the model's turn (`turn`) or for the whole shard."""
+    run = run_for(case, shard_size * shards, case.model_s, None, shard_size)
+    place = threading.Semaphore(1)
+
+    @contextmanager
+    def slot():
+        with place:
+            yield
+
+    def one(index: int) -> int:
+        if turn:
+            manifest, _ = ensure(run, case.stage, index, slot=slot)
+        else:
+            with slot():
+                manifest, _ = ensure(run, case.stage, index)
+        return manifest.count
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(one, range(run.plan.num_shards)))
+    wall = time.perf_counter() - started
+    batches = sum(-(-count // case.batch) for count in counts)
+    return sum(counts) / wall, batches * case.model_s / wall
 
 
 def median(case: Case, images: int, model_s: float, workers: int | None, repeats: int) -> tuple[float, float]:
@@ -151,11 +190,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, default=30, help="batches per shard (or epoch); some cases a share")
+    parser.add_argument("--shards", type=int, default=8, help="64-image shards in the second table")
     args = parser.parse_args()
     cores = cpu_workers(None)
     print(f"{os.cpu_count()} cores; default workers {cores}; median of {args.repeats} runs\n")
     print("| case | ideal img/s | CPU limit img/s | serial img/s | pipelined img/s | busy | of target |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    rates = {}
     for case in CASES:
         batches = max(round(args.batches * case.share), 4)
         images = batches * case.batch
@@ -166,9 +207,24 @@ def main() -> None:
         serial, _ = median(case, images, case.model_s, 0, args.repeats)
         pipelined, busy = median(case, images, case.model_s, None, args.repeats)
         ideal, cpu_limit = case.batch / case.model_s, cpu_rate * cores
+        rates[case] = pipelined
         print(
             f"| {case.name} | {ideal:.0f} | {cpu_limit:.0f} | {serial:.1f} | {pipelined:.1f} | {busy:.2f} "
             f"| {pipelined / min(ideal, cpu_limit):.2f} |"
+        )
+    print(f"\n{args.shards} shards of 64 images, two in flight, one model place; median of {args.repeats} runs\n")
+    print("| case | whole shard img/s | busy | model's turn img/s | busy | of 512-image shard |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for case in (CASES[0], CASES[3]):
+        whole, turn = (
+            [measure_short_shards(case, 64, args.shards, held) for _ in range(args.repeats)] for held in (False, True)
+        )
+        (whole_rate, whole_busy), (turn_rate, turn_busy) = (
+            (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)) for runs in (whole, turn)
+        )
+        print(
+            f"| {case.name} | {whole_rate:.1f} | {whole_busy:.2f} | {turn_rate:.1f} | {turn_busy:.2f} "
+            f"| {turn_rate / rates[case]:.2f} |"
         )
     print("\n| size | format | encode ms per image (one core) | KiB per image |")
     print("|---|---|---:|---:|")

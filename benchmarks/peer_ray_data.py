@@ -14,8 +14,14 @@ pool of one (one GPU), CPU work in tasks around it (PNG encoding in `write_webda
 decoding in `read_webdataset`'s, resizing in `map_batches` tasks), a uint8 hand-off normalised in
 the actor. Each side runs in its own process pinned with `taskset` to the first N cores (Ray told
 `num_cpus=N`); images/s is the median of --repeats, wall time from the first input to the last byte
-written (Ray's start-up not counted). Not yet here: the pre-training loader against Ray Data's
-`iter_torch_batches`.
+written (Ray's start-up not counted).
+
+The pre-training loader: one epoch of MoCo v2 batches (two 224 px views per image, each with its own
+seeded augmentation) over the same 512 PNGs, each step of 64 followed by a simulated training step
+of 500 ms. synthvision: `pretraining.data.epoch_batches` (DataLoader worker processes, default
+count). Ray Data: `read_webdataset` (decoding in its read tasks), the same two transforms in
+`map_batches` CPU tasks, and `iter_torch_batches` feeding the training loop, as Ray Train's ingest
+does; wall time from the first batch asked for to the last step's end.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import numpy as np
 
 GENERATE = {"resolution": 256, "batch": 16, "model_s": 0.2}
 SCORE = {"batch": 64, "model_s": 0.05, "size": 224}
+PRETRAIN = {"batch": 64, "step_s": 0.5, "size": 224}
+STAGES = ("generate", "score", "pretrain")
 
 
 def synthvision_side(stage: str, images: int) -> float:
@@ -44,6 +52,8 @@ def synthvision_side(stage: str, images: int) -> float:
     from synthvision.stages import generate, score
 
     case = next(c for c in gpu_utilisation.CASES if c.stage == stage)
+    if stage == "pretrain":
+        return gpu_utilisation.measure_loader(case, images, PRETRAIN["step_s"], None)[0]
     run = gpu_utilisation.run_for(case, images, case.model_s, None)
     started = time.perf_counter()
     manifest = generate.generate(run, 0) if stage == "generate" else score.score(run, 0)
@@ -91,12 +101,56 @@ class SimulatedClip:
         return {"__key__": batch["__key__"], "feature": pixels.mean(axis=(1, 2))}
 
 
+def moco_views(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Two MoCo v2 views of each decoded image, as the library's loader makes them (one seed per
+    image and view), as float32 arrays: what the training step takes."""
+    from PIL import Image
+
+    from synthvision.core.hashing import derive_seed
+    from synthvision.methods.pretraining.data import moco_v2_transform, seeded
+
+    transform = moco_v2_transform(PRETRAIN["size"])
+    keys = batch["__key__"]
+    pairs = [(Image.fromarray(pixels), derive_seed(0, 0, key)) for pixels, key in zip(batch["png"], keys, strict=True)]
+    views = {
+        f"view{v}": np.stack([seeded(transform, image, derive_seed(seed, v)).numpy() for image, seed in pairs])
+        for v in range(2)
+    }
+    return {**views, "cls": batch["cls"]}
+
+
+def ray_loader(images: int, work: Path) -> float:
+    """images/s of one epoch of the pre-training loader's batches through Ray Data, a training step
+    simulated per batch."""
+    import gpu_utilisation
+    import ray
+
+    from synthvision.stages import generate
+
+    case = next(c for c in gpu_utilisation.CASES if c.stage == "pretrain")
+    run = gpu_utilisation.run_for(case, images, 0.0, None)
+    manifest = generate.generate(run, 0)
+    shard = work / "shard.tar"
+    with run.storage.open(manifest.data_file) as source, shard.open("wb") as target:
+        shutil.copyfileobj(source, target)
+    dataset = ray.data.read_webdataset(str(shard)).map_batches(moco_views, batch_size=PRETRAIN["batch"], num_cpus=1)
+    count, started = 0, time.perf_counter()
+    for batch in dataset.iter_torch_batches(batch_size=PRETRAIN["batch"]):
+        time.sleep(PRETRAIN["step_s"])  # the training step
+        count += len(batch["cls"])
+    return count / (time.perf_counter() - started)
+
+
 def ray_side(stage: str, images: int, cores: int, work: Path) -> float:
     """images/s of the same shard through a Ray Data pipeline."""
     import ray
 
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, object_store_memory=1 << 30)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    if stage == "pretrain":
+        rate = ray_loader(images, work)
+        ray.shutdown()
+        return rate
     items = [{"__key__": f"{i:08d}", "seed": i} for i in range(images)]
     blocks = max(1, images // 64)  # blocks of 64 rows: a task per 4 model batches, a tar per block
     if stage == "score":  # its input: the generated images, written before the timing starts
@@ -146,6 +200,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--measure", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -160,7 +215,7 @@ def main() -> None:
 
     print(f"{args.images} images, median of {args.repeats}; images/s")
     print("| stage | cores | synthvision | Ray Data | synthvision / Ray Data |\n|---|---:|---:|---:|---:|")
-    for stage in ("generate", "score"):
+    for stage in args.stages:
         for cores in args.cores:
             ours, theirs = (
                 statistics.median(one(side, stage, args.images, cores) for _ in range(args.repeats))
