@@ -22,12 +22,13 @@ step time per batch. Columns, per case:
 
 Each figure is the median of --repeats runs.
 
-A second table runs short shards as a flow runs them: --shards shards of 64 images, two in flight
-(threads), one model place (a semaphore standing for one GPU slot), every shard through `ensure`.
-*Whole shard*: the place held from the shard's start to its commit (a slot around the task, as before);
-*model's turn*: the stage takes it at its first model call and gives it back after its last
-(`stages.units.ModelTurn`). Busy as above; *of 512-image shard*: images/s over the first table's
-pipelined rate (one shard of 512 or more). A third table gives each image format's encoding cost.
+A second table runs short shards as a flow runs them: --shards shards of 64 images, two or three in
+flight (threads: `orchestration.max_workers`), one model place (a semaphore standing for one GPU
+slot), every shard through `ensure`. *Whole shard*: the place held from the shard's start to its
+commit (a slot around the task, as before); *model's turn*: the stage takes it at its first model call
+and gives it back after its last (`stages.units.ModelTurn`). Each cell: images/s (its ratio to one
+512-image shard's, measured in the same run; busy as above). A third table gives each image format's
+encoding cost.
 """
 
 from __future__ import annotations
@@ -129,9 +130,9 @@ def measure_loader(case: Case, images: int, step_s: float, workers: int | None) 
     return count / wall, -(-count // case.batch) * step_s / wall
 
 
-def measure_short_shards(case: Case, shard_size: int, shards: int, turn: bool) -> tuple[float, float]:
-    """(images/s, model seconds / wall seconds) of `shards` shards of `shard_size`, two in flight and
-    one model place, held for the model's turn (`turn`) or for the whole shard."""
+def measure_short_shards(case: Case, shard_size: int, shards: int, turn: bool, in_flight: int) -> tuple[float, float]:
+    """(images/s, model seconds / wall seconds) of `shards` shards of `shard_size`, `in_flight` at once
+    and one model place, held for the model's turn (`turn`) or for the whole shard."""
     run = run_for(case, shard_size * shards, case.model_s, None, shard_size)
     place = threading.Semaphore(1)
 
@@ -149,7 +150,7 @@ def measure_short_shards(case: Case, shard_size: int, shards: int, turn: bool) -
         return manifest.count
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(in_flight) as pool:
         counts = list(pool.map(one, range(run.plan.num_shards)))
     wall = time.perf_counter() - started
     batches = sum(-(-count // case.batch) for count in counts)
@@ -186,17 +187,37 @@ def format_costs(repeats: int) -> list[str]:
     return rows
 
 
+def short_shards(args: argparse.Namespace) -> None:
+    """The second table: 64-image shards, the model's place held per shard or per turn, against one
+    512-image shard measured in the same run."""
+    print(f"\n{args.shards} shards of 64 images, one model place; median of {args.repeats} runs\n")
+    print("| case | 512-image shard img/s | whole shard, 2 in flight | model's turn, 2 in flight ", end="")
+    print("| model's turn, 3 in flight |")
+    print("|---|---:|---:|---:|---:|")
+    for case in (CASES[0], CASES[3]):
+        reference, _ = median(case, 512, case.model_s, None, args.repeats)
+        cells = []
+        for turn, in_flight in ((False, 2), (True, 2), (True, 3)):
+            runs = [measure_short_shards(case, 64, args.shards, turn, in_flight) for _ in range(args.repeats)]
+            rate, busy = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            cells.append(f"{rate:.1f} ({rate / reference:.2f}; busy {busy:.2f})")
+        print(f"| {case.name} | {reference:.1f} | {' | '.join(cells)} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, default=30, help="batches per shard (or epoch); some cases a share")
     parser.add_argument("--shards", type=int, default=8, help="64-image shards in the second table")
+    parser.add_argument("--short-shards-only", action="store_true", help="only the second table")
     args = parser.parse_args()
+    if args.short_shards_only:
+        short_shards(args)
+        return
     cores = cpu_workers(None)
     print(f"{os.cpu_count()} cores; default workers {cores}; median of {args.repeats} runs\n")
     print("| case | ideal img/s | CPU limit img/s | serial img/s | pipelined img/s | busy | of target |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    rates = {}
     for case in CASES:
         batches = max(round(args.batches * case.share), 4)
         images = batches * case.batch
@@ -207,25 +228,11 @@ def main() -> None:
         serial, _ = median(case, images, case.model_s, 0, args.repeats)
         pipelined, busy = median(case, images, case.model_s, None, args.repeats)
         ideal, cpu_limit = case.batch / case.model_s, cpu_rate * cores
-        rates[case] = pipelined
         print(
             f"| {case.name} | {ideal:.0f} | {cpu_limit:.0f} | {serial:.1f} | {pipelined:.1f} | {busy:.2f} "
             f"| {pipelined / min(ideal, cpu_limit):.2f} |"
         )
-    print(f"\n{args.shards} shards of 64 images, two in flight, one model place; median of {args.repeats} runs\n")
-    print("| case | whole shard img/s | busy | model's turn img/s | busy | of 512-image shard |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for case in (CASES[0], CASES[3]):
-        whole, turn = (
-            [measure_short_shards(case, 64, args.shards, held) for _ in range(args.repeats)] for held in (False, True)
-        )
-        (whole_rate, whole_busy), (turn_rate, turn_busy) = (
-            (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)) for runs in (whole, turn)
-        )
-        print(
-            f"| {case.name} | {whole_rate:.1f} | {whole_busy:.2f} | {turn_rate:.1f} | {turn_busy:.2f} "
-            f"| {turn_rate / rates[case]:.2f} |"
-        )
+    short_shards(args)
     print("\n| size | format | encode ms per image (one core) | KiB per image |")
     print("|---|---|---:|---:|")
     print("\n".join(format_costs(args.repeats)))
