@@ -6,6 +6,7 @@ resolution and one `torch.Generator` per image.
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property
 
 import torch
@@ -44,6 +45,10 @@ class DiffusersGenerator:
                     getattr(self.pipeline, name).compile()
         self.config = config
         self.batch_size = config.batch_size
+        # A pipeline keeps a call's state on itself (its tokenizer's padding, its scheduler's steps):
+        # two threads calling it at once corrupt each other's call. A run's shard threads share one
+        # generator, and without a GPU limit nothing else keeps them from calling it together.
+        self._one_call = threading.Lock()
 
     @classmethod
     def from_config(cls, config: GeneratorConfig) -> DiffusersGenerator:
@@ -96,28 +101,30 @@ class DiffusersGenerator:
                 "denoising step"
             )
         size = (self.config.resolution, self.config.resolution)
-        output = self.image_to_image(
-            prompt=self._fit(prompts),
-            image=[reference.convert("RGB").resize(size, Image.Resampling.BICUBIC) for reference in references],
-            strength=strength,
-            num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale,
-            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-            output_type="pil",
-        )
+        with self._one_call:  # the img2img pipeline shares the text-to-image one's components
+            output = self.image_to_image(
+                prompt=self._fit(prompts),
+                image=[reference.convert("RGB").resize(size, Image.Resampling.BICUBIC) for reference in references],
+                strength=strength,
+                num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance_scale,
+                generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+                output_type="pil",
+            )
         return output.images
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         # CPU generators are portable: the same seed gives the same initial noise on any device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        output = self.pipeline(
-            prompt=self._fit(prompts),
-            num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale,
-            height=self.config.resolution,
-            width=self.config.resolution,
-            generator=generators,
-            output_type="pil",
-        )
+        with self._one_call:
+            output = self.pipeline(
+                prompt=self._fit(prompts),
+                num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance_scale,
+                height=self.config.resolution,
+                width=self.config.resolution,
+                generator=generators,
+                output_type="pil",
+            )
         return output.images
