@@ -42,11 +42,12 @@ def prepare_and_work(work: str, images: int) -> None:
     import gpu_utilisation
 
     from synthvision.methods.pretraining.data import epoch_batches, moco_v2_transform, synthetic_examples
-    from synthvision.stages import generate, score
+    from synthvision.stages import score
+    from synthvision.stages.units import ensure
 
     case = next(c for c in gpu_utilisation.CASES if c.stage == ("score" if work == "score" else "pretrain"))
     run = gpu_utilisation.run_for(case, images, 0.0, None)
-    manifests = [generate.committed(run, 0) or generate.generate(run, 0)]
+    manifests = [ensure(run, "generate", 0)[0]]
     print("ready", flush=True)
     sys.stdin.readline()  # the profiler is attached
     if work == "score":

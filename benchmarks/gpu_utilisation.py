@@ -157,9 +157,13 @@ def measure_short_shards(case: Case, shard_size: int, shards: int, turn: bool, i
     return sum(counts) / wall, batches * case.model_s / wall
 
 
-def median(case: Case, images: int, model_s: float, workers: int | None, repeats: int) -> tuple[float, float]:
-    runs = [measure(case, images, model_s, workers) for _ in range(repeats)]
+def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    """The median images/s and the median busy share of repeated runs."""
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def median(case: Case, images: int, model_s: float, workers: int | None, repeats: int) -> tuple[float, float]:
+    return medians([measure(case, images, model_s, workers) for _ in range(repeats)])
 
 
 def format_costs(repeats: int) -> list[str]:
@@ -198,8 +202,9 @@ def short_shards(args: argparse.Namespace) -> None:
         reference, _ = median(case, 512, case.model_s, None, args.repeats)
         cells = []
         for turn, in_flight in ((False, 2), (True, 2), (True, 3)):
-            runs = [measure_short_shards(case, 64, args.shards, turn, in_flight) for _ in range(args.repeats)]
-            rate, busy = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            rate, busy = medians(
+                [measure_short_shards(case, 64, args.shards, turn, in_flight) for _ in range(args.repeats)]
+            )
             cells.append(f"{rate:.1f} ({rate / reference:.2f}; busy {busy:.2f})")
         print(f"| {case.name} | {reference:.1f} | {' | '.join(cells)} |", flush=True)
 

@@ -51,8 +51,8 @@ def ensure(
 
 
 class ModelTurn:
-    """A unit's hold on the model's place: taken at its first model call (`take`, again a no-op), given
-    back after its last (`give_back`), and in any case when the unit's work ends."""
+    """A unit's hold on the model's place: taken at its first model call (`take`; while held, again a
+    no-op), given back after its last (`give_back`), and in any case when the unit's work ends."""
 
     def __init__(self, slot: Callable[[], AbstractContextManager[Any]] = nullcontext):
         self._slot, self._held = slot, ExitStack()
@@ -65,6 +65,7 @@ class ModelTurn:
 
     def give_back(self) -> None:
         self._held.close()
+        self.taken = False  # a later model call takes the place again, never runs without it
 
     def __enter__(self) -> ModelTurn:
         return self

@@ -41,7 +41,7 @@ class GaussianBlur:
     """MoCo v2's blur as its reference code applies it (`moco/loader.py`): PIL's Gaussian filter with a
     radius drawn uniformly from (0.1, 2.0). On a 224 px image it costs 1.3 ms on one core where
     torchvision's convolution with a kernel of a tenth of the image costs 37 ms: that convolution alone
-    held the loader to 0.8 of its target. The radius comes from torch's generator, so `seeded` fixes it."""
+    held the loader to 23 images/s on 2 cores. The radius comes from torch's generator, so `seeded` fixes it."""
 
     def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)):
         self.sigma = sigma
