@@ -213,11 +213,15 @@ def _quarantined(run: Run, shard: str, problem: str) -> CorruptShard:
 
 def _one_torch_thread() -> None:
     """A worker is one of `clip.workers` threads sharing the cores: torch's own intra-op threads on top
-    would oversubscribe them (OpenMP's thread count is per calling thread: the model's is untouched)."""
+    would oversubscribe them. OpenMP's thread count is per calling thread, so we set this thread's
+    alone; `torch.set_num_threads` would also change the count every thread started later begins with
+    (a later generate shard's thread would run single-threaded, with other float sums)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     if "parallel backend: OpenMP" in torch.__config__.parallel_info():  # else the setting is process-wide
-        torch.set_num_threads(1)
+        torch.get_num_threads()  # torch sets a thread's OpenMP count at its first call: let it, then limit
+        threadpool_limits(1, user_api="openmp")
 
 
 @dataclass(frozen=True)

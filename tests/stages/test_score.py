@@ -140,3 +140,27 @@ def test_parallel_decoding_gives_the_parquet_of_one_thread(tmp_path):
     assert parquets[0] == parquets[1]
     assert dropped[0] == dropped[1] and dropped[0][DECODE_ERROR] == 1
     assert pq.read_table(io.BytesIO(parquets[0])).num_rows == 9
+
+
+def test_a_score_worker_runs_one_torch_thread_and_threads_started_later_keep_the_process_count():
+    """The workers' one-thread setting once leaked into every thread started after them: a later
+    shard's generation ran single-threaded and its floats differed from the same call's alone."""
+    import threading
+
+    import torch
+
+    from synthvision.core.pipelining import ordered_map
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a count a leak could lower, on any machine
+    try:
+        in_workers = list(ordered_map(lambda _: torch.get_num_threads(), range(4), 2, 2, score._one_torch_thread))
+        later: list[int] = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+    finally:
+        torch.set_num_threads(before)
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        assert in_workers == [1, 1, 1, 1]
+    assert later == [2]
