@@ -192,7 +192,24 @@ def status(config: ConfigPath, set_: Overrides = None) -> None:
         typer.echo(
             f"{row.stage:<10}{row.planned:>9}{row.committed:>11}{row.missing:>9}  {images:<21}{rate:<22}{eta_text}"
         )
+    if run.config.shards.top_up is not None and run.commits.prompts() is not None:
+        _print_quota(run)
     _print_writer(run.holder())
+
+
+def _print_quota(run: Run) -> None:
+    """Quota mode: per class, images kept of its quota, generated, scored, pass rate and shortfall."""
+    from synthvision.stages.quotas import standing
+
+    now = standing(run, partial=True)
+    typer.echo(
+        f"quota mode: {now.rounds} top-up round(s) after the first, at most {run.config.shards.top_up.max_rounds}"
+    )
+    rows = now.rows(run.label_space.classes)
+    width = max(len("class"), *(len(str(row["class"])) for row in rows)) + 2
+    typer.echo(f"{'class':<{width}}" + "".join(f"{column:>14}" for column in list(rows[0])[1:]))
+    for row in rows:
+        typer.echo(f"{row['class']:<{width}}" + "".join(f"{str(value):>14}" for value in list(row.values())[1:]))
 
 
 def _print_writer(holder: dict[str, Any] | None) -> None:

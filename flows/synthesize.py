@@ -13,13 +13,14 @@ from prefect.runtime import flow_run
 from flows.fanout import StageSummary, artifact_key, describe
 from flows.output import writes_output
 from flows.progress import BLANK
-from flows.run_page import publish
+from flows.run_page import publish, show
 from flows.stages import STAGE_FLOWS
 from synthvision.core.config import RunConfig, parse_config
 from synthvision.core.errors import SynthvisionError
 from synthvision.reports.train import TrainReport
 from synthvision.run import Run, open_run
 from synthvision.stages.prompts import PromptsOutcome
+from synthvision.stages.quotas import Standing, next_round, standing
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,59 @@ def synthesize(run: Run) -> Synthesized:
 
 
 def make_data(config: RunConfig) -> dict[str, PromptsOutcome | StageSummary]:
-    """Prompts, shards and scores, each stage a sub-flow; shards whose tar scoring found corrupt (moved
-    aside) are generated again, deterministically the same images, and scored."""
-    prompts, generate, score = STAGE_FLOWS["prompts"], STAGE_FLOWS["generate"], STAGE_FLOWS["score"]
-    summaries: dict[str, PromptsOutcome | StageSummary] = {
-        "prompts": prompts(config),
-        "generate": generate(config),
-        "score": score(config),
-    }
-    quarantined = summaries["score"].quarantined
-    if quarantined:
-        get_run_logger().warning("regenerating %d quarantined shard(s): %s", len(quarantined), ", ".join(quarantined))
-        summaries["regenerate"] = generate(config)
-        summaries["rescore"] = score(config)
+    """Prompts, shards and scores, each stage a sub-flow; in quota mode (`shards.top_up`), then a
+    top-up round of shards and scores at a time while a class is short of its quota (each round
+    recorded before its first shard: a rerun resumes it). Callers hold the output's lock."""
+    summaries: dict[str, PromptsOutcome | StageSummary] = {"prompts": STAGE_FLOWS["prompts"](config)}
+    _generate_and_score(config, summaries, "")
+    run = open_run(config)
+    if config.shards.top_up is None:
+        return summaries
+    while (top_up := next_round(run)) is not None:
+        _show_quota(run)
+        get_run_logger().info(
+            "top-up round %d: %d more images for %d classes short of their quota",
+            top_up.number,
+            sum(top_up.images),
+            sum(1 for n in top_up.images if n),
+        )
+        _generate_and_score(config, summaries, f" round {top_up.number}")
+    now = _show_quota(run)
+    short = [name for name, lacking in zip(run.label_space.classes, now.short, strict=True) if lacking]
+    if short:
+        get_run_logger().warning(
+            "quota mode: %d class(es) short of their quota of %d at the cap or the last round: %s",
+            len(short),
+            now.quota,
+            ", ".join(short),
+        )
     return summaries
+
+
+def _show_quota(run: Run) -> Standing:
+    """Quota mode's per-class table on the run page, updated in place after every round."""
+    now = standing(run, partial=True)
+    show(
+        TableArtifact,
+        artifact_key(run, "quota"),
+        describe(run, "generate", f"quota mode: per class, after {now.rounds} top-up round(s)"),
+        table=now.rows(run.label_space.classes),
+    )
+    return now
+
+
+def _generate_and_score(config: RunConfig, summaries: dict[str, PromptsOutcome | StageSummary], label: str) -> None:
+    """Generate and score every planned shard; shards whose tar scoring found corrupt (moved aside)
+    are generated again, deterministically the same images, and scored."""
+    generate, score = STAGE_FLOWS["generate"], STAGE_FLOWS["score"]
+    summaries[f"generate{label}"] = generate(config)
+    summaries[f"score{label}"] = scored = score(config)
+    if scored.quarantined:
+        get_run_logger().warning(
+            "regenerating %d quarantined shard(s): %s", len(scored.quarantined), ", ".join(scored.quarantined)
+        )
+        summaries[f"regenerate{label}"] = generate(config)
+        summaries[f"rescore{label}"] = score(config)
 
 
 def _say_where_the_results_are(run: Run, report: TrainReport) -> None:

@@ -23,7 +23,7 @@ from synthvision.core.label_spaces import LabelSpace, load_label_space
 from synthvision.core.learning_config import RealGuidanceConfig
 from synthvision.core.memo import once_per_config
 from synthvision.core.paths import PATHS, fields_set, is_url, relative_to_config
-from synthvision.core.planning import ShardPlan, check_shard_size, plan_from_prompts, shard_name
+from synthvision.core.planning import ShardPlan, ShardSpec, check_shard_size, plan_from_prompts, shard_name
 from synthvision.core.prompts import Prompt
 from synthvision.core.stage_table import STAGES, enabled, stage_hashes
 from synthvision.methods.filtering import ZeroShotHead
@@ -32,6 +32,7 @@ from synthvision.storage.lock import holder as lock_holder
 from synthvision.storage.lock import locked_output
 from synthvision.storage.prompt_table import PROMPTS_FILE
 from synthvision.storage.store import Storage
+from synthvision.storage.top_ups import TopUpRound, read_rounds
 
 if TYPE_CHECKING:
     from synthvision.models.clip import ClipModel
@@ -86,7 +87,9 @@ class Run:
         self.commits = Commits(self.storage, self.hashes)
         self._lock = threading.Lock()
         shards = config.shards
-        self.num_shards = check_shard_size(self.label_space.num_classes, shards.images_per_class, shards.shard_size)
+        self.first_round_shards = check_shard_size(
+            self.label_space.num_classes, shards.images_per_class, shards.shard_size
+        )
         self._check_sources()
 
     def _check_sources(self) -> None:
@@ -132,7 +135,15 @@ class Run:
         return prompts
 
     @cached_property
+    def top_ups(self) -> tuple[TopUpRound, ...]:
+        """Quota mode's top-up rounds recorded so far (() without quota mode); see `refresh_plan`."""
+        if self.config.shards.top_up is None:
+            return ()
+        return read_rounds(self.storage, self.hashes["generate"])
+
+    @cached_property
     def plan(self) -> ShardPlan:
+        """The shards of the first round and of every top-up round recorded so far."""
         return plan_from_prompts(
             [prompt.class_id for prompt in self.prompts],
             self.label_space.num_classes,
@@ -140,7 +151,32 @@ class Run:
             self.config.shards.shard_size,
             self.config.seed,
             self.guidance.shots if self.guidance else 0,
+            tuple(top_up.images for top_up in self.top_ups),
         )
+
+    def refresh_plan(self) -> None:
+        """Read the recorded top-up rounds again (one was recorded since, here or elsewhere)."""
+        with self._lock:
+            self.__dict__.pop("top_ups", None)
+            self.__dict__.pop("plan", None)
+
+    def shard(self, index: int) -> ShardSpec:
+        """Shard `index` of the plan, which a top-up round recorded after this process read it may hold."""
+        if index >= self.plan.num_shards and self.config.shards.top_up is not None:
+            self.refresh_plan()
+        return self.plan.shard(index)
+
+    @property
+    def num_shards(self) -> int:
+        """Shards planned, top-up rounds included (no prompt table needed)."""
+        size = self.config.shards.shard_size
+        return self.first_round_shards + sum(-(-sum(top_up.images) // size) for top_up in self.top_ups)
+
+    @property
+    def num_images(self) -> int:
+        """Images planned, top-up rounds included."""
+        first = self.label_space.num_classes * self.config.shards.images_per_class
+        return first + sum(sum(top_up.images) for top_up in self.top_ups)
 
     # -- inputs and models its stages share, loaded once per process -----------------------------
     @cached_property
@@ -258,6 +294,7 @@ class Run:
         (no model, no Prefect; see `storage.commits` for what counts as committed). Shard manifests
         come from one listing per stage (specs are a pure function of the config, so their hashes are
         not recomputed); scores count when they were computed from exactly the committed tar."""
+        self.refresh_plan()  # top-up rounds recorded since this object last read them
         planned = {shard_name(index) for index in range(self.num_shards)}
         prompts = self.commits.prompts()
         shards = scores = {}
@@ -270,7 +307,7 @@ class Run:
                 scores[name] for name, m in shards.items() if name in scores and scores[name].spec_hash == m.sha256
             ],
         }
-        images_planned = self.label_space.num_classes * self.config.shards.images_per_class
+        images_planned = self.num_images
         rows = []
         for row in enabled(self.config):
             if row.name in done:

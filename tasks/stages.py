@@ -27,7 +27,7 @@ def _shard(config: RunConfig, stage: str, index: int) -> ShardOutcome:
     """A shard's outcome; a corrupt input shard (score) is quarantined and reported (`quarantined`),
     and the stage goes on with the others."""
     run = open_run(config)
-    name = run.plan.shard(index).name
+    name = run.shard(index).name
     held: dict[str, Any] = {}  # where and when it held its slot (nothing for a shard committed before)
     try:
         manifest, done_now = ensure(run, stage, index, slot=lambda: gpu_slot(config.orchestration, held))

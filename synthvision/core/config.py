@@ -165,6 +165,16 @@ class RunConfig(Section):
         return resolved(value, Path.cwd(), always=True)
 
     @model_validator(mode="after")
+    def _quota_is_the_filter_s(self) -> RunConfig:
+        """Quota mode tops classes up to the images CF keeps per class: it needs CF and that number."""
+        if self.shards.top_up is not None and not (self.filter.clip_filter and self.filter.per_class):
+            raise ValueError(
+                "shards.top_up generates until each class has filter.per_class images passing CF: "
+                "it needs filter.clip_filter on and filter.per_class set"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _workers_own_their_devices(self) -> RunConfig:
         """With one worker process per device, each worker's models go on its own device, which is
         what `device: auto` means there; a fixed device would put every worker on the same one."""

@@ -157,9 +157,33 @@ class GeneratorConfig(Section):
         return self
 
 
+class TopUpConfig(Section):
+    """Quota mode: after the first `images_per_class`, more rounds of generation for the classes short
+    of `filter.per_class` images passing CF, each class asking for its shortfall over the pass rate it
+    has shown, until every class has its quota or reaches `max_per_class`."""
+
+    max_per_class: int = Field(gt=0, description="a class never gets more generated images than this")
+    min_pass_rate: float = Field(
+        0.1, gt=0, le=1, description="the pass rate assumed for a class that has shown a lower one (bounds a round)"
+    )
+    max_rounds: int = Field(5, gt=0, description="top-up rounds at most, after the first")
+
+
 class ShardsConfig(Section):
-    images_per_class: int = Field(2000, gt=0, description="paper: 2000 for B and LE")
+    images_per_class: int = Field(2000, gt=0, description="paper: 2000 for B and LE; with top_up: the first round")
     shard_size: int = Field(1000, gt=0, description="images per WebDataset tar")
+    top_up: Annotated[TopUpConfig | None, Added(None)] = Field(
+        None, description="quota mode (null: the paper's fixed images per class)"
+    )
+
+    @model_validator(mode="after")
+    def _cap_holds_the_first_round(self) -> ShardsConfig:
+        if self.top_up is not None and self.top_up.max_per_class < self.images_per_class:
+            raise ValueError(
+                f"top_up.max_per_class ({self.top_up.max_per_class}) is below images_per_class "
+                f"({self.images_per_class}), the first round"
+            )
+        return self
 
 
 class ClipConfig(Section):

@@ -25,6 +25,7 @@ POINTS = {
     "score.batch": "mid-scoring: after a batch of a shard's images was encoded",
     "score.after_model": "a shard's last batch encoded, the model given back, its scores not yet written",
     "score.before_manifest": "a shard's scores committed, their manifest not yet written",
+    "top_up.recorded": "quota mode: a top-up round recorded, none of its shards generated yet",
     "train.before_report": "classifier tuned and its head written, the report not yet",
     "checkpoint.before_latest": "a training checkpoint's tensors written, `latest.json` not yet moved to it",
     "pretrain.step": "mid-training: after an optimiser step",

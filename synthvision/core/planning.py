@@ -10,12 +10,20 @@ guidance from M shots per class it starts from shot `j mod M` of its class, so t
 split evenly over its shots. Nothing here
 depends on the shard size except which shard `g` lands in, so one image is the same in every run of
 the same config.
+
+Top-up rounds (quota mode, `core/allocation.py`) continue the same numbering: round `r` asks for
+`n_c` more images of each class, dealt out one per class at a time (in class order; a class drops
+out when its `n_c` are dealt), with keys and seeds continuing from the images before it and each
+class's prompts and shots continuing their cycles. The first round is the plan above, dealt the
+same way. A round starts a shard of its own, so the shards before it never change.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate
 
 from synthvision.core.errors import ConfigError
 from synthvision.core.hashing import derive_seed, stable_hash
@@ -66,18 +74,79 @@ class ShardSpec:
 
 
 @dataclass(frozen=True)
+class Dealing:
+    """One round's images in dealing order: laps of one image per class still owed some."""
+
+    counts: tuple[int, ...]
+
+    @cached_property
+    def _segments(self) -> tuple[tuple[list[int], list[int], list[tuple[int, ...]]], ...]:
+        """Runs of laps dealing to the same classes: (first position, laps before, classes) each."""
+        starts, laps, classes = [], [], []
+        position = dealt = 0
+        for threshold in sorted(set(self.counts) - {0}):
+            active = tuple(c for c, n in enumerate(self.counts) if n >= threshold)
+            starts.append(position)
+            laps.append(dealt)
+            classes.append(active)
+            position += (threshold - dealt) * len(active)
+            dealt = threshold
+        return starts, laps, classes
+
+    def __len__(self) -> int:
+        return sum(self.counts)
+
+    def __getitem__(self, position: int) -> tuple[int, int]:
+        """The class of the round's image at `position`, and which of that class's images in the round."""
+        starts, laps, classes = self._segments
+        segment = bisect_right(starts, position) - 1
+        active = classes[segment]
+        offset = position - starts[segment]
+        return active[offset % len(active)], laps[segment] + offset // len(active)
+
+
+@dataclass(frozen=True)
 class ShardPlan:
     prompt_ids_by_class: tuple[tuple[int, ...], ...]
     images_per_class: int
     shard_size: int
     seed: int
     references_per_class: int = 0  # real guidance: shots per class (0: text-to-image)
+    top_ups: tuple[tuple[int, ...], ...] = ()  # top-up rounds after the first: more images per class
 
     def __post_init__(self) -> None:
         for class_id, prompt_ids in enumerate(self.prompt_ids_by_class):
             if not prompt_ids:
                 raise ConfigError(f"class {class_id} has no prompts; prompt expansion must give each class one")
         check_shard_size(self.num_classes, self.images_per_class, self.shard_size)
+        for number, counts in enumerate(self.top_ups, start=1):
+            if len(counts) != self.num_classes or min(counts) < 0 or not sum(counts):
+                raise ConfigError(
+                    f"top-up round {number} asks for {list(counts)}: it needs a count >= 0 for each of the "
+                    f"{self.num_classes} classes, and at least one image"
+                )
+
+    @cached_property
+    def _dealings(self) -> tuple[Dealing, ...]:
+        return (Dealing((self.images_per_class,) * self.num_classes), *map(Dealing, self.top_ups))
+
+    @cached_property
+    def _first_image(self) -> tuple[int, ...]:
+        """Each round's first image (g), and one past the last image."""
+        return (0, *accumulate(map(len, self._dealings)))
+
+    @cached_property
+    def _first_shard(self) -> tuple[int, ...]:
+        """Each round's first shard, and one past the last shard."""
+        return (0, *accumulate(-(-len(dealing) // self.shard_size) for dealing in self._dealings))
+
+    @cached_property
+    def _dealt_before(self) -> tuple[tuple[int, ...], ...]:
+        """Each class's images in the rounds before each round."""
+        before = [(0,) * self.num_classes]
+        for dealing in self._dealings[:-1]:
+            before.append(tuple(map(sum, zip(before[-1], dealing.counts, strict=True))))
+        return tuple(before)
 
     @property
     def num_classes(self) -> int:
@@ -85,17 +154,21 @@ class ShardPlan:
 
     @property
     def num_images(self) -> int:
-        return self.num_classes * self.images_per_class
+        return self._first_image[-1]
 
     @property
     def num_shards(self) -> int:
-        return -(-self.num_images // self.shard_size)
+        return self._first_shard[-1]
 
     def shard_names(self) -> list[str]:
         return [shard_name(index) for index in range(self.num_shards)]
 
     def sample(self, g: int) -> SampleSpec:
-        class_id, j = g % self.num_classes, g // self.num_classes
+        if not 0 <= g < self.num_images:
+            raise IndexError(f"image {g} is outside the plan (0..{self.num_images - 1})")
+        round_ = bisect_right(self._first_image, g) - 1
+        class_id, in_round = self._dealings[round_][g - self._first_image[round_]]
+        j = self._dealt_before[round_][class_id] + in_round
         prompt_ids = self.prompt_ids_by_class[class_id]
         reference = j % self.references_per_class if self.references_per_class else None
         return SampleSpec(f"{g:010d}", class_id, prompt_ids[j % len(prompt_ids)], derive_seed(self.seed, g), reference)
@@ -103,8 +176,9 @@ class ShardPlan:
     def shard(self, index: int) -> ShardSpec:
         if not 0 <= index < self.num_shards:
             raise IndexError(f"shard {index} is outside the plan (0..{self.num_shards - 1})")
-        start = index * self.shard_size
-        stop = min(start + self.shard_size, self.num_images)
+        round_ = bisect_right(self._first_shard, index) - 1
+        start = self._first_image[round_] + (index - self._first_shard[round_]) * self.shard_size
+        stop = min(start + self.shard_size, self._first_image[round_ + 1])
         return ShardSpec(index, tuple(self.sample(g) for g in range(start, stop)))
 
 
@@ -115,9 +189,12 @@ def plan_from_prompts(
     shard_size: int,
     seed: int,
     references_per_class: int = 0,
+    top_ups: tuple[tuple[int, ...], ...] = (),
 ) -> ShardPlan:
     """Build the plan from the prompt table's class-id column (prompt id = row number)."""
     by_class: list[list[int]] = [[] for _ in range(num_classes)]
     for prompt_id, class_id in enumerate(prompt_class_ids):
         by_class[class_id].append(prompt_id)
-    return ShardPlan(tuple(tuple(ids) for ids in by_class), images_per_class, shard_size, seed, references_per_class)
+    return ShardPlan(
+        tuple(tuple(ids) for ids in by_class), images_per_class, shard_size, seed, references_per_class, top_ups
+    )

@@ -128,6 +128,24 @@ def _quick_gelu(config: RunConfig) -> Any:
     return True if config.clip.uses_quick_gelu else ABSENT
 
 
+SCORE_PARTS = (
+    section("clip"),
+    Part("clip.quick_gelu", _quick_gelu),
+    Part("clip.zero_shot_templates", _templates(zero_shot_templates)),
+    Part("filter", lambda c: {"threshold": c.filter.threshold}),
+    Part("filter.templates", _templates(filter_templates)),
+)
+
+
+def _top_up_scoring(config: RunConfig) -> Any:
+    """Quota mode's top-up rounds follow what CF passed: the shards they make depend on the scoring
+    config and the quota (`filter.per_class`) too (else no entry: generation as it always hashed)."""
+    if config.shards.top_up is None:
+        return ABSENT
+    scoring = {part.key: part.value(config) for part in SCORE_PARTS}
+    return {key: value for key, value in scoring.items() if value is not ABSENT} | {"quota": config.filter.per_class}
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -183,6 +201,7 @@ STAGES: tuple[Stage, ...] = (
             Part("generator.glide.upsample_sampler", _upsample_sampler),
             Part("generator.image_encoding", _image_encoding),
             section("shards"),
+            Part("shards.top_up.scoring", _top_up_scoring),
             Part("real_guidance", _real_guidance),
         ),
         "shards/",
@@ -194,13 +213,7 @@ STAGES: tuple[Stage, ...] = (
         # so the no-CF ablation reuses the scores
         "score",
         ("generate",),
-        (
-            section("clip"),
-            Part("clip.quick_gelu", _quick_gelu),
-            Part("clip.zero_shot_templates", _templates(zero_shot_templates)),
-            Part("filter", lambda c: {"threshold": c.filter.threshold}),
-            Part("filter.templates", _templates(filter_templates)),
-        ),
+        SCORE_PARTS,
         "scores/",
         per_shard=True,
         summary="CLIP features, zero-shot logits and the CF verdict per image",

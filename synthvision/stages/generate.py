@@ -75,7 +75,7 @@ def image_encoding(config: GeneratorConfig) -> ImageEncoding:
 
 
 def committed(run: Run, index: int) -> Manifest | None:
-    spec = run.plan.shard(index)
+    spec = run.shard(index)
     return run.commits.shard("generate", spec.name, spec.spec_hash)
 
 
@@ -98,7 +98,7 @@ def live(run: Run, manifests: list[Manifest]) -> Page | None:
 def generate(run: Run, index: int) -> Manifest:
     """Generate shard `index` and commit it; returns its manifest."""
     started = time.perf_counter()
-    spec, prompts, config_hash = run.plan.shard(index), run.prompts, run.hashes["generate"]
+    spec, prompts, config_hash = run.shard(index), run.prompts, run.hashes["generate"]
     # 1. the model (loaded once per process) and, with real guidance, every class's real shots
     generator = run.generator()
     guidance = run.guidance

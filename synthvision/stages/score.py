@@ -139,6 +139,10 @@ def score(run: Run, index: int) -> Manifest:
         timings={"total_s": round(time.perf_counter() - started, 4)},
         dropped=dropped,
         models={"clip": run.models["clip"]},
+        per_class={
+            "scored": np.bincount(label_array, minlength=run.label_space.num_classes).tolist(),
+            "passed": np.bincount(label_array[passed], minlength=run.label_space.num_classes).tolist(),
+        },
     )
     failpoints.reach("score.before_manifest")
     run.commits.commit_shard(manifest)
@@ -151,7 +155,7 @@ def threshold(run: Run) -> float:
 
 
 def _source(run: Run, index: int) -> Manifest:
-    spec = run.plan.shard(index)
+    spec = run.shard(index)
     source = generate.committed(run, index)
     if source is None:
         recorded = run.storage.read_manifest(generate.SHARDS_DIR, spec.name)

@@ -45,7 +45,8 @@ def test_a_million_image_plan_holds_no_per_image_state():
     assert plan.num_shards == 1000
     last = plan.shard(999)
     assert last.samples[-1].key == f"{999_999:010d}"
-    assert not any(isinstance(value, (list, dict)) for value in vars(plan).values())
+    # what it holds grows with the classes and top-up rounds, never with the images
+    assert max(len(value) for value in vars(plan).values() if hasattr(value, "__len__")) == plan.num_classes
 
 
 def test_plan_errors():
@@ -55,3 +56,32 @@ def test_plan_errors():
         plan_from_prompts([0], num_classes=2, images_per_class=1, shard_size=1, seed=0)
     with pytest.raises(IndexError):
         make_plan().shard(3)
+
+
+def test_top_up_rounds_deal_their_classes_continue_keys_prompts_and_seeds_and_start_their_own_shards():
+    base = make_plan()  # 2 classes x 5 images in shards of 4, 4 and 2
+    plan = ShardPlan(base.prompt_ids_by_class, 5, 4, 0, top_ups=((3, 1), (0, 2)))
+    assert (plan.num_images, plan.num_shards) == (16, 5)
+    assert [plan.shard(i) for i in range(3)] == [base.shard(i) for i in range(3)]  # the first round unchanged
+    round_1, round_2 = plan.shard(3).samples, plan.shard(4).samples
+    assert [s.key for s in round_1 + round_2] == [f"{g:010d}" for g in range(10, 16)]
+    # round 1 deals class 0, class 1, then class 0 twice; class 0's 6th to 8th images cycle on from
+    # prompt 2 (its 5th used prompt 0), class 1 has only prompt 1
+    assert [(s.class_id, s.prompt_id) for s in round_1] == [(0, 2), (1, 1), (0, 0), (0, 2)]
+    assert [(s.class_id, s.prompt_id) for s in round_2] == [(1, 1), (1, 1)]
+    seeds = [plan.sample(g).seed for g in range(16)]
+    assert len(set(seeds)) == 16  # a top-up image never repeats an earlier image's noise
+    assert seeds == [
+        ShardPlan(base.prompt_ids_by_class, 5, 4, 0, top_ups=((3, 1), (0, 2))).sample(g).seed for g in range(16)
+    ]
+
+
+def test_a_round_s_real_guidance_shots_continue_each_class_s_cycle():
+    plan = ShardPlan(((0,), (1,)), images_per_class=3, shard_size=6, seed=0, references_per_class=2, top_ups=((2, 1),))
+    assert [(s.class_id, s.reference) for s in plan.shard(1).samples] == [(0, 1), (1, 1), (0, 0)]
+
+
+def test_a_round_without_images_or_with_the_wrong_classes_is_refused():
+    for top_ups in (((0, 0),), ((1,),), ((-1, 2),)):
+        with pytest.raises(ConfigError, match="top-up round 1 asks for"):
+            ShardPlan(((0,), (1,)), images_per_class=3, shard_size=6, seed=0, top_ups=top_ups)

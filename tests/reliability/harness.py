@@ -146,6 +146,7 @@ def temporaries(storage: Storage) -> list[str]:
 def check_complete(run: Run) -> None:
     """A finished run: exactly the planned keys, once each, in tars and in scores; tallies losses."""
     check_visible(run.storage)
+    run.refresh_plan()  # the top-up rounds the runs recorded
     planned, found, scored = [], [], []
     for index in range(run.plan.num_shards):
         spec = run.plan.shard(index)

@@ -1,6 +1,7 @@
 """Kill anywhere: SIGKILL the running `synthvision` process at randomly chosen failpoints (prompt
 expansion, mid-shard, after a shard's model work and before its tail is written, between tar and
-manifest, mid-commit of any file, mid-scoring, before the report, mid-training checkpoint), rerun
+manifest, mid-commit of any file, mid-scoring, after a top-up round is recorded and in its shards,
+before the report, mid-training checkpoint), rerun
 after each kill, and check what a reader sees every time.
 
 Where each point fires (its visit: which batch, shard or file) is random, with a seed printed at the
@@ -41,7 +42,10 @@ def write_config(path, output: str, options: dict, label_space) -> str:
                     "sentence_model": {"model": "tiny"},
                 },
                 "generator": {"backend": "tiny", "steps": 2, "resolution": 32, "batch_size": 1},
-                "shards": {"images_per_class": PER_CLASS, "shard_size": SHARD_SIZE},
+                # quota mode: the tiny CLIP passes 0, 0 and 4 of the first 4 images per class, so one
+                # top-up round of 4 red and 4 green (2 more shards each) runs, to the cap of 8
+                "shards": {"images_per_class": PER_CLASS, "shard_size": SHARD_SIZE, "top_up": {"max_per_class": 8}},
+                "filter": {"per_class": PER_CLASS},
                 "clip": {"model": "tiny", "batch_size": 1},
                 "training": {"epochs": 2},
                 "evaluation": {"demo_test_set": {"per_class": 2, "size": 32}},
@@ -79,6 +83,8 @@ def pipeline_points(run: Run, rng: random.Random) -> list[str]:
             f"score.after_model:{rng.randint(1, status['score'])}",
             f"score.before_manifest:{rng.randint(1, status['score'])}",
         ]
+    if not run.top_ups and status["train"]:
+        points.append("top_up.recorded:1")  # once the first round is scored, before training
     if status["train"]:
         points.append("train.before_report:1")
     return [*points, f"storage.before_commit:{rng.randint(1, 3)}"]
@@ -98,7 +104,8 @@ def checkpoint_step(run: Run) -> int | None:
     return None if latest is None else latest["step"]
 
 
-KILLS = {"local": 13, "s3": 11}  # per storage, pre-training's two included: 24 in all, every kind on each
+# per storage, pre-training's two included: every kind on each, and one in a top-up round's shards
+KILLS = {"local": 14, "s3": 13}
 
 
 @pytest.mark.slow
@@ -108,6 +115,7 @@ def test_runs_survive_sigkill_at_random_points(output, launcher, tmp_path, colou
     print(f"kill points: SYNTHVISION_KILL_SEED={SEED}")
     url, options = output
     kills: list[str] = []
+    in_round: list[str] = []  # kills in a top-up round's shards
 
     def rerun(run: Run, argv: list[str], point: str | None) -> int:
         committed = manifests(run.storage)
@@ -126,16 +134,20 @@ def test_runs_survive_sigkill_at_random_points(output, launcher, tmp_path, colou
         run = Run(load_config(config_path))
         while len(kills) < KILLS[backend] - 2 and (points := pipeline_points(run, rng)):
             # the earliest kind of point not yet killed at comes first, so that every kind is
-            # covered before the work passes it; then any point
+            # covered before the work passes it (once a top-up round is recorded, a point in its
+            # shards first); then any point
             fresh = [point for point in points if point.split(":")[0] not in {kill.split(":")[0] for kill in kills}]
-            rerun(run, ["run", config_path], fresh[0] if fresh else rng.choice(points))
+            shards = [point for point in points if point.startswith(("generate.", "score."))] if run.top_ups else []
+            point = shards[0] if shards and not in_round else fresh[0] if fresh else rng.choice(points)
+            if rerun(run, ["run", config_path], point) == KILLED and point in shards:
+                in_round.append(point)
         assert rerun(run, ["run", config_path], None) == 0
         check_complete(run)
         if len(kills) >= KILLS[backend] - 2:
             break
 
     # pre-training, killed mid-step and between a checkpoint's tensors and its `latest.json`
-    steps = 6  # 12 images / batch 4 = 3 steps per epoch, 2 epochs
+    steps = 2 * -(-run.num_images // 4)  # 2 epochs of batches of 4: 20 images with the top-up round, 10 steps
     for point in (f"pretrain.step:{rng.randint(2, steps - 1)}", f"checkpoint.before_latest:{rng.randint(1, 2)}"):
         assert rerun(run, ["pretrain", config_path], point) == KILLED, point
     resume_at = checkpoint_step(run)
@@ -144,6 +156,7 @@ def test_runs_survive_sigkill_at_random_points(output, launcher, tmp_path, colou
     assert report["resumed_from_step"] == resume_at and report["steps"] == steps
 
     assert {kill.split(":")[0] for kill in kills} == set(failpoints.POINTS), kills
+    assert in_round, kills
     TALLY.kills += len(kills)
     print(f"{backend}: survived {len(kills)} kills in {attempt + 1} run(s): {', '.join(kills)}")
 
