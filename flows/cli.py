@@ -198,14 +198,16 @@ def status(config: ConfigPath, set_: Overrides = None) -> None:
 
 
 def _print_quota(run: Run) -> None:
-    """Quota mode: per class, images kept of its quota, generated, scored, pass rate and shortfall."""
+    """Top-up rounds: per class, images generated, scored, their pass rate, and the quota's kept and
+    shortfall or the adaptive policy's weakness."""
     from synthvision.stages.quotas import standing
 
-    now = standing(run, partial=True)
+    now, top_up = standing(run, partial=True), run.config.shards.top_up
     typer.echo(
-        f"quota mode: {now.rounds} top-up round(s) after the first, at most {run.config.shards.top_up.max_rounds}"
+        f"top-up ({top_up.policy}): {now.rounds} round(s) after the first (at most {top_up.max_rounds}), "
+        f"at most {top_up.max_per_class:,} images per class"
     )
-    rows = now.rows(run.label_space.classes)
+    rows = now.rows(run.label_space.classes, top_up.policy)
     width = max(len("class"), *(len(str(row["class"])) for row in rows)) + 2
     typer.echo(f"{'class':<{width}}" + "".join(f"{column:>14}" for column in list(rows[0])[1:]))
     for row in rows:

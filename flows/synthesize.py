@@ -96,8 +96,8 @@ def _show_quota(run: Run) -> Standing:
     show(
         TableArtifact,
         artifact_key(run, "quota"),
-        describe(run, "generate", f"quota mode: per class, after {now.rounds} top-up round(s)"),
-        table=now.rows(run.label_space.classes),
+        describe(run, "generate", f"top-up rounds: per class, after {now.rounds} round(s)"),
+        table=now.rows(run.label_space.classes, run.config.shards.top_up.policy),
     )
     return now
 

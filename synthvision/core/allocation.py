@@ -61,3 +61,22 @@ def proportional_split(total: int, weights: Sequence[float | Fraction]) -> list[
     for class_id in by_remainder[: total - sum(counts)]:
         counts[class_id] += 1
     return counts
+
+
+def capped_split(total: int, weights: Sequence[float | Fraction], room: Sequence[int]) -> list[int]:
+    """`proportional_split` where class c takes at most `room[c]`: what a full class cannot take is
+    split again over the others by their weights (evenly where those are all zero). Places
+    `min(total, sum(room))` images."""
+    if len(weights) != len(room) or any(r < 0 for r in room):
+        raise ValueError(f"a capped split needs a room >= 0 per weight, got {list(room)} for {list(weights)}")
+    counts = [0] * len(room)
+    left = min(total, sum(room))
+    open_classes = [c for c, r in enumerate(room) if r > 0]
+    while left > 0:  # each pass places all that is left or fills a class: it ends
+        share = proportional_split(left, [weights[c] for c in open_classes])
+        for class_id, wanted in zip(open_classes, share, strict=True):
+            taken = min(wanted, room[class_id] - counts[class_id])
+            counts[class_id] += taken
+            left -= taken
+        open_classes = [c for c in open_classes if counts[c] < room[c]]
+    return counts

@@ -167,7 +167,8 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _quota_is_the_filter_s(self) -> RunConfig:
         """Quota mode tops classes up to the images CF keeps per class: it needs CF and that number."""
-        if self.shards.top_up is not None and not (self.filter.clip_filter and self.filter.per_class):
+        top_up = self.shards.top_up
+        if top_up is not None and top_up.policy == "quota" and not (self.filter.clip_filter and self.filter.per_class):
             raise ValueError(
                 "shards.top_up generates until each class has filter.per_class images passing CF: "
                 "it needs filter.clip_filter on and filter.per_class set"

@@ -158,15 +158,34 @@ class GeneratorConfig(Section):
 
 
 class TopUpConfig(Section):
-    """Quota mode: after the first `images_per_class`, more rounds of generation for the classes short
-    of `filter.per_class` images passing CF, each class asking for its shortfall over the pass rate it
-    has shown, until every class has its quota or reaches `max_per_class`."""
+    """Rounds of generation after the first `images_per_class`, to each class as it needs them.
 
+    `quota`: the classes short of `filter.per_class` images passing CF get their shortfall over the
+    pass rate they have shown, until every class has its quota or reaches `max_per_class`.
+    `adaptive`: a fixed budget (`budget_per_class` on average, the first round included) is spent
+    over `max_rounds` rounds, each split over the classes by their weakness: 1 - the mean CLIP
+    confidence in their own class of the images they have so far.
+    """
+
+    policy: Literal["quota", "adaptive"] = "quota"
     max_per_class: int = Field(gt=0, description="a class never gets more generated images than this")
     min_pass_rate: float = Field(
-        0.1, gt=0, le=1, description="the pass rate assumed for a class that has shown a lower one (bounds a round)"
+        0.1, gt=0, le=1, description="quota: the pass rate assumed for a class that has shown a lower one"
     )
-    max_rounds: int = Field(5, gt=0, description="top-up rounds at most, after the first")
+    max_rounds: int = Field(5, gt=0, description="top-up rounds at most, after the first (adaptive: exactly)")
+    budget_per_class: int | None = Field(
+        None, gt=0, description="adaptive: images generated per class on average over all rounds"
+    )
+
+    @model_validator(mode="after")
+    def _budget_for_adaptive_only(self) -> TopUpConfig:
+        if (self.policy == "adaptive") != (self.budget_per_class is not None):
+            raise ValueError("top_up.budget_per_class is set for, and only for, policy: adaptive")
+        if self.budget_per_class is not None and self.budget_per_class > self.max_per_class:
+            raise ValueError(
+                f"top_up.budget_per_class ({self.budget_per_class}) is above max_per_class ({self.max_per_class})"
+            )
+        return self
 
 
 class ShardsConfig(Section):
@@ -177,11 +196,21 @@ class ShardsConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _cap_holds_the_first_round(self) -> ShardsConfig:
-        if self.top_up is not None and self.top_up.max_per_class < self.images_per_class:
+    def _first_round_fits(self) -> ShardsConfig:
+        top_up = self.top_up
+        if top_up is not None and top_up.max_per_class < self.images_per_class:
             raise ValueError(
-                f"top_up.max_per_class ({self.top_up.max_per_class}) is below images_per_class "
+                f"top_up.max_per_class ({top_up.max_per_class}) is below images_per_class "
                 f"({self.images_per_class}), the first round"
+            )
+        if (
+            top_up is not None
+            and top_up.budget_per_class is not None
+            and top_up.budget_per_class <= self.images_per_class
+        ):
+            raise ValueError(
+                f"top_up.budget_per_class ({top_up.budget_per_class}) leaves nothing for top-up rounds after "
+                f"images_per_class ({self.images_per_class})"
             )
         return self
 

@@ -34,9 +34,9 @@ class Manifest:
     timings: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> samples dropped or flagged
     models: dict[str, str] = field(default_factory=dict)  # role -> the model that made it (`models.lineage`)
-    # scores: images "scored" and "passed" (CF) per class id, so quota mode counts a run's classes from
-    # the manifests alone
-    per_class: dict[str, list[int]] = field(default_factory=dict)
+    # scores: per class id, images "scored", "passed" (CF) and the sum of their CF "confidence" in
+    # their class, so top-up rounds are decided from the manifests alone
+    per_class: dict[str, list[float]] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     version: int = MANIFEST_VERSION
 

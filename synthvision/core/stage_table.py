@@ -138,12 +138,14 @@ SCORE_PARTS = (
 
 
 def _top_up_scoring(config: RunConfig) -> Any:
-    """Quota mode's top-up rounds follow what CF passed: the shards they make depend on the scoring
-    config and the quota (`filter.per_class`) too (else no entry: generation as it always hashed)."""
+    """Top-up rounds follow the scores (what CF passed, CLIP's confidence): the shards they make depend
+    on the scoring config, and the quota's on the quota (`filter.per_class`) too (else no entry:
+    generation as it always hashed)."""
     if config.shards.top_up is None:
         return ABSENT
     scoring = {part.key: part.value(config) for part in SCORE_PARTS}
-    return {key: value for key, value in scoring.items() if value is not ABSENT} | {"quota": config.filter.per_class}
+    quota = {"quota": config.filter.per_class} if config.shards.top_up.policy == "quota" else {}
+    return {key: value for key, value in scoring.items() if value is not ABSENT} | quota
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""Quota mode: where each class stands against its quota, and the next top-up round.
+"""Top-up rounds: where each class stands, and the next round (`shards.top_up`).
 
-The quota is CF's `filter.per_class`: a class has met it when that many of its images pass CF, so
-CF keeps passing images only and never tops a class up with images below its threshold. After
-every round is generated and scored, `next_round` counts what passed per class (from the score
-manifests alone: `Manifest.per_class`), asks `core.allocation.quota_topup` for the shortfall at
-each class's pass rate, and records the round (`storage/top_ups.py`) before any of its shards.
+After every round is generated and scored, `next_round` counts per class what was scored, what
+passed CF and CLIP's confidence (from the score manifests alone: `Manifest.per_class`), asks a
+policy of `core.allocation` for the next round's images per class, and records the round
+(`storage/top_ups.py`) before any of its shards.
+
+- quota: the quota is CF's `filter.per_class`; a class has met it when that many of its images pass
+  CF (so CF keeps passing images only, never topping a class up below its threshold). A short class
+  asks for its shortfall at the pass rate it has shown (`quota_topup`).
+- adaptive: the budget left is spread evenly over the rounds left, and each round's share is split
+  over the classes by their weakness, 1 - their images' mean confidence (`capped_split`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from synthvision.core import failpoints
-from synthvision.core.allocation import quota_topup
+from synthvision.core.allocation import capped_split, quota_topup
 from synthvision.core.errors import DataError
 from synthvision.storage.top_ups import TopUpRound, record_round
 
@@ -25,32 +30,39 @@ if TYPE_CHECKING:
 class Standing:
     """Per class, over the rounds planned so far (in a run under way: the shards scored so far)."""
 
-    quota: int
+    quota: int  # `filter.per_class` (0 when every passing image is kept)
     generated: tuple[int, ...]  # images planned (generated once their round is done)
     scored: tuple[int, ...]
     passed: tuple[int, ...]  # of those scored, passing CF
+    confidence: tuple[float, ...]  # of those scored, the sum of CF's confidence in their class
     rounds: int  # top-up rounds recorded (after the first)
+
+    @property
+    def weakness(self) -> tuple[float, ...]:
+        """1 - each class's mean confidence in its own images (1 for a class with none scored)."""
+        return tuple(1 - total / n if n else 1.0 for total, n in zip(self.confidence, self.scored, strict=True))
 
     @property
     def short(self) -> tuple[int, ...]:
         """Images each class still lacks to reach its quota (0 where it has it)."""
         return tuple(max(self.quota - passed, 0) for passed in self.passed)
 
-    def rows(self, classes: tuple[str, ...]) -> list[dict[str, str | int]]:
-        """A row per class, as `status` and the run page show them."""
-        return [
-            {
-                "class": name,
-                "kept / quota": f"{min(passed, self.quota)}/{self.quota}",
-                "generated": generated,
-                "scored": scored,
-                "pass rate": f"{passed / scored:.0%}" if scored else "-",
-                "short": short,
+    def rows(self, classes: tuple[str, ...], policy: str) -> list[dict[str, str | int]]:
+        """A row per class, as `status` and the run page show them: the quota's standing (kept of
+        the quota, shortfall), or the weakness the adaptive policy splits by."""
+        rows: list[dict[str, str | int]] = []
+        for c, name in enumerate(classes):
+            row: dict[str, str | int] = {"class": name}
+            if policy == "quota":
+                row["kept / quota"] = f"{min(self.passed[c], self.quota)}/{self.quota}"
+            row |= {
+                "generated": self.generated[c],
+                "scored": self.scored[c],
+                "pass rate": f"{self.passed[c] / self.scored[c]:.0%}" if self.scored[c] else "-",
             }
-            for name, generated, scored, passed, short in zip(
-                classes, self.generated, self.scored, self.passed, self.short, strict=True
-            )
-        ]
+            row |= {"short": self.short[c]} if policy == "quota" else {"weakness": f"{self.weakness[c]:.3f}"}
+            rows.append(row)
+        return rows
 
 
 def generated_per_class(run: Run) -> tuple[int, ...]:
@@ -67,7 +79,7 @@ def standing(run: Run, partial: bool = False) -> Standing:
     the first shard not yet scored (a round is decided on all the data before it, never on part),
     or with `partial`, from the shards scored so far (what `status` shows of a run under way)."""
     generated, scored = run.commits.shards("generate"), run.commits.shards("score")
-    counts = {"scored": [0] * run.label_space.num_classes, "passed": [0] * run.label_space.num_classes}
+    counts = {key: [0] * run.label_space.num_classes for key in ("scored", "passed", "confidence")}
     for index in range(run.num_shards):
         name = run.shard(index).name
         source, scores = generated.get(name), scored.get(name)
@@ -77,24 +89,40 @@ def standing(run: Run, partial: bool = False) -> Standing:
             raise DataError(f"quota mode: shard {name} is not scored yet; generate and score it before a top-up round")
         for key, totals in counts.items():
             counts[key] = [total + n for total, n in zip(totals, scores.per_class[key], strict=True)]
-    quota = run.config.filter.per_class
-    assert quota is not None  # the config refuses top_up without it
-    return Standing(quota, generated_per_class(run), tuple(counts["scored"]), tuple(counts["passed"]), len(run.top_ups))
+    return Standing(
+        run.config.filter.per_class or 0,
+        generated_per_class(run),
+        tuple(counts["scored"]),
+        tuple(counts["passed"]),
+        tuple(counts["confidence"]),
+        len(run.top_ups),
+    )
 
 
 def next_round(run: Run) -> TopUpRound | None:
-    """Record the next top-up round and plan its shards; None when every class has its quota, the
-    short ones are at `max_per_class`, or `max_rounds` rounds were run."""
+    """Record the next top-up round and plan its shards; None when the policy asks for no more
+    images (quota: every class has its quota or the short ones are at `max_per_class`; adaptive:
+    the budget is spent) or `max_rounds` rounds were run."""
     top_up = run.config.shards.top_up
     if top_up is None:
         return None
     now = standing(run)
     if now.rounds >= top_up.max_rounds:
         return None
-    images = quota_topup(now.passed, now.generated, now.quota, top_up.max_per_class, top_up.min_pass_rate)
+    weakness: tuple[float, ...] = ()
+    if top_up.policy == "quota":
+        images = quota_topup(now.passed, now.generated, now.quota, top_up.max_per_class, top_up.min_pass_rate)
+    else:
+        assert top_up.budget_per_class is not None  # the config requires it for adaptive
+        left = top_up.budget_per_class * run.label_space.num_classes - sum(now.generated)
+        weakness = tuple(round(value, 6) for value in now.weakness)  # as recorded
+        room = [top_up.max_per_class - generated for generated in now.generated]
+        images = capped_split(-(-left // (top_up.max_rounds - now.rounds)), weakness, room)
     if not any(images):
         return None
-    decided = TopUpRound(now.rounds + 1, run.hashes["generate"], tuple(images), now.passed, now.generated)
+    decided = TopUpRound(
+        now.rounds + 1, run.hashes["generate"], tuple(images), now.passed, now.generated, top_up.policy, weakness
+    )
     record_round(run.storage, decided)
     failpoints.reach("top_up.recorded")
     run.refresh_plan()

@@ -139,14 +139,20 @@ def score(run: Run, index: int) -> Manifest:
         timings={"total_s": round(time.perf_counter() - started, 4)},
         dropped=dropped,
         models={"clip": run.models["clip"]},
-        per_class={
-            "scored": np.bincount(label_array, minlength=run.label_space.num_classes).tolist(),
-            "passed": np.bincount(label_array[passed], minlength=run.label_space.num_classes).tolist(),
-        },
+        per_class=_per_class(label_array, passed, table["prob"].to_numpy(), run.label_space.num_classes),
     )
     failpoints.reach("score.before_manifest")
     run.commits.commit_shard(manifest)
     return manifest
+
+
+def _per_class(labels: np.ndarray, passed: np.ndarray, confidence: np.ndarray, classes: int) -> dict[str, list]:
+    """A shard's counts per class for its manifest: images scored, passing CF, and their summed confidence."""
+    return {
+        "scored": np.bincount(labels, minlength=classes).tolist(),
+        "passed": np.bincount(labels[passed], minlength=classes).tolist(),
+        "confidence": [round(float(total), 6) for total in np.bincount(labels, confidence, minlength=classes)],
+    }
 
 
 def threshold(run: Run) -> float:

@@ -27,6 +27,8 @@ class TopUpRound:
     images: tuple[int, ...]  # more images per class id
     passed: tuple[int, ...]  # the signal: images passing CF per class before this round
     generated: tuple[int, ...]  # images generated per class before this round
+    policy: str = "quota"  # `shards.top_up.policy`
+    weakness: tuple[float, ...] = ()  # adaptive: the weights its images were split by
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_json(self) -> str:
@@ -35,7 +37,7 @@ class TopUpRound:
     @classmethod
     def from_json(cls, text: str) -> TopUpRound:
         data = json.loads(text)
-        return cls(**{**data, **{key: tuple(data[key]) for key in ("images", "passed", "generated")}})
+        return cls(**{**data, **{key: tuple(data[key]) for key in ("images", "passed", "generated", "weakness")}})
 
 
 def round_path(number: int) -> str:

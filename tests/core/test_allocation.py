@@ -2,7 +2,7 @@ from fractions import Fraction
 
 import pytest
 
-from synthvision.core.allocation import proportional_split, quota_topup
+from synthvision.core.allocation import capped_split, proportional_split, quota_topup
 
 
 def test_quota_topup_asks_each_short_class_for_its_shortfall_at_its_own_pass_rate():
@@ -38,3 +38,17 @@ def test_quota_topup_refuses_a_zero_floor_rate():
 def test_proportional_split_by_largest_remainder(total, weights, expected):
     assert proportional_split(total, weights) == expected
     assert sum(expected) == total
+
+
+@pytest.mark.parametrize(
+    ("total", "weights", "room", "expected"),
+    [
+        # 3, 2, 5 first; green takes only 1, and the 1 left splits 1:2 over red and blue: blue's 2/3
+        (10, [1, 1, 2], [10, 1, 10], [3, 1, 6]),
+        (10, [1, 0, 0], [2, 5, 5], [2, 4, 4]),  # red is full: the rest goes evenly to the weightless
+        (20, [1, 1], [3, 4], [3, 4]),  # more than all the room: each class to its cap
+        (5, [1, 1], [0, 9], [0, 5]),
+    ],
+)
+def test_capped_split_gives_what_a_full_class_cannot_take_to_the_others(total, weights, room, expected):
+    assert capped_split(total, weights, room) == expected

@@ -46,7 +46,7 @@ def test_a_quota_run_tops_up_its_short_classes_shows_them_and_reruns_as_a_no_op(
     status = CliRunner().invoke(app, ["status", str(path)])
     assert status.exit_code == 0, status.output
     lines = status.output.splitlines()
-    assert "quota mode: 1 top-up round(s) after the first (at most 5), at most 16 images per class" in lines
+    assert "top-up (quota): 1 round(s) after the first (at most 5), at most 16 images per class" in lines
     assert ["red", "4/4", "4", "4", "100%", "0"] in [line.split() for line in lines]
 
     again = CliRunner().invoke(app, ["run", str(path)])

@@ -93,3 +93,25 @@ def test_a_process_that_read_the_plan_before_a_round_finds_the_round_s_shards(tm
     assert worker.plan.num_shards == 3  # a worker process that planned before the round
     run_in_rounds(deciding)
     assert worker.shard(6).name == "shard-00006" and len(worker.shard(6).samples) == 2
+
+
+def test_adaptive_rounds_spend_the_budget_by_weakness(tmp_path, colours_file, monkeypatch):
+    """CLIP's confidence in red, green and blue images set to 0.9, 0.5 and 0.2: weakness 0.1, 0.5, 0.8."""
+    real = score._per_class
+    confidence = np.array([0.9, 0.5, 0.2])
+    monkeypatch.setattr(score, "_per_class", lambda labels, passed, _, n: real(labels, passed, confidence[labels], n))
+    top_up = {"policy": "adaptive", "budget_per_class": 10, "max_per_class": 16, "max_rounds": 2}
+    run = Run(tiny_config(tmp_path / "run", colours_file, shards={"top_up": top_up}))
+    rounds = run_in_rounds(run)
+    # 30 images in all, 12 in the first round: 18 over 2 rounds, 9 each. 9 x (0.1, 0.5, 0.8) / 1.4 is
+    # 0.64, 3.21, 5.14: floors 0, 3, 5 and the one left to red's largest remainder
+    assert [(r.policy, r.images, r.weakness) for r in rounds] == [("adaptive", (1, 3, 5), (0.1, 0.5, 0.8))] * 2
+    now = quotas.standing(run)
+    assert now.generated == (6, 10, 14) and sum(now.generated) == 3 * 10
+    assert [
+        (row["class"], row["generated"], row["weakness"]) for row in now.rows(run.label_space.classes, "adaptive")
+    ] == [
+        ("red", 6, "0.100"),
+        ("green", 10, "0.500"),
+        ("blue", 14, "0.800"),
+    ]
