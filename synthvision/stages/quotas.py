@@ -86,7 +86,7 @@ def standing(run: Run, partial: bool = False) -> Standing:
         if source is None or scores is None or scores.spec_hash != source.sha256:
             if partial:
                 continue
-            raise DataError(f"quota mode: shard {name} is not scored yet; generate and score it before a top-up round")
+            raise DataError(f"top-up rounds: shard {name} is not scored yet; score it before the next round")
         for key, totals in counts.items():
             counts[key] = [total + n for total, n in zip(totals, scores.per_class[key], strict=True)]
     return Standing(
