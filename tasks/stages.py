@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from synthvision.core.config import RunConfig
+from synthvision.core.planning import shard_name
 from synthvision.core.stage_table import STAGES, Stage
 from synthvision.run import open_run
 from synthvision.stages.score import CorruptShard
@@ -27,7 +28,7 @@ def _shard(config: RunConfig, stage: str, index: int) -> ShardOutcome:
     """A shard's outcome; a corrupt input shard (score) is quarantined and reported (`quarantined`),
     and the stage goes on with the others."""
     run = open_run(config)
-    name = run.shard(index).name
+    name = shard_name(index)
     held: dict[str, Any] = {}  # where and when it held its slot (nothing for a shard committed before)
     try:
         manifest, done_now = ensure(run, stage, index, slot=lambda: gpu_slot(config.orchestration, held))

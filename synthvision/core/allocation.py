@@ -28,7 +28,7 @@ def quota_topup(
     number, never infinitely many. No class goes past `cap` generated images; a class at its cap
     gets 0 and stays short (a shortfall the report states).
     """
-    if not len(passed) == len(generated):
+    if len(passed) != len(generated):
         raise ValueError(f"passed ({len(passed)} classes) and generated ({len(generated)}) differ in length")
     floor = exact(min_rate)
     if not 0 < floor <= 1:

@@ -80,7 +80,7 @@ class Dealing:
     counts: tuple[int, ...]
 
     @cached_property
-    def _segments(self) -> tuple[tuple[list[int], list[int], list[tuple[int, ...]]], ...]:
+    def _segments(self) -> tuple[list[int], list[int], list[tuple[int, ...]]]:
         """Runs of laps dealing to the same classes: (first position, laps before, classes) each."""
         starts, laps, classes = [], [], []
         position = dealt = 0

@@ -22,6 +22,7 @@ from synthvision.core.label_spaces import load_label_space
 from synthvision.core.manifest import Manifest
 from synthvision.core.memo import once_per_config
 from synthvision.core.pipelining import cpu_workers
+from synthvision.core.planning import shard_name
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import iter_labelled
 from synthvision.methods.fewshot import sample_shots
@@ -175,7 +176,7 @@ def _guided(reference: Reference, strength: float) -> dict[str, Any]:
 def committed_shards(run: Run) -> list[Manifest]:
     """Every shard's manifest; an error naming the first shard that is not committed."""
     return every(
-        ((run.plan.shard(i).name, committed(run, i)) for i in range(run.plan.num_shards)),
+        ((shard_name(i), committed(run, i)) for i in range(run.plan.num_shards)),
         "are not generated",
         "generate",
     )

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from synthvision.core import failpoints
 from synthvision.core.allocation import capped_split, quota_topup
 from synthvision.core.errors import DataError
+from synthvision.core.planning import shard_name
 from synthvision.storage.top_ups import TopUpRound, record_round
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def standing(run: Run, partial: bool = False) -> Standing:
     generated, scored = run.commits.shards("generate"), run.commits.shards("score")
     counts = {key: [0] * run.label_space.num_classes for key in ("scored", "passed", "confidence")}
     for index in range(run.num_shards):
-        name = run.shard(index).name
+        name = shard_name(index)
         source, scores = generated.get(name), scored.get(name)
         if source is None or scores is None or scores.spec_hash != source.sha256:
             if partial:

@@ -28,6 +28,7 @@ from synthvision.core.batching import batched
 from synthvision.core.errors import DataError
 from synthvision.core.manifest import Manifest, manifest_path
 from synthvision.core.pipelining import cpu_workers, ordered_map
+from synthvision.core.planning import shard_name
 from synthvision.core.stage_table import stage
 from synthvision.methods.diversity import drop_near_duplicates
 from synthvision.methods.filtering import (
@@ -267,7 +268,7 @@ def _prepare_batch(preprocess: Callable[[Any], Any], pin: bool, samples: list[di
 def committed_scores(run: Run) -> list[Manifest]:
     """Every shard's scores; an error naming the first shard without committed scores."""
     return every(
-        ((run.plan.shard(i).name, committed(run, i)) for i in range(run.plan.num_shards)),
+        ((shard_name(i), committed(run, i)) for i in range(run.plan.num_shards)),
         "have no committed scores",
         "score",
     )
