@@ -207,7 +207,7 @@ def _print_quota(run: Run) -> None:
         f"top-up ({top_up.policy}): {now.rounds} round(s) after the first (at most {top_up.max_rounds}), "
         f"at most {top_up.max_per_class:,} images per class"
     )
-    rows = now.rows(run.label_space.classes, top_up.policy)
+    rows = now.rows(run.label_space.classes, top_up.policy, top_up.signal)
     width = max(len("class"), *(len(str(row["class"])) for row in rows)) + 2
     typer.echo(f"{'class':<{width}}" + "".join(f"{column:>14}" for column in list(rows[0])[1:]))
     for row in rows:

@@ -72,7 +72,7 @@ def make_data(config: RunConfig) -> dict[str, PromptsOutcome | StageSummary]:
     while (top_up := next_round(run)) is not None:
         _show_quota(run)
         get_run_logger().info(
-            "top-up round %d: %d more images for %d classes short of their quota",
+            "top-up round %d: %d more images for %d classes",
             top_up.number,
             sum(top_up.images),
             sum(1 for n in top_up.images if n),
@@ -97,7 +97,7 @@ def _show_quota(run: Run) -> Standing:
         TableArtifact,
         artifact_key(run, "quota"),
         describe(run, "generate", f"top-up rounds: per class, after {now.rounds} round(s)"),
-        table=now.rows(run.label_space.classes, run.config.shards.top_up.policy),
+        table=now.rows(run.label_space.classes, run.config.shards.top_up.policy, run.config.shards.top_up.signal),
     )
     return now
 

@@ -165,13 +165,19 @@ class RunConfig(Section):
         return resolved(value, Path.cwd(), always=True)
 
     @model_validator(mode="after")
-    def _quota_is_the_filter_s(self) -> RunConfig:
-        """Quota mode tops classes up to the images CF keeps per class: it needs CF and that number."""
+    def _top_up_has_its_inputs(self) -> RunConfig:
+        """Quota mode tops classes up to the images CF keeps per class: it needs CF and that number;
+        the few-shot signal needs the real pool its shots are drawn from."""
         top_up = self.shards.top_up
         if top_up is not None and top_up.policy == "quota" and not (self.filter.clip_filter and self.filter.per_class):
             raise ValueError(
                 "shards.top_up generates until each class has filter.per_class images passing CF: "
                 "it needs filter.clip_filter on and filter.per_class set"
+            )
+        if top_up is not None and top_up.signal == "fewshot" and self.fewshot is None:
+            raise ValueError(
+                "shards.top_up.signal fewshot measures each class's error on real shots: it needs a fewshot "
+                "section (fewshot.train_set)"
             )
         return self
 

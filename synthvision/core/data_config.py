@@ -163,8 +163,10 @@ class TopUpConfig(Section):
     `quota`: the classes short of `filter.per_class` images passing CF get their shortfall over the
     pass rate they have shown, until every class has its quota or reaches `max_per_class`.
     `adaptive`: a fixed budget (`budget_per_class` on average, the first round included) is spent
-    over `max_rounds` rounds, each split over the classes by their weakness: 1 - the mean CLIP
-    confidence in their own class of the images they have so far.
+    over `max_rounds` rounds, each split over the classes by their weakness. Its `signal`:
+    `confidence` (zero-shot): 1 - the mean CLIP confidence in their own class of the images they have
+    so far; `fewshot`: 1 - the mean probability of their class on their `shots` real shots (the
+    fewshot stage's M-shot draw) given by a head trained on the synthetic images kept so far.
     """
 
     policy: Literal["quota", "adaptive"] = "quota"
@@ -176,11 +178,23 @@ class TopUpConfig(Section):
     budget_per_class: int | None = Field(
         None, gt=0, description="adaptive: images generated per class on average over all rounds"
     )
+    signal: Annotated[Literal["confidence", "fewshot"], Added("confidence")] = Field(
+        "confidence",
+        description="adaptive: the weakness a round splits by: CLIP's confidence (zero-shot) or the error on "
+        "the real shots (fewshot)",
+    )
+    shots: Annotated[int | None, Added(None)] = Field(
+        None, gt=0, description="signal fewshot: the real shots per class (M) the weakness is measured on"
+    )
 
     @model_validator(mode="after")
     def _budget_for_adaptive_only(self) -> TopUpConfig:
         if (self.policy == "adaptive") != (self.budget_per_class is not None):
             raise ValueError("top_up.budget_per_class is set for, and only for, policy: adaptive")
+        if self.signal == "fewshot" and self.policy != "adaptive":
+            raise ValueError("top_up.signal fewshot is a signal of policy: adaptive")
+        if (self.signal == "fewshot") != (self.shots is not None):
+            raise ValueError("top_up.shots is set for, and only for, signal: fewshot")
         if self.budget_per_class is not None and self.budget_per_class > self.max_per_class:
             raise ValueError(
                 f"top_up.budget_per_class ({self.budget_per_class}) is above max_per_class ({self.max_per_class})"

@@ -137,15 +137,39 @@ SCORE_PARTS = (
 )
 
 
+# the fewshot settings the few-shot signal's head is trained with (`syn_only`) and its shots drawn by
+FEWSHOT_SIGNAL_FIELDS = (
+    "train_set",
+    "format",
+    "synthetic_batch_size",
+    "phase_lr",
+    "epochs",
+    "weight_decay",
+    "synthetic_loss",
+    "temperature",
+    "label_smoothing",
+    "hard_pseudo_labels",
+)
+
+
 def _top_up_scoring(config: RunConfig) -> Any:
     """Top-up rounds follow the scores (what CF passed, CLIP's confidence): the shards they make depend
-    on the scoring config, and the quota's on the quota (`filter.per_class`) too (else no entry:
+    on the scoring config, and the quota's on the quota (`filter.per_class`) too; the few-shot
+    signal's on what CF keeps and the few-shot settings its head is trained with (else no entry:
     generation as it always hashed)."""
-    if config.shards.top_up is None:
+    top_up = config.shards.top_up
+    if top_up is None:
         return ABSENT
     scoring = {part.key: part.value(config) for part in SCORE_PARTS}
-    quota = {"quota": config.filter.per_class} if config.shards.top_up.policy == "quota" else {}
-    return {key: value for key, value in scoring.items() if value is not ABSENT} | quota
+    quota = {"quota": config.filter.per_class} if top_up.policy == "quota" else {}
+    signal = {}
+    if top_up.signal == "fewshot" and config.fewshot is not None:
+        fewshot = config.fewshot.model_dump(mode="json")
+        signal = {
+            "filter": hashed(config.filter),
+            "fewshot": {name: fewshot[name] for name in FEWSHOT_SIGNAL_FIELDS},
+        }
+    return {key: value for key, value in scoring.items() if value is not ABSENT} | quota | signal
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,11 @@ def top1(predictions: np.ndarray, labels: np.ndarray) -> float:
     if len(labels) == 0:
         return float("nan")
     return float((np.asarray(predictions) == np.asarray(labels)).mean() * 100.0)
+
+
+def per_class_top1(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
+    """Top-1 accuracy in percent of each class's images (None for a class with none): where a mean
+    over classes hides the class that data allocation should help."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    members = [labels == c for c in range(num_classes)]
+    return [top1(predictions[mine], labels[mine]) if mine.any() else None for mine in members]

@@ -290,6 +290,21 @@ def _step(
     result.steps.append((0 if real is None else len(real[1]), 0 if synthetic is None else len(synthetic[1])))
 
 
+@torch.no_grad()
+def class_weakness(head: torch.nn.Linear, features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per class, 1 - the head's mean probability of the class on its images (`features`, e.g. the
+    real shots): how far the head is from knowing the class. A smooth error, so that one or two shots
+    per class still rank classes (a 0/1 error of one shot ties most of them); 1 for a class with no
+    image."""
+    probabilities = torch.softmax(head(normalize(features).to(head.weight.device)), dim=-1).cpu().numpy()
+    weakness = np.ones(num_classes)
+    for c in range(num_classes):
+        mine = np.asarray(labels) == c
+        if mine.any():
+            weakness[c] = 1.0 - float(probabilities[mine, c].mean())
+    return weakness
+
+
 def part_losses(config: FewShotConfig) -> tuple[Loss, Loss]:
     """The real shots' loss (CE) and the synthetic part's (`synthetic_loss`), with the config's label
     smoothing (every CE term) and hard pseudo-labels (the synthetic soft term)."""

@@ -24,6 +24,7 @@ class FewShotRow:
     steps: int
     synthetic_used: int
     real_filter_dropped: int
+    worst_class_top1: float | None = None  # the lowest top-1 of a class
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ class TrainData:
     trained_on: int
     filter_threshold: float
     near_duplicates_dropped: int = 0  # after CF (filter.near_duplicates)
+    below_threshold_used: int = 0  # trained on though below CF's threshold (CF off, or a class short of its quota)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Evaluation:
     # set: an optimistic number, shown beside the last epoch's, never instead of it)
     test_selected_top1: float | None = None
     test_selected_epoch: int | None = None
+    per_class_top1: dict[str, float | None] | None = None  # the tuned head's, by class name
+    worst_class_top1: float | None = None  # the lowest of those
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ def render_train_report(report: TrainReport) -> str:
     ]
     if data.near_duplicates_dropped:
         lines += [f"Near-duplicates dropped after CF: {data.near_duplicates_dropped}.", ""]
+    if data.below_threshold_used:
+        lines += [f"Trained on below CF's threshold: {data.below_threshold_used} images.", ""]
     if evaluation.test_set:
         lines += [
             f"Top-1 on `{evaluation.test_set}` ({evaluation.test_images} images):",
@@ -93,6 +98,13 @@ def render_train_report(report: TrainReport) -> str:
             f"| test-selected: best epoch ({evaluation.test_selected_epoch}) on the test set | "
             f"{_pct(evaluation.test_selected_top1)} |",
         ]
+        if evaluation.per_class_top1:
+            lines += [
+                "",
+                "Top-1 per class (CT): "
+                + ", ".join(f"{name} {_pct(value)}" for name, value in evaluation.per_class_top1.items())
+                + ".",
+            ]
     else:
         lines.append("No test set configured (evaluation.test_set): the head was trained but not evaluated.")
     losses = report.training["epoch_losses"]

@@ -12,7 +12,7 @@ import numpy as np
 from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import EncodedSet, encode_labelled, read_labelled
-from synthvision.methods.classifier_tuning import predict, top1, zero_shot_head
+from synthvision.methods.classifier_tuning import per_class_top1, predict, top1, zero_shot_head
 from synthvision.methods.fewshot import Encoder, Part, part_losses, real_filter, sample_shots, train_few_shot
 from synthvision.models.devices import resolve_device
 from synthvision.reports.fewshot import FewShotReport, FewShotRow, render_few_shot_report, render_plot
@@ -82,15 +82,18 @@ def few_shot(run: Run) -> FewShotReport:
                 )
                 result = train_few_shot(strategy, head, real, syn, fewshot, seed)
                 test_features = test.features
-            # 4. its top-1 on the test set
+            # 4. its top-1 on the test set, overall and of its worst class
+            predictions = predict(result.head, test_features)
+            per_class = per_class_top1(predictions, test.labels, run.label_space.num_classes)
             results.append(
                 FewShotRow(
                     shots=shots,
                     strategy=strategy,
-                    top1=top1(predict(result.head, test_features), test.labels),
+                    top1=top1(predictions, test.labels),
                     steps=len(result.steps),
                     synthetic_used=0 if strategy == "real_only" else int(keep.sum()),
                     real_filter_dropped=int((~keep).sum()),
+                    worst_class_top1=min((v for v in per_class if v is not None), default=None),
                 )
             )
     # 5. the report: plot and markdown first, JSON last (it commits the stage)
@@ -149,3 +152,15 @@ def _encode_pool(run: Run, drawn: np.ndarray, keep_images: bool) -> EncodedSet:
         keep_images,
         positions=drawn,
     )
+
+
+def encoded_shots(run: Run, shots: int) -> EncodedSet:
+    """The `shots` real images per class this stage draws for that M (the same pool and seed),
+    encoded by CLIP: what the few-shot signal of top-up rounds measures each class on."""
+    fewshot, config = run.config.fewshot, run.config
+    if fewshot is None:
+        raise ConfigError("the few-shot signal needs a fewshot section (fewshot.train_set)")
+    _, labels, _ = read_labelled(
+        fewshot.train_set, fewshot.format, run.label_space, config.storage_options, "fewshot.train_set"
+    )
+    return _encode_pool(run, sample_shots(labels, shots, run.label_space.classes, config.seed), keep_images=False)

@@ -9,7 +9,10 @@ policy of `core.allocation` for the next round's images per class, and records t
   CF (so CF keeps passing images only, never topping a class up below its threshold). A short class
   asks for its shortfall at the pass rate it has shown (`quota_topup`).
 - adaptive: the budget left is spread evenly over the rounds left, and each round's share is split
-  over the classes by their weakness, 1 - their images' mean confidence (`capped_split`).
+  over the classes by their weakness (`capped_split`): with the zero-shot signal (`confidence`),
+  1 - their images' mean confidence; with the few-shot signal, 1 - the mean probability of their
+  class on their real shots, from a head trained on the synthetic images kept so far
+  (`fewshot_weakness`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from synthvision.core import failpoints
 from synthvision.core.allocation import capped_split, quota_topup
 from synthvision.core.errors import DataError
 from synthvision.core.planning import shard_name
+from synthvision.methods.classifier_tuning import zero_shot_head
+from synthvision.methods.fewshot import Part, class_weakness, part_losses, train_few_shot
+from synthvision.models.devices import resolve_device
+from synthvision.stages import score
+from synthvision.stages.fewshot import encoded_shots
 from synthvision.storage.top_ups import TopUpRound, record_round
 
 if TYPE_CHECKING:
@@ -37,6 +45,7 @@ class Standing:
     passed: tuple[int, ...]  # of those scored, passing CF
     confidence: tuple[float, ...]  # of those scored, the sum of CF's confidence in their class
     rounds: int  # top-up rounds recorded (after the first)
+    signalled: tuple[float, ...] = ()  # adaptive: the weakness the last round was split by (() before one)
 
     @property
     def weakness(self) -> tuple[float, ...]:
@@ -48,9 +57,11 @@ class Standing:
         """Images each class still lacks to reach its quota (0 where it has it)."""
         return tuple(max(self.quota - passed, 0) for passed in self.passed)
 
-    def rows(self, classes: tuple[str, ...], policy: str) -> list[dict[str, str | int]]:
+    def rows(self, classes: tuple[str, ...], policy: str, signal: str = "confidence") -> list[dict[str, str | int]]:
         """A row per class, as `status` and the run page show them: the quota's standing (kept of
-        the quota, shortfall), or the weakness the adaptive policy splits by."""
+        the quota, shortfall), or the weakness the adaptive policy splits by (the few-shot signal's
+        as the last round recorded it: measuring it trains a head)."""
+        weakness = self.weakness if signal == "confidence" else self.signalled
         rows: list[dict[str, str | int]] = []
         for c, name in enumerate(classes):
             row: dict[str, str | int] = {"class": name}
@@ -61,7 +72,10 @@ class Standing:
                 "scored": self.scored[c],
                 "pass rate": f"{self.passed[c] / self.scored[c]:.0%}" if self.scored[c] else "-",
             }
-            row |= {"short": self.short[c]} if policy == "quota" else {"weakness": f"{self.weakness[c]:.3f}"}
+            if policy == "quota":
+                row["short"] = self.short[c]
+            else:
+                row[f"weakness ({signal})"] = f"{weakness[c]:.3f}" if weakness else "-"
             rows.append(row)
         return rows
 
@@ -97,7 +111,35 @@ def standing(run: Run, partial: bool = False) -> Standing:
         tuple(counts["passed"]),
         tuple(counts["confidence"]),
         len(run.top_ups),
+        run.top_ups[-1].weakness if run.top_ups else (),
     )
+
+
+def fewshot_weakness(run: Run) -> tuple[float, ...]:
+    """The few-shot signal: a head from CLIP's zero-shot one (CT w. init) trained, as the fewshot
+    stage's `syn_only`, on the synthetic images CF keeps so far, then per class 1 - its mean
+    probability of the class on the class's real shots (`top_up.shots` of them: the fewshot stage's
+    draw for that M). The shots only measure, never train: a class the synthetic data so far teaches
+    badly, as real images show, gets more of the next round."""
+    fewshot = run.config.fewshot
+    shots = run.config.shards.top_up.shots if run.config.shards.top_up else None
+    if fewshot is None or shots is None:
+        raise DataError("top_up.signal fewshot: needs top_up.shots and a fewshot section (fewshot.train_set)")
+    real = encoded_shots(run, shots)
+    synthetic = score.read_synthetic(run)
+    _, zero_shot = run.clip_and_head()
+    device = resolve_device(fewshot.device)
+    _, synthetic_loss = part_losses(fewshot)
+    trained = train_few_shot(
+        "syn_only",
+        zero_shot_head(zero_shot.class_embeddings, zero_shot.logit_scale),
+        Part.cached(real.features, real.labels, device=device),
+        Part.cached(synthetic.features, synthetic.labels, synthetic.teacher, synthetic_loss, device),
+        fewshot,
+        run.config.seed,
+    )
+    weakness = class_weakness(trained.head, real.features, real.labels, run.label_space.num_classes)
+    return tuple(float(value) for value in weakness)
 
 
 def next_round(run: Run) -> TopUpRound | None:
@@ -116,13 +158,21 @@ def next_round(run: Run) -> TopUpRound | None:
     else:
         assert top_up.budget_per_class is not None  # the config requires it for adaptive
         left = top_up.budget_per_class * run.label_space.num_classes - sum(now.generated)
-        weakness = tuple(round(value, 6) for value in now.weakness)  # as recorded
+        signal = now.weakness if top_up.signal == "confidence" else fewshot_weakness(run)
+        weakness = tuple(round(value, 6) for value in signal)  # as recorded
         room = [top_up.max_per_class - generated for generated in now.generated]
         images = capped_split(-(-left // (top_up.max_rounds - now.rounds)), weakness, room)
     if not any(images):
         return None
     decided = TopUpRound(
-        now.rounds + 1, run.hashes["generate"], tuple(images), now.passed, now.generated, top_up.policy, weakness
+        now.rounds + 1,
+        run.hashes["generate"],
+        tuple(images),
+        now.passed,
+        now.generated,
+        top_up.policy,
+        weakness,
+        top_up.signal if top_up.policy == "adaptive" else "",
     )
     record_round(run.storage, decided)
     failpoints.reach("top_up.recorded")

@@ -70,6 +70,7 @@ class SyntheticData:
     scored: int  # synthetic images scored
     passed: int  # of those, passing the CLIP filter
     near_duplicates: int = 0  # kept by CF, dropped as near-duplicates (filter.near_duplicates)
+    below_threshold: int = 0  # trained on though CF failed them (CF off, or a class short of filter.per_class)
 
 
 def scores_path(shard: str) -> str:
@@ -325,4 +326,5 @@ def read_synthetic(run: Run) -> SyntheticData:
         scored=int(table.num_rows),
         passed=int(passed.sum()),
         near_duplicates=near_duplicates,
+        below_threshold=int((use & ~passed).sum()),
     )

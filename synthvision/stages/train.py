@@ -11,7 +11,7 @@ from safetensors.torch import save as save_safetensors
 from synthvision.core import failpoints
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import encode_test_set
-from synthvision.methods.classifier_tuning import predict, top1, tune_classifier, zero_shot_head
+from synthvision.methods.classifier_tuning import per_class_top1, predict, top1, tune_classifier, zero_shot_head
 from synthvision.reports.page import Page, report_items
 from synthvision.reports.train import Evaluation, Strategies, TrainData, TrainReport, render_train_report
 from synthvision.stages import score
@@ -68,7 +68,11 @@ def train(run: Run) -> TrainReport:
     if test is not None:
         features, labels = test
         zero_shot_top1 = top1(zero_shot.logits(features).argmax(axis=1), labels)
-        tuned_top1 = top1(predict(result.head, features), labels)
+        predictions = predict(result.head, features)
+        tuned_top1 = top1(predictions, labels)
+        per_class = dict(
+            zip(run.label_space.classes, per_class_top1(predictions, labels, run.label_space.num_classes), strict=True)
+        )
         best = max(range(len(result.epoch_top1)), key=result.epoch_top1.__getitem__)
         evaluation = Evaluation(
             run.shown(url),
@@ -78,6 +82,8 @@ def train(run: Run) -> TrainReport:
             tuned_top1 - zero_shot_top1,
             test_selected_top1=result.epoch_top1[best],
             test_selected_epoch=best + 1,
+            per_class_top1=per_class,
+            worst_class_top1=min((v for v in per_class.values() if v is not None), default=None),
         )
     # 5. the report: markdown first, JSON last (it commits the stage)
     report = TrainReport(
@@ -88,7 +94,12 @@ def train(run: Run) -> TrainReport:
         label_space={"name": run.label_space.name, "classes": run.label_space.num_classes},
         strategies=Strategies(config.prompts.strategy, config.filter.clip_filter, config.training.loss),
         data=TrainData(
-            synthetic.scored, synthetic.passed, len(synthetic.labels), score.threshold(run), synthetic.near_duplicates
+            synthetic.scored,
+            synthetic.passed,
+            len(synthetic.labels),
+            score.threshold(run),
+            synthetic.near_duplicates,
+            synthetic.below_threshold,
         ),
         training={**config.training.model_dump(), "steps": result.steps, "epoch_losses": result.epoch_losses},
         evaluation=evaluation,

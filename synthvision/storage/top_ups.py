@@ -29,6 +29,7 @@ class TopUpRound:
     generated: tuple[int, ...]  # images generated per class before this round
     policy: str = "quota"  # `shards.top_up.policy`
     weakness: tuple[float, ...] = ()  # adaptive: the weights its images were split by
+    signal: str = ""  # adaptive: what the weakness measured (`shards.top_up.signal`)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_json(self) -> str:

@@ -56,6 +56,31 @@ def test_paper_defaults():
         ),
         ("shards:\n  shard_size: -3\n", "shards.shard_size: Input should be greater than 0"),
         ("clip:\n  templates: []\n", "clip.templates: clip.templates must not be empty"),
+        (
+            "shards:\n  images_per_class: 10\n  top_up: {max_per_class: 5}\n",
+            "top_up.max_per_class (5) is below images_per_class (10), the first round",
+        ),
+        (
+            "shards:\n  top_up: {max_per_class: 5000}\nfilter: {per_class: null}\n",
+            "it needs filter.clip_filter on and filter.per_class set",
+        ),
+        (
+            "shards:\n  top_up: {max_per_class: 5000, budget_per_class: 3000}\n",
+            "top_up.budget_per_class is set for, and only for, policy: adaptive",
+        ),
+        (
+            "shards:\n  top_up: {policy: adaptive, max_per_class: 5000, budget_per_class: 3000, shots: 4}\n",
+            "top_up.shots is set for, and only for, signal: fewshot",
+        ),
+        (
+            "shards:\n  top_up: {max_per_class: 5000, signal: fewshot, shots: 4}\nfilter: {per_class: 10}\n",
+            "top_up.signal fewshot is a signal of policy: adaptive",
+        ),
+        (
+            "shards:\n  top_up: {policy: adaptive, max_per_class: 5000, budget_per_class: 3000, signal: fewshot, "
+            "shots: 4}\n",
+            "shards.top_up.signal fewshot measures each class's error on real shots: it needs a fewshot section",
+        ),
         ("- a\n- b\n", "must hold a mapping of fields, not list"),
         ("generator: [\n", "is not valid YAML"),
     ],

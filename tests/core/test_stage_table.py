@@ -240,6 +240,25 @@ def test_image_encoding_enters_the_generate_hash_only_where_it_changes_the_bytes
     assert generate_hash(image_format="webp-lossless", image_quality=10) == generate_hash(image_format="webp-lossless")
 
 
+def test_top_up_rounds_enter_the_generate_hash_with_the_signal_they_follow():
+    def generate_hash(fewshot=None, **top_up) -> str:
+        shards = {"top_up": {"max_per_class": 4000, **top_up}} if top_up else {}
+        return stage_hash(RunConfig.model_validate({"shards": shards, "fewshot": fewshot}), "generate")
+
+    adaptive = {"policy": "adaptive", "budget_per_class": 3000}
+    fewshot = {"train_set": "pool.tar", "shots": [1, 2]}
+    signal = {**adaptive, "signal": "fewshot", "shots": 2}
+    # quota and the zero-shot signal: as they hashed before the few-shot signal was a field
+    assert generate_hash(**adaptive) == generate_hash(**adaptive, signal="confidence") != generate_hash()
+    assert generate_hash(**adaptive) != generate_hash(max_per_class=4000)
+    # the few-shot signal follows the shots and the head's training, not the fewshot stage's own arms
+    assert generate_hash(fewshot, **signal) != generate_hash(fewshot, **adaptive)
+    assert generate_hash(fewshot, **signal) != generate_hash(fewshot, **{**signal, "shots": 1})
+    assert generate_hash(fewshot, **signal) != generate_hash({**fewshot, "epochs": 5}, **signal)
+    assert generate_hash(fewshot, **signal) == generate_hash({**fewshot, "strategies": ["mix"], "shots": [4]}, **signal)
+    assert generate_hash(fewshot, **adaptive) == generate_hash({**fewshot, "epochs": 5}, **adaptive)
+
+
 def test_a_label_file_is_identified_by_its_class_names_not_its_path(tmp_path):
     """Edited in place (yellow -> purple): a new label space, so a rerun refuses to reuse the output's
     prompts and shards. The same names under another path, with a comment: the same label space."""

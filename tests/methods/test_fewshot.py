@@ -159,3 +159,20 @@ def test_mix_as_the_paper_code_runs_it_steps_in_batches_of_128_on_its_odd_cosine
     synthvision = train_few_shot("mix", _head(), real, synthetic, CONFIG.model_copy(update={"mix_lr": 1e-3}), seed=0)
     assert set(synthvision.steps) == {(4, 8), (4, 4)} and len(synthvision.steps) == 2 * 38  # 32 / 512 scaled down
     assert synthvision.lrs[0] == pytest.approx(1e-3) and synthvision.lrs[-1] < 1e-5  # one cosine over all steps
+
+
+def test_class_weakness_is_one_minus_the_mean_probability_of_the_class_on_its_images():
+    from synthvision.methods.classifier_tuning import per_class_top1
+    from synthvision.methods.fewshot import class_weakness
+
+    head = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
+        head.bias.zero_()
+    # (3, 0) is normalised to (1, 0): logits (2, 0, 0), so p = e^2 / (e^2 + 2) for the class it points at
+    features = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 0.0]], np.float32)
+    labels = np.array([0, 0, 1])
+    high, low = np.exp(2) / (np.exp(2) + 2), 1 / (np.exp(2) + 2)
+    weakness = class_weakness(head, features, labels, 3)
+    assert np.allclose(weakness, [1 - (high + low) / 2, 1 - low, 1.0], atol=1e-6)  # no image of class 2: 1
+    assert per_class_top1(np.array([0, 1, 1, 2]), np.array([0, 0, 1, 1]), 3) == [50.0, 50.0, None]

@@ -109,9 +109,53 @@ def test_adaptive_rounds_spend_the_budget_by_weakness(tmp_path, colours_file, mo
     now = quotas.standing(run)
     assert now.generated == (6, 10, 14) and sum(now.generated) == 3 * 10
     assert [
-        (row["class"], row["generated"], row["weakness"]) for row in now.rows(run.label_space.classes, "adaptive")
+        (row["class"], row["generated"], row["weakness (confidence)"])
+        for row in now.rows(run.label_space.classes, "adaptive")
     ] == [
         ("red", 6, "0.100"),
         ("green", 10, "0.500"),
         ("blue", 14, "0.800"),
     ]
+
+
+def test_the_few_shot_signal_gives_most_to_the_class_its_real_shots_show_the_data_teaches_worst(
+    tmp_path, colours_file, monkeypatch
+):
+    """The synthetic data stood in by the real pool's own images with every blue one labelled red: a
+    head trained on it calls blue shots red, so blue is the weakest class and gets most of each round."""
+    from synthvision.datasets.colour_demo import write_colour_test_set
+    from synthvision.stages.fewshot import encoded_shots
+    from synthvision.storage.store import Storage
+
+    label_space = Run(tiny_config(tmp_path / "pool-run", colours_file)).label_space
+    pool = write_colour_test_set(Storage(str(tmp_path / "pool")), "train", label_space, 3, 32, seed=99)
+
+    def blue_labelled_red(run):
+        images = encoded_shots(run, 3)  # the whole pool: 3 per class
+        labels = np.where(images.labels == 2, 0, images.labels)
+        teacher = np.zeros((len(labels), 3), np.float32)
+        return score.SyntheticData(images.features, labels, teacher, [], len(labels), len(labels))
+
+    monkeypatch.setattr(score, "read_synthetic", blue_labelled_red)
+    top_up = {"policy": "adaptive", "budget_per_class": 10, "max_per_class": 16, "max_rounds": 2}
+    fewshot = {"train_set": pool, "shots": [2], "synthetic_loss": "ce", "synthetic_batch_size": 4, "phase_lr": 0.05}
+    run = Run(
+        tiny_config(
+            tmp_path / "run",
+            colours_file,
+            shards={"top_up": {**top_up, "signal": "fewshot", "shots": 2}},
+            fewshot=fewshot,
+        )
+    )
+    rounds = run_in_rounds(run)
+    assert [(r.signal, r.weakness) for r in rounds] == [
+        ("fewshot", rounds[0].weakness)
+    ] * 2  # the same data: the same signal
+    red, green, blue = rounds[0].weakness
+    assert blue > max(red, green) + 0.2, rounds[0].weakness  # 0.11, 0.54, 0.99 here
+    assert [r.images[2] for r in rounds] == [max(r.images) for r in rounds] and sum(rounds[0].images) == 9
+    assert quotas.fewshot_weakness(run) == quotas.fewshot_weakness(run)  # measured again: the same numbers
+    # status shows the weakness the last round was split by
+    assert [
+        row["weakness (fewshot)"] for row in quotas.standing(run).rows(label_space.classes, "adaptive", "fewshot")
+    ] == [f"{value:.3f}" for value in rounds[-1].weakness]
