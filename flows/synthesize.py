@@ -72,7 +72,7 @@ def make_data(config: RunConfig) -> dict[str, PromptsOutcome | StageSummary]:
     while (top_up := next_round(run)) is not None:
         _show_quota(run)
         get_run_logger().info(
-            "top-up round %d: %d more images for %d classes",
+            "top-up round %d: %d more images for %d class(es)",
             top_up.number,
             sum(top_up.images),
             sum(1 for n in top_up.images if n),

@@ -180,6 +180,15 @@ def _cost_lines(report: ExperimentReport) -> list[str]:
     return lines
 
 
+def _widen_if_flat(axes) -> None:
+    """A panel whose values are all one number (a class every arm scores 0 on) spans +-1 around it,
+    not the float noise of its zero-width intervals (an axis of 1e-17)."""
+    low, high = axes.get_ylim()
+    if high - low < 1e-6:
+        middle = (low + high) / 2
+        axes.set_ylim(middle - 1, middle + 1)
+
+
 def render_plot(report: ExperimentReport) -> bytes:
     """PNG bytes: one panel per metric, each arm's mean with its 95% interval as an error bar and a dot
     per seed beside it, the axis fitted to the values (not from zero: the differences an experiment
@@ -205,6 +214,7 @@ def render_plot(report: ExperimentReport) -> bytes:
         axes.set_xticks(range(len(rows)), [row.arm for row in rows], rotation=30, ha="right", fontsize=8)
         axes.set_xlim(-0.5, max(len(rows), 1) - 0.5)
         axes.set_title(f"{metric} − {report.baseline} (paired)", fontsize=9)
+        _widen_if_flat(axes)
     panels[1][0].set_ylabel("difference, 95% interval")
     for axes, metric in zip(panels[0], metrics, strict=True):
         rows = [row for row in report.results if row.metric == metric]
@@ -220,6 +230,7 @@ def render_plot(report: ExperimentReport) -> bytes:
         axes.set_xticks(range(len(rows)), [row.arm for row in rows], rotation=30, ha="right", fontsize=8)
         axes.set_xlim(-0.5, len(rows) - 0.5)
         axes.set_title(metric, fontsize=9)
+        _widen_if_flat(axes)
     panels[0][0].set_ylabel("mean over seeds, 95% interval")
     figure.tight_layout()
     buffer = io.BytesIO()
