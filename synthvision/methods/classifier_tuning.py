@@ -8,7 +8,7 @@ AdamW with a cosine schedule over all steps; the paper's defaults (A.7.1) are th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,3 +98,8 @@ def per_class_top1(predictions: np.ndarray, labels: np.ndarray, num_classes: int
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     members = [labels == c for c in range(num_classes)]
     return [top1(predictions[mine], labels[mine]) if mine.any() else None for mine in members]
+
+
+def worst_class(per_class: Iterable[float | None]) -> float | None:
+    """The lowest of `per_class_top1`'s values (None where no class had an image)."""
+    return min((value for value in per_class if value is not None), default=None)

@@ -12,7 +12,7 @@ import numpy as np
 from synthvision.core.errors import ConfigError, DataError
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import EncodedSet, encode_labelled, read_labelled
-from synthvision.methods.classifier_tuning import per_class_top1, predict, top1, zero_shot_head
+from synthvision.methods.classifier_tuning import per_class_top1, predict, top1, worst_class, zero_shot_head
 from synthvision.methods.fewshot import Encoder, Part, part_losses, real_filter, sample_shots, train_few_shot
 from synthvision.models.devices import resolve_device
 from synthvision.reports.fewshot import FewShotReport, FewShotRow, render_few_shot_report, render_plot
@@ -93,7 +93,7 @@ def few_shot(run: Run) -> FewShotReport:
                     steps=len(result.steps),
                     synthetic_used=0 if strategy == "real_only" else int(keep.sum()),
                     real_filter_dropped=int((~keep).sum()),
-                    worst_class_top1=min((v for v in per_class if v is not None), default=None),
+                    worst_class_top1=worst_class(per_class),
                 )
             )
     # 5. the report: plot and markdown first, JSON last (it commits the stage)
@@ -158,8 +158,7 @@ def encoded_shots(run: Run, shots: int) -> EncodedSet:
     """The `shots` real images per class this stage draws for that M (the same pool and seed),
     encoded by CLIP: what the few-shot signal of top-up rounds measures each class on."""
     fewshot, config = run.config.fewshot, run.config
-    if fewshot is None:
-        raise ConfigError("the few-shot signal needs a fewshot section (fewshot.train_set)")
+    assert fewshot is not None  # the config requires a fewshot section for the few-shot signal
     _, labels, _ = read_labelled(
         fewshot.train_set, fewshot.format, run.label_space, config.storage_options, "fewshot.train_set"
     )

@@ -121,11 +121,9 @@ def fewshot_weakness(run: Run) -> tuple[float, ...]:
     probability of the class on the class's real shots (`top_up.shots` of them: the fewshot stage's
     draw for that M). The shots only measure, never train: a class the synthetic data so far teaches
     badly, as real images show, gets more of the next round."""
-    fewshot = run.config.fewshot
-    shots = run.config.shards.top_up.shots if run.config.shards.top_up else None
-    if fewshot is None or shots is None:
-        raise DataError("top_up.signal fewshot: needs top_up.shots and a fewshot section (fewshot.train_set)")
-    real = encoded_shots(run, shots)
+    fewshot, top_up = run.config.fewshot, run.config.shards.top_up
+    assert fewshot is not None and top_up is not None and top_up.shots is not None  # the config requires them
+    real = encoded_shots(run, top_up.shots)
     synthetic = score.read_synthetic(run)
     _, zero_shot = run.clip_and_head()
     device = resolve_device(fewshot.device)

@@ -11,7 +11,14 @@ from safetensors.torch import save as save_safetensors
 from synthvision.core import failpoints
 from synthvision.core.stage_table import stage
 from synthvision.datasets.labelled import encode_test_set
-from synthvision.methods.classifier_tuning import per_class_top1, predict, top1, tune_classifier, zero_shot_head
+from synthvision.methods.classifier_tuning import (
+    per_class_top1,
+    predict,
+    top1,
+    tune_classifier,
+    worst_class,
+    zero_shot_head,
+)
 from synthvision.reports.page import Page, report_items
 from synthvision.reports.train import Evaluation, Strategies, TrainData, TrainReport, render_train_report
 from synthvision.stages import score
@@ -83,7 +90,7 @@ def train(run: Run) -> TrainReport:
             test_selected_top1=result.epoch_top1[best],
             test_selected_epoch=best + 1,
             per_class_top1=per_class,
-            worst_class_top1=min((v for v in per_class.values() if v is not None), default=None),
+            worst_class_top1=worst_class(per_class.values()),
         )
     # 5. the report: markdown first, JSON last (it commits the stage)
     report = TrainReport(
