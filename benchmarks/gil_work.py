@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 
-def prepare_and_work(work: str, images: int) -> None:
+def prepare_and_work(work: str, images: int, workers: int | None) -> None:
     """The measured process: prepare, say so, wait for the profiler, do the work."""
     sys.path.insert(0, str(HERE))
     from functools import partial
@@ -46,7 +46,7 @@ def prepare_and_work(work: str, images: int) -> None:
     from synthvision.stages.units import ensure
 
     case = next(c for c in gpu_utilisation.CASES if c.stage == ("score" if work == "score" else "pretrain"))
-    run = gpu_utilisation.run_for(case, images, 0.0, None)
+    run = gpu_utilisation.run_for(case, images, 0.0, workers)
     manifests = [ensure(run, "generate", 0)[0]]
     print("ready", flush=True)
     sys.stdin.readline()  # the profiler is attached
@@ -60,10 +60,10 @@ def prepare_and_work(work: str, images: int) -> None:
     sys.stdin.readline()  # the profiler has stopped: the interpreter's exit is not the work's
 
 
-def measure(work: str, images: int, rate: int) -> tuple[float, Counter[str], Counter[str]]:
+def measure(work: str, images: int, rate: int, workers: int | None = None) -> tuple[float, Counter[str], Counter[str]]:
     """(GIL-held ms per image, samples by the function on top of the holder's stack, by thread)."""
     child = subprocess.Popen(
-        [sys.executable, __file__, "--measure", work, str(images)],
+        [sys.executable, __file__, "--measure", work, str(images), str(workers)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -110,10 +110,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
-    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        prepare_and_work(args.measure[0], int(args.measure[1]))
+        work, images, workers = args.measure
+        prepare_and_work(work, int(images), None if workers == "None" else int(workers))
         return
     print(f"{os.cpu_count()} cores; {args.images} images of 256 px; py-spy --gil at {args.rate} samples/s\n")
     print("| work | GIL held, ms per image | by thread (share of samples) | top functions while holding it |")

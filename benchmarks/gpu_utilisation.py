@@ -215,6 +215,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30, help="batches per shard (or epoch); some cases a share")
     parser.add_argument("--shards", type=int, default=8, help="64-image shards in the second table")
     parser.add_argument("--short-shards-only", action="store_true", help="only the second table")
+    parser.add_argument("--only", nargs="+", choices=("generate", "score", "pretrain"), help="the first table's stages")
     args = parser.parse_args()
     if args.short_shards_only:
         short_shards(args)
@@ -223,7 +224,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; default workers {cores}; median of {args.repeats} runs\n")
     print("| case | ideal img/s | CPU limit img/s | serial img/s | pipelined img/s | busy | of target |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for case in CASES:
+    for case in (c for c in CASES if args.only is None or c.stage in args.only):
         batches = max(round(args.batches * case.share), 4)
         images = batches * case.batch
         threads = torch.get_num_threads()
@@ -237,6 +238,8 @@ def main() -> None:
             f"| {case.name} | {ideal:.0f} | {cpu_limit:.0f} | {serial:.1f} | {pipelined:.1f} | {busy:.2f} "
             f"| {pipelined / min(ideal, cpu_limit):.2f} |"
         )
+    if args.only:
+        return
     short_shards(args)
     print("\n| size | format | encode ms per image (one core) | KiB per image |")
     print("|---|---|---:|---:|")

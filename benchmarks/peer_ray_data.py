@@ -103,7 +103,7 @@ class SimulatedClip:
 
 def moco_views(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Two MoCo v2 views of each decoded image, as the library's loader makes them (one seed per
-    image and view), as float32 arrays: what the training step takes."""
+    image and view), as uint8 arrays: what its workers hand the training step."""
     from PIL import Image
 
     from synthvision.core.hashing import derive_seed

@@ -8,7 +8,7 @@ output per shard, and training and evaluation reuse those embeddings, so no imag
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from synthvision.core.errors import ConfigError, ModelLoadError
 from synthvision.core.memo import once_per_config
 from synthvision.core.paths import LOCAL_DIR
 from synthvision.models.devices import resolve_device, resolve_dtype
+from synthvision.models.pixels import Pixels
 
 TINY_CLIP = "synthvision-tiny-clip"  # a small ViT
 TINY_CLIPS = {"tiny": TINY_CLIP, "tiny-rn": "synthvision-tiny-clip-rn"}  # tiny-rn: a small ResNet with BatchNorm
@@ -75,6 +76,10 @@ class ClipModel:
     device: torch.device
     name: str
     autocast_dtype: torch.dtype | None = None  # None: float32
+    pixels: Pixels = field(init=False)  # `preprocess` split: uint8 per image on the CPU, floats per batch
+
+    def __post_init__(self) -> None:
+        self.pixels = Pixels.split(self.preprocess)
 
     @classmethod
     def load(cls, config: ClipConfig) -> ClipModel:
@@ -126,16 +131,17 @@ class ClipModel:
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         """Raw (unnormalised) image embeddings, float32, N x D."""
-        return self.encode_pixels(torch.stack([self.preprocess(image) for image in images]))
+        return self.encode_pixels(Pixels.stack([self.pixels.image(image) for image in images]))
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Embeddings of images `preprocess` made (N x 3 x H x W, on the CPU: so workers can prepare
-        them while the model runs); pinned for an asynchronous copy to a GPU."""
+        """Embeddings of a batch of `pixels.image`'s uint8 pixels (N x H x W x 3, on the CPU: so workers
+        can prepare them while the model runs), copied as uint8 (pinned, asynchronously, to a GPU) and
+        made the model's floats there."""
         if self.device.type == "cuda":
             pixels = (pixels if pixels.is_pinned() else pixels.pin_memory()).to(self.device, non_blocking=True)
         with self._autocast():
-            features = self.model.encode_image(pixels.to(self.device))
+            features = self.model.encode_image(self.pixels.floats(pixels.to(self.device)))
         return features.float().cpu().numpy()
 
 

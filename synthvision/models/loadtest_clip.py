@@ -17,6 +17,8 @@ import open_clip
 import torch
 from PIL import Image
 
+from synthvision.models.pixels import Pixels
+
 WIDTH = 16  # embedding width
 
 
@@ -28,6 +30,7 @@ class LoadTestClip:
     def __init__(self, seconds_per_batch: float, image_size: int = 224):
         self.seconds_per_batch = seconds_per_batch
         self.preprocess = open_clip.image_transform(image_size, is_train=False)
+        self.pixels = Pixels.split(self.preprocess)
         self._projection = torch.from_numpy(np.random.default_rng(0).standard_normal((3, WIDTH), dtype=np.float32))
 
     def text_classifier(self, class_names: tuple[str, ...], templates: list[str]) -> np.ndarray:
@@ -37,8 +40,12 @@ class LoadTestClip:
         return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
 
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        time.sleep(self.seconds_per_batch)  # the model's time
-        return (pixels.mean(dim=(2, 3)) @ self._projection).numpy()
+        """Features of a batch of uint8 pixels (`ClipModel.encode_pixels`), after the model's time: the
+        projected mean of the model's input, computed as the mean pixel's input (the scaling and the
+        normalisation are affine per channel), since a GPU would make the floats, not this CPU."""
+        time.sleep(self.seconds_per_batch)
+        mean_pixel = pixels.mean(dim=(1, 2), dtype=torch.float32)[:, None, None, :]  # N x 1 x 1 x 3
+        return (self.pixels.floats(mean_pixel).flatten(1) @ self._projection).numpy()
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        return self.encode_pixels(torch.stack([self.preprocess(image) for image in images]))
+        return self.encode_pixels(Pixels.stack([self.pixels.image(image) for image in images]))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
@@ -48,6 +47,7 @@ from synthvision.storage.tars import decode_image, read_samples, sample_image_by
 
 if TYPE_CHECKING:
     from synthvision.models.clip import ClipModel
+    from synthvision.models.pixels import Pixels
     from synthvision.run import Run
 
 SCORES_DIR = stage("score").folder
@@ -184,7 +184,7 @@ def _embed(
     url = run.storage.url_of(source.data_file)
     keys, labels, embeddings = [], [], []
     workers = cpu_workers(run.config.clip.workers)
-    prepare = partial(_prepare_batch, clip.preprocess, clip.device.type == "cuda")
+    prepare = partial(_prepare_batch, clip.pixels, clip.device.type == "cuda")
     with run.storage.open(source.data_file) as raw:
         stream = HashingReader(raw)
         samples = batched(read_samples(stream, url), run.config.clip.batch_size)
@@ -238,29 +238,27 @@ def _one_torch_thread() -> None:
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """A batch of a tar's samples, decoded and preprocessed for CLIP."""
+    """A batch of a tar's samples, decoded and preprocessed up to CLIP's uint8 pixels."""
 
     keys: list[str]
     labels: list[int]
-    pixels: Any  # N x 3 x H x W tensor (None when no sample decoded)
+    pixels: Any  # N x H x W x 3 uint8 tensor (None when no sample decoded)
     undecodable: int
 
 
-def _prepare_batch(preprocess: Callable[[Any], Any], pin: bool, samples: list[dict]) -> PreparedBatch:
+def _prepare_batch(pixels: Pixels, pin: bool, samples: list[dict]) -> PreparedBatch:
     """Decode and preprocess a batch of samples (in a worker thread); an undecodable one is counted."""
-    import torch
-
-    keys, labels, pixels = [], [], []
+    keys, labels, images = [], [], []
     for sample in samples:
         try:
-            image = preprocess(decode_image(sample_image_bytes(sample)))
+            image = pixels.image(decode_image(sample_image_bytes(sample)))
             label = int(sample["cls"])
         except Exception:  # any undecodable sample is counted with its reason, never fatal
             continue
         keys.append(sample["__key__"])
         labels.append(label)
-        pixels.append(image)
-    stacked = torch.stack(pixels) if pixels else None
+        images.append(image)
+    stacked = pixels.stack(images) if images else None
     if stacked is not None and pin:
         stacked = stacked.pin_memory()  # for an asynchronous copy to the GPU
     return PreparedBatch(keys, labels, stacked, len(samples) - len(keys))

@@ -3,12 +3,22 @@
 A sample is `{key}.png|jpg|webp` (the image), `{key}.json` (prompt, class, seed, generator, config
 hash) and `{key}.cls` (the class id as text), the layout every WebDataset loader understands. Tar
 entries carry a fixed mtime, so the same samples give a byte-identical tar and the same sha256.
+
+Reading parses each 512-byte header once and cuts members out of 4 MiB reads (`tar_members`):
+`tarfile`'s stream mode, which webdataset's reader uses, reads 10 KiB at a time and builds objects
+per header, all while holding the GIL that a GPU node's decoding threads share (README: Benchmarks,
+`gil_work.py`). Samples are still grouped by webdataset's own `group_by_keys`.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
+import lzma
+import re
+import tarfile
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -18,7 +28,7 @@ from typing import IO, Any
 
 import webdataset as wds
 from PIL import Image
-from webdataset.tariterators import group_by_keys, tar_file_iterator
+from webdataset.tariterators import group_by_keys
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 
@@ -119,9 +129,121 @@ class ShardWriter:
 
 
 def read_samples(stream: IO[bytes], url: str) -> Iterator[dict[str, Any]]:
-    """Raw samples of a tar stream: dicts of `__key__`, `__url__` and one bytes value per extension."""
-    files = ({**entry, "__url__": url} for entry in tar_file_iterator(stream))
+    """Raw samples of a tar stream: dicts of `__key__`, `__url__` and one bytes value per extension
+    (names webdataset keeps for its metadata, `__...__`, are skipped as its reader skips them)."""
+    files = (
+        {"fname": name, "data": data, "__url__": url}
+        for name, data in tar_members(stream)
+        if not WEBDATASET_META.match(name)
+    )
     return group_by_keys(files)
+
+
+WEBDATASET_META = re.compile(r"__[^/]*__($|/)")
+BLOCK = 512
+CHUNK = 1 << 22
+COMPRESSED = {b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw), b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
+
+
+def tar_members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each regular file of a tar stream (gzip, bzip2 or xz compressed, or not), in
+    order. Long names (pax `path`, GNU `L`) and pax sizes apply as `tarfile` applies them; a header
+    whose checksum fails or a member cut short raises `tarfile.ReadError`, naming where."""
+    reader = _Chunks(stream)
+    opener = next((open_ for magic, open_ in COMPRESSED.items() if reader.peek(len(magic)) == magic), None)
+    if opener is not None:
+        reader = _Chunks(opener(reader))
+    extended: dict[str, str] = {}  # pax or GNU fields for the next member
+    while True:
+        at, block = reader.offset, reader.take(BLOCK)
+        if (at > 0 and not block) or block == bytes(BLOCK):  # the end (two zero blocks, or none)
+            return
+        if len(block) < BLOCK:
+            raise tarfile.ReadError(f"tar header at byte {at} is cut short: {len(block)} of {BLOCK} bytes")
+        name, size, kind = _header(block, at)
+        if kind not in (b"x", b"g", b"L", b"K"):
+            size = int(extended.get("size", size))
+        data = reader.take(size)
+        if len(data) < size:
+            raise tarfile.ReadError(f"tar member at byte {at} is cut short: {len(data)} of {size} bytes")
+        reader.take(-size % BLOCK)
+        if kind == b"x":
+            extended.update(_pax_fields(data))
+        elif kind == b"L":
+            extended["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        elif kind in (b"g", b"K"):
+            continue  # global pax fields, a GNU link name: nothing webdataset reads
+        else:
+            if kind in (b"0", b"\0", b"7"):  # regular files, as tarfile's isreg()
+                yield extended.get("path", name), data
+            extended = {}
+
+
+def _header(block: bytes, at: int) -> tuple[str, int, bytes]:
+    """A ustar header's name (with its prefix), size and type flag."""
+    recorded = _number(block[148:156], at)
+    if recorded != sum(block) - sum(block[148:156]) + 8 * 32:  # the checksum counts its field as spaces
+        raise tarfile.ReadError(f"tar header at byte {at} has a bad checksum: not a tar, or a damaged one")
+    name = block[:100].split(b"\0", 1)[0]
+    if block[257:262] == b"ustar":
+        prefix = block[345:500].split(b"\0", 1)[0]
+        name = prefix + b"/" + name if prefix else name
+    return name.decode("utf-8", "surrogateescape"), _number(block[124:136], at), block[156:157]
+
+
+def _number(field: bytes, at: int) -> int:
+    """A header's number: octal text, or GNU base-256 for large values."""
+    if field[0] == 0x80:
+        return int.from_bytes(field[1:], "big")
+    try:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        raise tarfile.ReadError(f"tar header at byte {at} is not a tar header (field {field!r})") from None
+
+
+def _pax_fields(data: bytes) -> dict[str, str]:
+    """A pax header's records, `LENGTH KEY=VALUE\\n` each."""
+    fields, at = {}, 0
+    while at < len(data) and data[at : at + 1] != b"\0":
+        length = int(data[at : data.index(b" ", at)])
+        key, _, value = data[data.index(b" ", at) + 1 : at + length - 1].partition(b"=")
+        fields[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        at += length
+    return fields
+
+
+class _Chunks:
+    """A stream read in large chunks, handed out in the sizes asked for; `offset` counts bytes taken."""
+
+    def __init__(self, stream: IO[bytes]):
+        self._stream, self._buffer, self._at, self.offset = stream, b"", 0, 0
+
+    def peek(self, size: int) -> bytes:
+        self._fill(size)
+        return self._buffer[self._at : self._at + size]
+
+    def take(self, size: int) -> bytes:
+        self._fill(size)
+        data = self._buffer[self._at : self._at + size]
+        self._at += len(data)
+        self.offset += len(data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:  # a file to a decompressor
+        return self.take(size) if size >= 0 else b"".join(iter(lambda: self.take(CHUNK), b""))
+
+    def _fill(self, size: int) -> None:
+        have = len(self._buffer) - self._at
+        if have >= size:
+            return
+        parts = [self._buffer[self._at :]]
+        while have < size:
+            chunk = self._stream.read(max(CHUNK, size - have))
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        self._buffer, self._at = b"".join(parts), 0
 
 
 def sample_image_bytes(sample: dict[str, Any]) -> bytes | None:

@@ -171,3 +171,20 @@ def test_moco_blur_is_pil_s_gaussian_filter_with_a_seeded_radius():
     assert np.array_equal(np.asarray(seeded(GaussianBlur(), image, 7)), np.asarray(blurred))
     assert not np.array_equal(np.asarray(seeded(GaussianBlur(), image, 8)), np.asarray(blurred))
     assert np.asarray(blurred, dtype=float).std() < np.asarray(image, dtype=float).std()  # a blur smooths
+
+
+def test_views_leave_their_worker_as_uint8_and_reach_the_model_as_the_whole_pipelines_floats():
+    """The uint8 hand-off: a view's scaling and normalisation, run once per batch where the model is,
+    give the floats ToDtype and Normalize give per image."""
+    from torchvision.transforms import v2
+
+    from synthvision.methods.pretraining.data import MEAN, STD, eval_transform, to_model
+    from synthvision.models.generators.loadtest import texture
+
+    images = [texture(i, 40 + 8 * i) for i in range(3)]
+    views = torch.stack([eval_transform(32)(image) for image in images])
+    assert views.dtype == torch.uint8 and views.shape == (3, 3, 32, 32)
+    whole = v2.Compose([v2.Resize(32, antialias=True), v2.CenterCrop(32), v2.ToImage()])
+    floats = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+    expected = torch.stack([floats(whole(image)) for image in images])
+    assert torch.equal(to_model(views, torch.device("cpu")), expected)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from synthvision.core.data_config import ClipConfig, SentenceModelConfig
@@ -104,17 +105,35 @@ def test_the_load_test_clip_preprocesses_as_rn50_and_waits_its_batch_time():
     from synthvision.models.clip import load_clip, open_clip_name
 
     clip = load_clip(ClipConfig(model="loadtest", seconds_per_batch=0.05))
-    pixels = clip.preprocess(Image.new("RGB", (320, 256), (255, 0, 0)))
-    assert pixels.shape == (3, 224, 224)
-    assert abs(float(pixels[0].mean()) - (1 - 0.48145466) / 0.26862954) < 1e-4  # OpenAI's normalisation
+    pixels = clip.pixels.image(Image.new("RGB", (320, 256), (255, 0, 0)))
+    assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
+    floats = clip.pixels.floats(clip.pixels.stack([pixels]))
+    assert abs(float(floats[0, 0].mean()) - (1 - 0.48145466) / 0.26862954) < 1e-4  # OpenAI's normalisation
     started = time.perf_counter()
-    features = clip.encode_pixels(pixels[None].repeat(3, 1, 1, 1))
+    features = clip.encode_pixels(clip.pixels.stack([pixels] * 3))
     assert time.perf_counter() - started >= 0.05 and features.shape == (3, 16)
     heads = clip.text_classifier(("red", "blue"), ["{}"])
     assert heads.shape == (2, 16) and np.allclose(np.linalg.norm(heads, axis=1), 1)
     assert load_clip(ClipConfig(model="loadtest:32")).preprocess(Image.new("RGB", (64, 64))).shape == (3, 32, 32)
     with pytest.raises(ConfigError, match="loadtest:SIZE"):
         open_clip_name(ClipConfig(model="loadtest:big"))
+
+
+@pytest.mark.parametrize("model", ["tiny", "tiny-rn"])
+def test_clip_features_are_those_of_open_clips_whole_preprocessing(model):
+    """The uint8 hand-off (the transform split at ToTensor) changes no input float and so no feature."""
+    import open_clip
+
+    clip = ClipModel.load(ClipConfig(model=model))
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(64, 64), (90, 40)]]
+    images.append(Image.new("L", (50, 70), 128))  # converted to RGB, as open_clip does
+    whole = torch.stack([clip.preprocess(image) for image in images])
+    assert any(isinstance(step, open_clip.transform.MaybeToTensor) for step in clip.preprocess.transforms)
+    assert torch.equal(clip.pixels.of(images), whole)
+    with torch.inference_mode():
+        expected = clip.model.encode_image(whole).numpy()
+    assert np.array_equal(clip.encode_images(images), expected)
 
 
 def test_clip_in_bfloat16_on_the_cpu_gives_nearly_the_float32_features():

@@ -1,4 +1,5 @@
 import io
+import tarfile
 
 import numpy as np
 import pytest
@@ -6,7 +7,14 @@ from PIL import Image
 
 from synthvision.models.generators.loadtest import texture
 from synthvision.storage.store import Storage
-from synthvision.storage.tars import ImageEncoding, ShardWriter, decode_image, read_samples, sample_image_bytes
+from synthvision.storage.tars import (
+    ImageEncoding,
+    ShardWriter,
+    decode_image,
+    read_samples,
+    sample_image_bytes,
+    tar_members,
+)
 
 IMAGES = [texture(i, 96) for i in range(20)]
 
@@ -74,3 +82,51 @@ def test_an_encoding_error_fails_the_shard_and_nothing_is_committed(tmp_path, wo
 def test_a_writing_error_in_the_writer_thread_reaches_the_caller():
     with pytest.raises(OSError, match="upload failed"):
         write_tar(ImageEncoding("png"), 2, FailingStream())
+
+
+def tar_of(members: list[tuple[str, bytes]], fmt: int, compression: str = "") -> bytes:
+    """A tar written by Python's `tarfile` in `fmt`, with a directory and a link among its members."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}", format=fmt) as tar:
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("a-link")
+        link.type, link.linkname = tarfile.SYMTYPE, "x" * (150 if fmt != tarfile.USTAR_FORMAT else 50)
+        tar.addfile(link)
+    return buffer.getvalue()
+
+
+MEMBERS = [
+    ("000001.png", bytes(range(256)) * 40),
+    ("000001.cls", b"3"),
+    ("deep/" * 30 + "000002.json", b"{}"),  # over 100 bytes: a pax path, a GNU long name or a ustar prefix
+    ("ünïcode-000003.txt", b""),
+    ("000004.bin", bytes(range(251)) * (5 << 12)),  # larger than one read (4 MiB)
+]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+@pytest.mark.parametrize("compression", ["", "gz", "bz2", "xz"])
+def test_tar_members_are_the_regular_files_tarfile_reads(fmt, compression):
+    members = MEMBERS if fmt != tarfile.USTAR_FORMAT else [(n, d) for n, d in MEMBERS if n.isascii()]
+    data = tar_of(members, fmt, compression)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        expected = [(m.name, tar.extractfile(m).read()) for m in tar if m.isreg()]
+    assert expected == members
+    assert list(tar_members(io.BytesIO(data))) == expected
+
+
+def test_a_damaged_or_cut_tar_fails_naming_the_byte():
+    data = tar_of(MEMBERS[:2], tarfile.PAX_FORMAT)
+    damaged = data[:600] + b"?" + data[601:]  # inside the first member's header
+    with pytest.raises(tarfile.ReadError, match="at byte 512 has a bad checksum"):
+        list(tar_members(io.BytesIO(damaged)))
+    with pytest.raises(tarfile.ReadError, match="at byte 512 is cut short: 1000 of 10240 bytes"):
+        list(tar_members(io.BytesIO(data[: 1024 + 1000])))
+    with pytest.raises(tarfile.ReadError, match="at byte 0 is cut short"):
+        list(tar_members(io.BytesIO(b"")))

@@ -25,11 +25,21 @@ from synthvision.storage.store import Storage
 from synthvision.storage.tars import decode_image, read_samples, sample_image_bytes
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-Transform = Callable[[Image.Image], torch.Tensor]
+Transform = Callable[[Image.Image], torch.Tensor]  # an image to its uint8 view (3 x H x W)
 
 
 def _to_tensor() -> list:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+    """A view leaves its worker as uint8 (`to_model` makes it floats where the model runs)."""
+    return [v2.ToImage()]
+
+
+def to_model(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch of views (N x 3 x H x W uint8) as the model's input on `device`: scaled to [0, 1] and
+    normalised there. A quarter of float32's bytes goes through the DataLoader's shared memory and the
+    copy to a GPU, and the float work runs once per batch on the model's device, not per image in a
+    worker (the same floats: both steps are elementwise)."""
+    floats = v2.functional.to_dtype(pixels.to(device, non_blocking=True), torch.float32, scale=True)
+    return v2.functional.normalize(floats, list(MEAN), list(STD))
 
 
 def train_transform(size: int) -> Transform:

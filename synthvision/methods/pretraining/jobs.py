@@ -29,6 +29,7 @@ from synthvision.methods.pretraining.data import (
     eval_transform,
     moco_v2_transform,
     synthetic_examples,
+    to_model,
     train_transform,
 )
 from synthvision.methods.pretraining.loop import LoopResult, run_loop
@@ -53,7 +54,7 @@ def _steps_per_epoch(examples: int, batch_size: int) -> int:
 
 def _to(batch: Batch, device: torch.device) -> Batch:
     views, labels = batch
-    return [view.to(device, non_blocking=True) for view in views], labels.to(device, non_blocking=True)
+    return [to_model(view, device) for view in views], labels.to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -62,7 +63,7 @@ def model_top1(job: Job, model: torch.nn.Module, data: LabelledImages) -> float:
     model.eval()
     transform, correct = eval_transform(job.image_size), 0
     for batch in batched(zip(data.images, data.labels, strict=True), job.optim.batch_size):
-        images = torch.stack([transform(image) for image, _ in batch]).to(job.device)
+        images = to_model(torch.stack([transform(image) for image, _ in batch]), job.device)
         correct += int((model(images).argmax(1).cpu().numpy() == np.array([label for _, label in batch])).sum())
     return 100.0 * correct / len(data.labels)
 
