@@ -185,7 +185,7 @@ def _header(block: bytes, at: int) -> tuple[str, int, bytes]:
     if recorded != sum(block) - sum(block[148:156]) + 8 * 32:  # the checksum counts its field as spaces
         raise tarfile.ReadError(f"tar header at byte {at} has a bad checksum: not a tar, or a damaged one")
     name = block[:100].split(b"\0", 1)[0]
-    if block[257:262] == b"ustar":
+    if block[257:265] == b"ustar\x0000":  # POSIX ustar and pax: GNU headers keep other fields there
         prefix = block[345:500].split(b"\0", 1)[0]
         name = prefix + b"/" + name if prefix else name
     return name.decode("utf-8", "surrogateescape"), _number(block[124:136], at), block[156:157]
