@@ -131,7 +131,7 @@ class ClipModel:
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         """Raw (unnormalised) image embeddings, float32, N x D."""
-        return self.encode_pixels(Pixels.stack([self.pixels.image(image) for image in images]))
+        return self.encode_pixels(self.pixels.batch(images))
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:

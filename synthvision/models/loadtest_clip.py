@@ -48,4 +48,4 @@ class LoadTestClip:
         return (self.pixels.floats(mean_pixel).flatten(1) @ self._projection).numpy()
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        return self.encode_pixels(Pixels.stack([self.pixels.image(image) for image in images]))
+        return self.encode_pixels(self.pixels.batch(images))

@@ -35,13 +35,19 @@ class Pixels:
         return cls(Compose(steps[: at[0]]), Compose(steps[at[0] + 1 :]))
 
     def image(self, image: Image.Image) -> np.ndarray:
-        """One image's pixels (H x W x 3 uint8), in a CPU worker."""
-        return np.asarray(self.image_steps(image).convert("RGB"))
+        """One image's pixels (H x W x 3 uint8), in a CPU worker. Converted to RGB only where the steps
+        left another mode (open_clip's convert already; `convert` would copy an RGB image again)."""
+        image = self.image_steps(image)
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
     @staticmethod
     def stack(images: list[np.ndarray]) -> torch.Tensor:
         """A batch of `image`'s outputs: N x H x W x 3 uint8, on the CPU."""
         return torch.from_numpy(np.stack(images))
+
+    def batch(self, images: list[Image.Image]) -> torch.Tensor:
+        """A few images' uint8 batch, made here (a `stack` of their `image`s)."""
+        return self.stack([self.image(image) for image in images])
 
     def floats(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's input (N x 3 x H x W floats) from a `stack`, on whatever device it is."""
@@ -49,4 +55,4 @@ class Pixels:
 
     def of(self, images: list[Image.Image]) -> torch.Tensor:
         """The whole preprocessing of a few images, here: the model's input."""
-        return self.floats(self.stack([self.image(image) for image in images]))
+        return self.floats(self.batch(images))
