@@ -248,6 +248,11 @@ class ClipConfig(Section):
     workers: Annotated[int | None, Runtime] = Field(
         None, ge=0, description="threads that decode and preprocess images while CLIP runs; default: cores, ≤ 8"
     )
+    processes: Annotated[bool | None, Runtime] = Field(
+        None,
+        description="the workers are processes (each with its own GIL), not threads; default: with more than 4 "
+        "workers (a GPU node), unless in a daemonic process (a Dask worker's)",
+    )
     seconds_per_batch: Annotated[float, Runtime] = Field(
         0.0, ge=0, description="loadtest: the model time it simulates per batch"
     )

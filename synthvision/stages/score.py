@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,8 @@ from synthvision.core import failpoints, stopping
 from synthvision.core.batching import batched
 from synthvision.core.errors import DataError
 from synthvision.core.manifest import Manifest, manifest_path
-from synthvision.core.pipelining import cpu_workers, ordered_map
+from synthvision.core.memo import once_per_config
+from synthvision.core.pipelining import WorkerProcesses, cpu_workers, in_daemon_process, ordered_map
 from synthvision.core.planning import shard_name
 from synthvision.core.stage_table import stage
 from synthvision.methods.diversity import drop_near_duplicates
@@ -46,6 +47,7 @@ from synthvision.storage.store import HashingReader
 from synthvision.storage.tars import decode_image, read_samples, sample_image_bytes
 
 if TYPE_CHECKING:
+    from synthvision.core.data_config import ClipConfig
     from synthvision.models.clip import ClipModel
     from synthvision.models.pixels import Pixels
     from synthvision.run import Run
@@ -179,20 +181,27 @@ def _embed(
 ) -> tuple[list[str], list[int], np.ndarray | None]:
     """Keys, labels and image embeddings of a committed tar, batch by batch (an undecodable sample is
     counted in `dropped`, never fatal); `CorruptShard` when the bytes read are not the committed ones.
-    While CLIP encodes a batch, a thread reads and hashes the tar and `clip.workers` threads decode and
-    preprocess the next batches (the model's thread only waits for them)."""
+    While CLIP encodes a batch, a thread reads and hashes the tar and `clip.workers` threads (or
+    processes: `in_processes`) decode and preprocess the next batches (the model's thread only waits
+    for them)."""
     url = run.storage.url_of(source.data_file)
     keys, labels, embeddings = [], [], []
-    workers = cpu_workers(run.config.clip.workers)
-    prepare = partial(_prepare_batch, clip.pixels, clip.device.type == "cuda")
+    config = run.config.clip
+    workers, pin = cpu_workers(config.workers), clip.device.type == "cuda"
+    processes = decoding_processes(config) if in_processes(config, workers) else None
     with run.storage.open(source.data_file) as raw:
         stream = HashingReader(raw)
-        samples = batched(read_samples(stream, url), run.config.clip.batch_size)
+        samples = batched(map(_essentials, read_samples(stream, url)), config.batch_size)
         turn = model_turn()  # the model's place: taken when the first batch is ready, given back after the last
         try:
-            prepared = ordered_map(prepare, samples, workers, ahead=workers + 1, initializer=_one_torch_thread)
+            if processes is None:
+                prepare = partial(_prepared_on_host, clip.pixels, pin)
+                prepared = ordered_map(prepare, samples, workers, ahead=workers + 1, initializer=_one_torch_thread)
+            else:
+                prepared = ordered_map(_prepare_in_process, samples, workers, ahead=workers + 1, processes=processes)
             with closing(prepared):
                 for batch in prepared:
+                    batch = batch if processes is None else _on_host(batch, pin)
                     if batch.undecodable:
                         dropped[DECODE_ERROR] = dropped.get(DECODE_ERROR, 0) + batch.undecodable
                     if batch.keys:
@@ -242,26 +251,82 @@ class PreparedBatch:
 
     keys: list[str]
     labels: list[int]
-    pixels: Any  # N x H x W x 3 uint8 tensor (None when no sample decoded)
+    pixels: Any  # N x H x W x 3 uint8: numpy from `_prepare_batch`, a torch tensor from `_on_host` (None: none decoded)
     undecodable: int
 
 
-def _prepare_batch(pixels: Pixels, pin: bool, samples: list[dict]) -> PreparedBatch:
-    """Decode and preprocess a batch of samples (in a worker thread); an undecodable one is counted."""
+Essentials = tuple[str, bytes | None, bytes | None]  # a sample's key, image bytes and class id text
+
+
+def _essentials(sample: dict) -> Essentials:
+    """What scoring reads of a sample (all that travels to a decoding process)."""
+    return sample["__key__"], sample_image_bytes(sample), sample.get("cls")
+
+
+def _prepare_batch(pixels: Pixels, samples: list[Essentials]) -> PreparedBatch:
+    """Decode and preprocess a batch of samples (in a worker); an undecodable one is counted."""
     keys, labels, images = [], [], []
-    for sample in samples:
+    for key, image_bytes, class_id in samples:
         try:
-            image = pixels.image(decode_image(sample_image_bytes(sample)))
-            label = int(sample["cls"])
+            image = pixels.image(decode_image(image_bytes))
+            label = int(class_id)
         except Exception:  # any undecodable sample is counted with its reason, never fatal
             continue
-        keys.append(sample["__key__"])
+        keys.append(key)
         labels.append(label)
         images.append(image)
-    stacked = pixels.stack(images) if images else None
-    if stacked is not None and pin:
-        stacked = stacked.pin_memory()  # for an asynchronous copy to the GPU
-    return PreparedBatch(keys, labels, stacked, len(samples) - len(keys))
+    return PreparedBatch(keys, labels, np.stack(images) if images else None, len(samples) - len(keys))
+
+
+def _on_host(batch: PreparedBatch, pin: bool) -> PreparedBatch:
+    """The batch's pixels as a CPU tensor, in page-locked memory for an asynchronous copy to a GPU."""
+    import torch
+
+    if batch.pixels is None or (isinstance(batch.pixels, torch.Tensor) and not pin):
+        return batch
+    pixels = torch.as_tensor(batch.pixels)
+    return replace(batch, pixels=pixels.pin_memory() if pin else pixels)
+
+
+def _prepared_on_host(pixels: Pixels, pin: bool, samples: list[Essentials]) -> PreparedBatch:
+    """`_prepare_batch`, then `_on_host`, in a worker thread."""
+    return _on_host(_prepare_batch(pixels, samples), pin)
+
+
+PROCESSES_ABOVE = 4
+
+
+def in_processes(config: ClipConfig, workers: int) -> bool:
+    """Whether images are decoded in worker processes: `clip.processes`, by default where there are
+    more than PROCESSES_ABOVE workers (a GPU node: README, Benchmarks, `gil_work.py`). Never in a
+    daemonic process (a Dask worker's, by default), which may not start processes."""
+    wanted = config.processes if config.processes is not None else workers > PROCESSES_ABOVE
+    return wanted and workers > 0 and not in_daemon_process()
+
+
+@once_per_config
+def decoding_processes(config: ClipConfig) -> WorkerProcesses:
+    """This process's decoding processes for `config`'s CLIP (started at their first batch)."""
+    from synthvision.models.clip import load_clip
+
+    return WorkerProcesses(cpu_workers(config.workers), _start_decoding, (load_clip(config).pixels,))
+
+
+_decoding: dict[str, Pixels] = {}  # in a decoding process: the preprocessing `_start_decoding` received
+
+
+def _start_decoding(pixels: Pixels) -> None:
+    """A decoding process's start: one torch thread (its siblings share the cores), the preprocessing."""
+    import torch
+
+    torch.set_num_threads(1)
+    _decoding["pixels"] = pixels
+
+
+def _prepare_in_process(samples: list[Essentials]) -> PreparedBatch:
+    """`_prepare_batch` in a decoding process; the pixels travel back in shared memory (a torch tensor's
+    pickling moves it there: only a handle goes through the pipe)."""
+    return _on_host(_prepare_batch(_decoding["pixels"], samples), pin=False)
 
 
 def committed_scores(run: Run) -> list[Manifest]:

@@ -112,16 +112,21 @@ def test_test_set_errors(tmp_path):
 
 def test_parallel_decoding_gives_the_parquet_of_one_thread(tmp_path):
     """Workers that read, decode and preprocess ahead of CLIP change when, never what: the same parquet
-    bytes, an undecodable sample counted the same, with 0 and 3 workers and batches that split it."""
+    bytes, an undecodable sample counted the same, with no worker, 3 threads and 2 processes, and
+    batches that split it."""
     labels = tmp_path / "red-blue.txt"
     labels.write_text("red\nblue\n")
     parquets, dropped = [], []
-    for workers in (0, 3):
+    for name, workers in (
+        ("serial", {"workers": 0}),
+        ("threads", {"workers": 3}),
+        ("processes", {"workers": 2, "processes": True}),
+    ):
         config = tiny_config(
-            tmp_path / f"run{workers}",
+            tmp_path / name,
             labels,
             shards={"images_per_class": 5, "shard_size": 10},
-            clip={"batch_size": 3, "workers": workers},
+            clip={"batch_size": 3, **workers},
         )
         run = Run(config)
         ensure(run, "prompts")
@@ -137,8 +142,9 @@ def test_parallel_decoding_gives_the_parquet_of_one_thread(tmp_path):
         manifest = score.score(run, 0)
         parquets.append(run.storage.read_bytes(manifest.data_file))
         dropped.append(manifest.dropped)
-    assert parquets[0] == parquets[1]
-    assert dropped[0] == dropped[1] and dropped[0][DECODE_ERROR] == 1
+        assert score.in_processes(run.config.clip, score.cpu_workers(run.config.clip.workers)) == (name == "processes")
+    assert parquets[0] == parquets[1] == parquets[2]
+    assert dropped[0] == dropped[1] == dropped[2] and dropped[0][DECODE_ERROR] == 1
     assert pq.read_table(io.BytesIO(parquets[0])).num_rows == 9
 
 
@@ -164,3 +170,23 @@ def test_a_score_worker_runs_one_torch_thread_and_threads_started_later_keep_the
     if "parallel backend: OpenMP" in torch.__config__.parallel_info():
         assert in_workers == [1, 1, 1, 1]
     assert later == [2]
+
+
+def _in_processes_here(answers) -> None:
+    answers.put(score.in_processes(ClipConfig(processes=True, workers=2), 2))
+
+
+def test_a_daemonic_process_decodes_in_threads():
+    """A Dask worker's process is daemonic by default, and a daemonic process may not start
+    processes: there the score stage decodes in threads, whatever `clip.processes` says."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    for daemon in (True, False):
+        child = context.Process(target=_in_processes_here, args=(answers,), daemon=daemon)
+        child.start()
+        assert answers.get(timeout=120) is (not daemon)
+        child.join(timeout=60)
+    assert score.in_processes(ClipConfig(workers=8), 8) and not score.in_processes(ClipConfig(workers=4), 4)
+    assert not score.in_processes(ClipConfig(processes=True, workers=0), 0)
