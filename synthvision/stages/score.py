@@ -12,6 +12,7 @@ moved to `quarantine/` (so it is generated again) and reported with `CorruptShar
 from __future__ import annotations
 
 import io
+import os
 import time
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -316,10 +317,13 @@ _decoding: dict[str, Pixels] = {}  # in a decoding process: the preprocessing `_
 
 
 def _start_decoding(pixels: Pixels) -> None:
-    """A decoding process's start: one torch thread (its siblings share the cores), the preprocessing."""
+    """A decoding process's start: one torch thread (its siblings share the cores), a lower priority
+    than the stage's own process (its serial part feeds the model: where the cores are short, the OS
+    runs it first; measured in README: Benchmarks, `gil_work.py`), the preprocessing."""
     import torch
 
     torch.set_num_threads(1)
+    os.nice(5)
     _decoding["pixels"] = pixels
 
 
