@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthvision.core import failpoints, stopping
-from synthvision.core.batching import batched
 from synthvision.core.errors import DataError
 from synthvision.core.manifest import Manifest, manifest_path
 from synthvision.core.memo import once_per_config
@@ -45,7 +44,7 @@ from synthvision.stages import generate
 from synthvision.stages.units import model_turn
 from synthvision.storage.commits import every
 from synthvision.storage.store import HashingReader
-from synthvision.storage.tars import decode_image, read_samples, sample_image_bytes
+from synthvision.storage.tars import decode_image, range_samples, sample_image_bytes, sample_ranges
 
 if TYPE_CHECKING:
     from synthvision.core.data_config import ClipConfig
@@ -182,8 +181,9 @@ def _embed(
 ) -> tuple[list[str], list[int], np.ndarray | None]:
     """Keys, labels and image embeddings of a committed tar, batch by batch (an undecodable sample is
     counted in `dropped`, never fatal); `CorruptShard` when the bytes read are not the committed ones.
-    While CLIP encodes a batch, a thread reads and hashes the tar and `clip.workers` threads (or
-    processes: `in_processes`) decode and preprocess the next batches (the model's thread only waits
+    While CLIP encodes a batch, a thread reads and hashes the tar and cuts it into the next batches'
+    bytes (parsing headers only: `sample_ranges`), and `clip.workers` threads (or processes:
+    `in_processes`) cut their members out, decode and preprocess them (the model's thread only waits
     for them)."""
     url = run.storage.url_of(source.data_file)
     keys, labels, embeddings = [], [], []
@@ -192,14 +192,14 @@ def _embed(
     processes = decoding_processes(config) if in_processes(config, workers) else None
     with run.storage.open(source.data_file) as raw:
         stream = HashingReader(raw)
-        samples = batched(map(_essentials, read_samples(stream, url)), config.batch_size)
+        pieces = ((url, piece) for piece in sample_ranges(stream, config.batch_size))  # a batch's bytes each
         turn = model_turn()  # the model's place: taken when the first batch is ready, given back after the last
         try:
             if processes is None:
                 prepare = partial(_prepared_on_host, clip.pixels, pin)
-                prepared = ordered_map(prepare, samples, workers, ahead=workers + 1, initializer=_one_torch_thread)
+                prepared = ordered_map(prepare, pieces, workers, ahead=workers + 1, initializer=_one_torch_thread)
             else:
-                prepared = ordered_map(_prepare_in_process, samples, workers, ahead=workers + 1, processes=processes)
+                prepared = ordered_map(_prepare_in_process, pieces, workers, ahead=workers + 1, processes=processes)
             with closing(prepared):
                 for batch in prepared:
                     batch = batch if processes is None else _on_host(batch, pin)
@@ -256,24 +256,18 @@ class PreparedBatch:
     undecodable: int
 
 
-Essentials = tuple[str, bytes | None, bytes | None]  # a sample's key, image bytes and class id text
-
-
-def _essentials(sample: dict) -> Essentials:
-    """What scoring reads of a sample (all that travels to a decoding process)."""
-    return sample["__key__"], sample_image_bytes(sample), sample.get("cls")
-
-
-def _prepare_batch(pixels: Pixels, samples: list[Essentials]) -> PreparedBatch:
-    """Decode and preprocess a batch of samples (in a worker); an undecodable one is counted."""
+def _prepare_batch(pixels: Pixels, piece: tuple[str, bytes]) -> PreparedBatch:
+    """Decode and preprocess a batch (a piece of a tar from `sample_ranges`, with the tar's url) in a
+    worker; an undecodable sample is counted."""
     keys, labels, images = [], [], []
-    for key, image_bytes, class_id in samples:
+    samples = list(range_samples(piece[1], piece[0]))
+    for sample in samples:
         try:
-            image = pixels.image(decode_image(image_bytes))
-            label = int(class_id)
+            image = pixels.image(decode_image(sample_image_bytes(sample)))
+            label = int(sample["cls"])
         except Exception:  # any undecodable sample is counted with its reason, never fatal
             continue
-        keys.append(key)
+        keys.append(sample["__key__"])
         labels.append(label)
         images.append(image)
     return PreparedBatch(keys, labels, np.stack(images) if images else None, len(samples) - len(keys))
@@ -289,9 +283,9 @@ def _on_host(batch: PreparedBatch, pin: bool) -> PreparedBatch:
     return replace(batch, pixels=pixels.pin_memory() if pin else pixels)
 
 
-def _prepared_on_host(pixels: Pixels, pin: bool, samples: list[Essentials]) -> PreparedBatch:
+def _prepared_on_host(pixels: Pixels, pin: bool, piece: tuple[str, bytes]) -> PreparedBatch:
     """`_prepare_batch`, then `_on_host`, in a worker thread."""
-    return _on_host(_prepare_batch(pixels, samples), pin)
+    return _on_host(_prepare_batch(pixels, piece), pin)
 
 
 PROCESSES_ABOVE = 4
@@ -327,10 +321,10 @@ def _start_decoding(pixels: Pixels) -> None:
     _decoding["pixels"] = pixels
 
 
-def _prepare_in_process(samples: list[Essentials]) -> PreparedBatch:
+def _prepare_in_process(piece: tuple[str, bytes]) -> PreparedBatch:
     """`_prepare_batch` in a decoding process; the pixels travel back in shared memory (a torch tensor's
     pickling moves it there: only a handle goes through the pipe)."""
-    return _on_host(_prepare_batch(_decoding["pixels"], samples), pin=False)
+    return _on_host(_prepare_batch(_decoding["pixels"], piece), pin=False)
 
 
 def committed_scores(run: Run) -> list[Manifest]:

@@ -22,7 +22,7 @@ import tarfile
 import threading
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
@@ -132,15 +132,53 @@ class ShardWriter:
 def read_samples(stream: IO[bytes], url: str) -> Iterator[dict[str, Any]]:
     """Raw samples of a tar stream: dicts of `__key__`, `__url__` and one bytes value per extension
     (names webdataset keeps for its metadata, `__...__`, are skipped as its reader skips them)."""
-    files = (
-        {"fname": name, "data": data, "__url__": url}
-        for name, data in tar_members(stream)
-        if not WEBDATASET_META.match(name)
-    )
+    return _grouped(tar_members(stream), url)
+
+
+def sample_ranges(stream: IO[bytes], samples: int) -> Iterator[bytes]:
+    """A tar stream cut into pieces of `samples` samples each (the last may hold fewer): the bytes of
+    whole entries, which `range_samples` reads as a tar of its own.
+
+    Only the headers are parsed here, where the stream is read and hashed: the worker that reads a
+    piece cuts its members out and groups them, so the process reading the stream copies each
+    member once, within one piece, instead of slicing, grouping and handing over members one by one.
+    A piece ends where a sample's first entry (its extended headers included) begins, so no sample
+    is split; a damaged stream fails here, as `tar_members` fails."""
+    reader = _opened(stream)
+    reader.hold()
+    key, count = None, 0
+    for name, start, _ in _regular_files(reader, keep=False):
+        this = _sample_key(name)
+        if this is None or this == key:
+            continue
+        if count == samples:
+            yield reader.cut(start)
+            count = 0
+        key, count = this, count + 1
+    if count:
+        yield reader.cut(reader.offset)
+
+
+def range_samples(piece: bytes, url: str) -> Iterator[dict[str, Any]]:
+    """`read_samples` of a piece from `sample_ranges`."""
+    members = _regular_files(_Chunks(io.BytesIO(), piece), keep=True)
+    return _grouped(((name, data) for name, _, data in members), url)
+
+
+def _grouped(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[dict[str, Any]]:
+    """Members grouped into samples by webdataset's own `group_by_keys`."""
+    files = ({"fname": name, "data": data, "__url__": url} for name, data in members if not WEBDATASET_META.match(name))
     return group_by_keys(files)
 
 
+def _sample_key(name: str) -> str | None:
+    """The sample a member belongs to, as webdataset's `base_plus_ext` splits its name (None: none)."""
+    match = None if WEBDATASET_META.match(name) else SAMPLE_NAME.match(name)
+    return match.group(1) if match else None
+
+
 WEBDATASET_META = re.compile(r"__[^/]*__($|/)")
+SAMPLE_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
 BLOCK = 512
 CHUNK = 1 << 22
 COMPRESSED = {b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw), b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
@@ -150,34 +188,46 @@ def tar_members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of each regular file of a tar stream (gzip, bzip2 or xz compressed, or not), in
     order. Long names (pax `path`, GNU `L`) and pax sizes apply as `tarfile` applies them; a header
     whose checksum fails or a member cut short raises `tarfile.ReadError`, naming where."""
+    return ((name, data) for name, _, data in _regular_files(_opened(stream), keep=True))
+
+
+def _opened(stream: IO[bytes]) -> _Chunks:
+    """The stream in chunks, decompressed if it starts with a gzip, bzip2 or xz magic."""
     reader = _Chunks(stream)
     opener = next((open_ for magic, open_ in COMPRESSED.items() if reader.peek(len(magic)) == magic), None)
-    if opener is not None:
-        reader = _Chunks(opener(reader))
+    return reader if opener is None else _Chunks(opener(reader))
+
+
+def _regular_files(reader: _Chunks, keep: bool) -> Iterator[tuple[str, int, bytes | None]]:
+    """(name, where its first header starts, its bytes if `keep`) of each regular file."""
     extended: dict[str, str] = {}  # pax or GNU fields for the next member
+    first = None  # where the next member's first header (an extended one, or its own) starts
     while True:
         at, block = reader.offset, reader.take(BLOCK)
         if (at > 0 and not block) or block == bytes(BLOCK):  # the end (two zero blocks, or none)
             return
         if len(block) < BLOCK:
             raise tarfile.ReadError(f"tar header at byte {at} is cut short: {len(block)} of {BLOCK} bytes")
+        first = at if first is None else first
         name, size, kind = _header(block, at)
         if kind not in (b"x", b"g", b"L", b"K"):
             size = int(extended.get("size", size))
-        data = reader.take(size)
-        if len(data) < size:
-            raise tarfile.ReadError(f"tar member at byte {at} is cut short: {len(data)} of {size} bytes")
-        reader.take(-size % BLOCK)
+        regular = kind in (b"0", b"\0", b"7")  # regular files, as tarfile's isreg()
+        data = reader.take(size) if kind in (b"x", b"L") or (regular and keep) else None
+        got = reader.skip(size) if data is None else len(data)
+        if got < size:
+            raise tarfile.ReadError(f"tar member at byte {at} is cut short: {got} of {size} bytes")
+        reader.skip(-size % BLOCK)
         if kind == b"x":
             extended.update(_pax_fields(data))
         elif kind == b"L":
             extended["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-        elif kind in (b"g", b"K"):
-            continue  # global pax fields, a GNU link name: nothing webdataset reads
-        else:
-            if kind in (b"0", b"\0", b"7"):  # regular files, as tarfile's isreg()
-                yield extended.get("path", name), data
-            extended = {}
+        elif kind == b"g":
+            first = None  # global pax fields: nothing webdataset reads, and no member's
+        elif kind != b"K":  # a GNU link name belongs to the next entry
+            if regular:
+                yield extended.get("path", name), first, data
+            extended, first = {}, None
 
 
 def _header(block: bytes, at: int) -> tuple[str, int, bytes]:
@@ -224,34 +274,79 @@ def _pax_fields(data: bytes) -> dict[str, str]:
 
 
 class _Chunks:
-    """A stream read in large chunks, handed out in the sizes asked for; `offset` counts bytes taken.
-    A piece within one chunk is a slice of it; only a piece across two is joined (never a whole chunk)."""
+    """A stream read in large chunks, handed out in the sizes asked for; `offset` counts the bytes
+    taken or skipped. A piece within one chunk is a slice of it, a skip copies nothing, and only a
+    piece across chunks is joined (never a whole chunk). After `hold`, the chunks read are kept until
+    `cut` hands out the bytes from the previous cut (or the hold) up to an offset."""
 
-    def __init__(self, stream: IO[bytes]):
-        self._stream, self._buffer, self._at, self.offset = stream, b"", 0, 0
+    def __init__(self, stream: IO[bytes], start: bytes = b""):
+        """`start`: the stream's first bytes, already read (a whole piece: read in place, not copied)."""
+        self._stream, self._buffer, self._base, self._at = stream, start, 0, 0  # _base: the buffer's offset
+        self._held: list[tuple[int, bytes]] | None = None  # (offset, chunk) of the chunks since the hold
+        self._mark = 0
+
+    @property
+    def offset(self) -> int:
+        return self._base + self._at
 
     def peek(self, size: int) -> bytes:
+        """The next `size` bytes, not taken (at the stream's start: before `hold`)."""
         if len(self._buffer) - self._at < size:
-            self._buffer, self._at = self._buffer[self._at :] + self._stream.read(max(CHUNK, size)), 0
+            self._buffer = self._buffer[self._at :] + self._stream.read(max(CHUNK, size))
+            self._base, self._at = self.offset, 0
         return self._buffer[self._at : self._at + size]
 
     def take(self, size: int) -> bytes:
+        """The next `size` bytes (fewer at the stream's end)."""
         at, end = self._at, self._at + size
         if end <= len(self._buffer):
-            self._at, self.offset = end, self.offset + size
+            self._at = end
             return self._buffer[at:end]
-        parts, have = [self._buffer[at:]], len(self._buffer) - at  # the rest of this chunk, then the next ones
-        self._buffer, self._at = b"", 0
-        while have < size and (chunk := self._stream.read(max(CHUNK, size - have))):
-            self._buffer, self._at = chunk, min(size - have, len(chunk))
-            parts.append(chunk[: self._at])
-            have += self._at
-        data = b"".join(parts)
-        self.offset += len(data)
-        return data
+        parts, wanted = [self._buffer[at:]], size - (len(self._buffer) - at)
+        self._at = len(self._buffer)
+        while wanted > 0 and self._next_chunk():
+            parts.append(self._buffer[:wanted])
+            self._at = len(parts[-1])
+            wanted -= self._at
+        return b"".join(parts)
+
+    def skip(self, size: int) -> int:
+        """Pass the next `size` bytes (fewer at the stream's end); how many were passed."""
+        at, end = self._at, self._at + size
+        if end <= len(self._buffer):
+            self._at = end
+            return size
+        passed, self._at = len(self._buffer) - at, len(self._buffer)
+        while passed < size and self._next_chunk():
+            self._at = min(size - passed, len(self._buffer))
+            passed += self._at
+        return passed
 
     def read(self, size: int = -1) -> bytes:  # a file to a decompressor
         return self.take(size) if size >= 0 else b"".join(iter(lambda: self.take(CHUNK), b""))
+
+    def hold(self) -> None:
+        """Keep what is read from here on, for `cut`."""
+        self._held, self._mark = [(self._base, self._buffer)], self.offset
+
+    def cut(self, end: int) -> bytes:
+        """The bytes from the last cut (or the hold) to `end` (at most `offset`)."""
+        pieces = [
+            chunk[max(self._mark - base, 0) : end - base]
+            for base, chunk in self._held
+            if base < end and base + len(chunk) > self._mark
+        ]
+        self._mark = end
+        self._held = [(base, chunk) for base, chunk in self._held if base + len(chunk) > end or chunk is self._buffer]
+        return b"".join(pieces)
+
+    def _next_chunk(self) -> bool:
+        """Move to the next chunk of the stream (at its start); False at the stream's end."""
+        self._base += len(self._buffer)
+        self._buffer, self._at = self._stream.read(CHUNK), 0
+        if self._held is not None and self._buffer:
+            self._held.append((self._base, self._buffer))
+        return bool(self._buffer)
 
 
 def sample_image_bytes(sample: dict[str, Any]) -> bytes | None:

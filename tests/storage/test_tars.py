@@ -11,8 +11,10 @@ from synthvision.storage.tars import (
     ImageEncoding,
     ShardWriter,
     decode_image,
+    range_samples,
     read_samples,
     sample_image_bytes,
+    sample_ranges,
     tar_members,
 )
 
@@ -130,3 +132,30 @@ def test_a_damaged_or_cut_tar_fails_naming_the_byte():
         list(tar_members(io.BytesIO(data[: 1024 + 1000])))
     with pytest.raises(tarfile.ReadError, match="at byte 0 is cut short"):
         list(tar_members(io.BytesIO(b"")))
+
+
+SAMPLES = [(f"{i:06d}.{ext}", bytes([i]) * size) for i in range(7) for ext, size in (("png", 700 * i), ("cls", 1))]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+@pytest.mark.parametrize("compression", ["", "gz"])
+@pytest.mark.parametrize("chunk", [4 << 20, 1000])  # one read, or samples and headers across reads
+@pytest.mark.parametrize("per_piece", [1, 3, 7, 50])
+def test_sample_ranges_cut_a_tar_into_pieces_of_whole_samples(monkeypatch, fmt, compression, chunk, per_piece):
+    """The pieces, each read as a tar of its own, give the tar's samples, `per_piece` at a time; a
+    long name's extended header stays with its member."""
+    monkeypatch.setattr("synthvision.storage.tars.CHUNK", chunk)
+    members = [*SAMPLES[:6], ("deep/" * 30 + "000003.png", b"long name"), *SAMPLES[6:]]
+    data = tar_of(members, fmt, compression)
+    pieces = list(sample_ranges(io.BytesIO(data), per_piece))
+    samples = [list(range_samples(piece, "u")) for piece in pieces]
+    assert [sample for piece in samples for sample in piece] == list(read_samples(io.BytesIO(data), "u"))
+    assert [len(piece) for piece in samples[:-1]] == [per_piece] * (len(pieces) - 1)
+    assert 1 <= len(samples[-1]) <= per_piece
+
+
+def test_sample_ranges_fail_on_a_damaged_tar_where_it_is_read():
+    data = tar_of(SAMPLES, tarfile.PAX_FORMAT)
+    damaged = data[:600] + b"?" + data[601:]
+    with pytest.raises(tarfile.ReadError, match="at byte 512 has a bad checksum"):
+        list(sample_ranges(io.BytesIO(damaged), 2))
