@@ -313,7 +313,7 @@ _decoding: dict[str, Pixels] = {}  # in a decoding process: the preprocessing `_
 def _start_decoding(pixels: Pixels) -> None:
     """A decoding process's start: one torch thread (its siblings share the cores), a lower priority
     than the stage's own process (its serial part feeds the model: where the cores are short, the OS
-    runs it first; measured in README: Benchmarks, `gil_work.py`), the preprocessing."""
+    should run it first), the preprocessing."""
     import torch
 
     torch.set_num_threads(1)
