@@ -104,11 +104,11 @@ def measure(
             frames = stack.split(";")
             process = [f"process {child.pid}:", *(f for f in frames if f.startswith("process "))][-1]  # innermost
             role = thread_role(next((f for f in frames if f.startswith("thread (")), "?"))
-            mine = process.startswith(f"process {child.pid}:")
+            mine, top = process.startswith(f"process {child.pid}:"), frames[-1].split(" (")[0]
             threads[role if mine else f"worker process {role}"] += int(count)
-            tops[frames[-1].split(" (")[0]] += int(count)
+            tops[top] += int(count)
             if mine:
-                own[frames[-1].split(" (")[0]] += int(count)
+                own[top] += int(count)
     return sum(tops.values()) / rate / images * 1000, own, tops, threads
 
 

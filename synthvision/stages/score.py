@@ -259,8 +259,9 @@ class PreparedBatch:
 def _prepare_batch(pixels: Pixels, piece: tuple[str, bytes]) -> PreparedBatch:
     """Decode and preprocess a batch (a piece of a tar from `sample_ranges`, with the tar's url) in a
     worker; an undecodable sample is counted."""
+    url, data = piece
     keys, labels, images = [], [], []
-    samples = list(range_samples(piece[1], piece[0]))
+    samples = list(range_samples(data, url))
     for sample in samples:
         try:
             image = pixels.image(decode_image(sample_image_bytes(sample)))
@@ -277,9 +278,9 @@ def _on_host(batch: PreparedBatch, pin: bool) -> PreparedBatch:
     """The batch's pixels as a CPU tensor, in page-locked memory for an asynchronous copy to a GPU."""
     import torch
 
-    if batch.pixels is None or (isinstance(batch.pixels, torch.Tensor) and not pin):
+    if batch.pixels is None:
         return batch
-    pixels = torch.as_tensor(batch.pixels)
+    pixels = torch.as_tensor(batch.pixels)  # a tensor already (from a decoding process): itself
     return replace(batch, pixels=pixels.pin_memory() if pin else pixels)
 
 

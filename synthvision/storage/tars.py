@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import webdataset as wds
 from PIL import Image
-from webdataset.tariterators import group_by_keys
+from webdataset.tariterators import base_plus_ext, group_by_keys
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 
@@ -172,13 +172,11 @@ def _grouped(members: Iterable[tuple[str, bytes]], url: str) -> Iterator[dict[st
 
 
 def _sample_key(name: str) -> str | None:
-    """The sample a member belongs to, as webdataset's `base_plus_ext` splits its name (None: none)."""
-    match = None if WEBDATASET_META.match(name) else SAMPLE_NAME.match(name)
-    return match.group(1) if match else None
+    """The sample a member belongs to, as `group_by_keys` groups it (None: none)."""
+    return None if WEBDATASET_META.match(name) else base_plus_ext(name)[0]
 
 
 WEBDATASET_META = re.compile(r"__[^/]*__($|/)")
-SAMPLE_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
 BLOCK = 512
 CHUNK = 1 << 22
 COMPRESSED = {b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw), b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
@@ -299,28 +297,29 @@ class _Chunks:
     def take(self, size: int) -> bytes:
         """The next `size` bytes (fewer at the stream's end)."""
         at, end = self._at, self._at + size
-        if end <= len(self._buffer):
+        if end <= len(self._buffer):  # most calls: within this chunk
             self._at = end
             return self._buffer[at:end]
-        parts, wanted = [self._buffer[at:]], size - (len(self._buffer) - at)
-        self._at = len(self._buffer)
-        while wanted > 0 and self._next_chunk():
-            parts.append(self._buffer[:wanted])
-            self._at = len(parts[-1])
-            wanted -= self._at
-        return b"".join(parts)
+        return b"".join(chunk[start:stop] for chunk, start, stop in self._spans(size))
 
     def skip(self, size: int) -> int:
         """Pass the next `size` bytes (fewer at the stream's end); how many were passed."""
-        at, end = self._at, self._at + size
-        if end <= len(self._buffer):
+        end = self._at + size
+        if end <= len(self._buffer):  # most calls: within this chunk
             self._at = end
             return size
-        passed, self._at = len(self._buffer) - at, len(self._buffer)
-        while passed < size and self._next_chunk():
-            self._at = min(size - passed, len(self._buffer))
-            passed += self._at
-        return passed
+        return sum(stop - start for _, start, stop in self._spans(size))
+
+    def _spans(self, size: int) -> Iterator[tuple[bytes, int, int]]:
+        """Move on by `size` bytes (fewer at the stream's end), across chunks: (chunk, start, stop) of
+        each part passed."""
+        start, self._at = self._at, min(self._at + size, len(self._buffer))
+        yield self._buffer, start, self._at
+        wanted = size - (self._at - start)
+        while wanted > 0 and self._next_chunk():
+            self._at = min(wanted, len(self._buffer))
+            wanted -= self._at
+            yield self._buffer, 0, self._at
 
     def read(self, size: int = -1) -> bytes:  # a file to a decompressor
         return self.take(size) if size >= 0 else b"".join(iter(lambda: self.take(CHUNK), b""))
